@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# Thin wrapper around meson + ninja.  See README.md.
+BUILD ?= build
+PREFIX ?= /usr/local
+MESON ?= meson
+NINJA ?= ninja
+
+.PHONY: all deps deps-test demo check check-asan fuzz fuzz-smoke bench install clean format
+
+all: deps $(BUILD)/build.ninja
+	$(NINJA) -C $(BUILD)
+
+deps:
+	@sh scripts/deps.sh build
+
+deps-test:
+	@sh scripts/deps.sh test
+
+$(BUILD)/build.ninja:
+	$(MESON) setup $(BUILD) --prefix=$(PREFIX)
+
+demo: all
+	@sh scripts/demo.sh
+
+check: deps-test all
+	@sh tests/run.sh $(BUILD)
+
+check-asan: deps-test
+	@test -f build-asan/build.ninja || $(MESON) setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+	$(NINJA) -C build-asan
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 sh tests/run.sh build-asan
+
+build-fuzz/build.ninja:
+	CC=clang $(MESON) setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false -Ddefault_library=static
+
+fuzz: deps build-fuzz/build.ninja
+	$(NINJA) -C build-fuzz
+	@sh tests/fuzz/run.sh build-fuzz 300
+
+fuzz-smoke: deps build-fuzz/build.ninja
+	$(NINJA) -C build-fuzz
+	@sh tests/fuzz/run.sh build-fuzz 5
+
+bench: deps-test all
+	@sh bench/run.sh
+
+install: all
+	$(MESON) configure $(BUILD) --prefix=$(PREFIX)
+	$(NINJA) -C $(BUILD) install
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) build-asan build-fuzz

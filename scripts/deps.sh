@@ -1,0 +1,24 @@
+#!/bin/sh
+# BSD-3-Clause. The one list of Debian packages vdisk needs.
+#   scripts/deps.sh build   - what `make` needs
+#   scripts/deps.sh test    - build + the peers the tests run against
+# Installs only what is missing; does nothing when everything is present.
+set -eu
+BUILD="build-essential meson ninja-build pkg-config zlib1g-dev libzstd-dev libjson-c-dev liburing-dev libgnutls28-dev nettle-dev clang libclang-rt-14-dev"
+TEST="qemu-utils qemu-block-extra nbdkit libnbd-bin python3-libnbd python3-pytest fio util-linux"
+want="$BUILD"
+[ "${1:-build}" = test ] && want="$BUILD $TEST"
+missing=""
+for p in $want; do
+    s=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    case "$s" in *"install ok installed"*) ;; *) missing="$missing $p" ;; esac
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "vdisk: missing Debian packages:$missing (run as root or install them)" >&2
+    exit 1
+fi
+echo "vdisk: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * The explicit driver table.  Adding a driver: one extern line and one
+ * table line, in probe order (cheap, specific probes first; raw last).
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+/* protocols */
+extern const vd_driver vd_drv_file;
+extern const vd_driver vd_drv_host_device;
+extern const vd_driver vd_drv_host_cdrom;
+extern const vd_driver vd_drv_null_co;
+/* filters */
+extern const vd_driver vd_drv_preallocate;
+/* formats */
+extern const vd_driver vd_drv_raw;
+
+const vd_driver *const vd_drivers[] = {
+    /* protocols */
+    &vd_drv_file,
+    &vd_drv_host_device,
+    &vd_drv_host_cdrom,
+    &vd_drv_null_co,
+    /* filters */
+    &vd_drv_preallocate,
+    /* formats, raw last */
+    &vd_drv_raw,
+    NULL,
+};
+
+const vd_driver *vd_driver_find(const char *name)
+{
+    for (size_t i = 0; name && vd_drivers[i]; i++) {
+        if (!strcmp(vd_drivers[i]->name, name)) {
+            return vd_drivers[i];
+        }
+    }
+    return NULL;
+}
+
+const vd_driver *vd_driver_find_protocol(const char *filename)
+{
+    const char *colon = strchr(filename, ':');
+    if (!colon) {
+        return NULL;
+    }
+    /* "dir/a:b" is a path, not a prefix */
+    const char *slash = strchr(filename, '/');
+    if (slash && slash < colon) {
+        return NULL;
+    }
+    size_t n = (size_t)(colon - filename);
+    for (size_t i = 0; vd_drivers[i]; i++) {
+        const char *const *p = vd_drivers[i]->protocols;
+        for (; p && *p; p++) {
+            if (strlen(*p) == n && !strncmp(*p, filename, n)) {
+                return vd_drivers[i];
+            }
+        }
+    }
+    return NULL;
+}
+
+size_t vd_driver_count(void)
+{
+    size_t n = 0;
+    while (vd_drivers[n]) {
+        n++;
+    }
+    return n;
+}
+
+const char *vd_driver_name(size_t i)
+{
+    return i < vd_driver_count() ? vd_drivers[i]->name : NULL;
+}
+
+const char *vd_driver_kind(const char *name)
+{
+    const vd_driver *d = vd_driver_find(name);
+    if (!d) {
+        return NULL;
+    }
+    switch (d->kind) {
+    case VD_DRV_PROTOCOL:
+        return "protocol";
+    case VD_DRV_FORMAT:
+        return "format";
+    case VD_DRV_FILTER:
+        return "filter";
+    }
+    return NULL;
+}

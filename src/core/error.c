@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * Errors: vd_error carries -errno plus a message inside the library; the
+ * public API keeps the last one per thread (vd_get_error / vd_get_errno).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+static _Thread_local int public_errno;
+static _Thread_local char public_msg[1024];
+
+const char *vd_get_error(void)
+{
+    return public_msg;
+}
+
+int vd_get_errno(void)
+{
+    return public_errno;
+}
+
+static int abs_err(int err)
+{
+    if (err < 0) {
+        err = -err;
+    }
+    return err ? err : EIO;
+}
+
+static int error_vset(vd_error **errp, int err, bool with_errno, const char *fmt, va_list ap)
+{
+    err = abs_err(err);
+    if (!errp || *errp) {
+        return -err;
+    }
+    vd_error *e = calloc(1, sizeof(*e));
+    if (!e) {
+        return -err;
+    }
+    e->err = err;
+    vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+    if (with_errno) {
+        size_t n = strlen(e->msg);
+        snprintf(e->msg + n, sizeof(e->msg) - n, ": %s", strerror(err));
+    }
+    *errp = e;
+    return -err;
+}
+
+int vd_error_set(vd_error **errp, int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = error_vset(errp, err, false, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+int vd_error_setg_errno(vd_error **errp, int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = error_vset(errp, err, true, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+void vd_error_prepend(vd_error **errp, const char *fmt, ...)
+{
+    if (!errp || !*errp) {
+        return;
+    }
+    char prefix[1024], old[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof(prefix), fmt, ap);
+    va_end(ap);
+    memcpy(old, (*errp)->msg, sizeof(old));
+    snprintf((*errp)->msg, sizeof((*errp)->msg), "%s%s", prefix, old);
+}
+
+void vd_error_free(vd_error *err)
+{
+    free(err);
+}
+
+void vd_set_public_error(int err, const char *fmt, ...)
+{
+    public_errno = abs_err(err);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(public_msg, sizeof(public_msg), fmt, ap);
+    va_end(ap);
+}
+
+void vd_error_publish(vd_error *err)
+{
+    if (!err) {
+        vd_set_public_error(EIO, "unknown error");
+        return;
+    }
+    public_errno = err->err;
+    memcpy(public_msg, err->msg, sizeof(public_msg));
+    public_msg[sizeof(public_msg) - 1] = 0;
+    free(err);
+}

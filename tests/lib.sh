@@ -1,0 +1,35 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# Shared helpers for shell tests (source it).  The runner sets VDISK,
+# VDISK_IO, VDISK_NBD, VDISK_SRC, VDISK_BUILD and runs us in a temp dir.
+set -eu
+: "${VDISK_SRC:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+: "${VDISK_BUILD:=$VDISK_SRC/build}"
+: "${VDISK:=$VDISK_BUILD/tools/vdisk/vdisk}"
+: "${VDISK_IO:=$VDISK_BUILD/tools/vdisk-io/vdisk-io}"
+: "${VDISK_NBD:=$VDISK_BUILD/tools/vdisk-nbd/vdisk-nbd}"
+export VDISK VDISK_IO VDISK_NBD
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+skip() { echo "$*"; exit 77; }
+# need CMD...: a peer that scripts/deps.sh test installs; missing is a failure
+need() { for c in "$@"; do command -v "$c" >/dev/null || fail "missing peer command $c (run scripts/deps.sh test)"; done; }
+
+# expect_fail "message substring" cmd...: cmd must exit non-zero, print one
+# error line containing the substring, and not crash (exit < 128).
+expect_fail() {
+    local want=$1; shift
+    local out rc=0
+    out=$("$@" 2>&1) || rc=$?
+    [ "$rc" -ne 0 ] || fail "expected failure: $*"
+    [ "$rc" -lt 128 ] || fail "crashed (exit $rc): $* -- $out"
+    case "$out" in *"$want"*) ;; *) fail "expected '$want' from: $* -- got: $out" ;; esac
+}
+# expect_exit N cmd...: exact exit code
+expect_exit() {
+    local want=$1; shift
+    local rc=0
+    "$@" >/dev/null 2>&1 || rc=$?
+    [ "$rc" -eq "$want" ] || fail "expected exit $want, got $rc: $*"
+}
+# same_content A B: byte-identical files
+same_content() { cmp -s "$1" "$2" || fail "content differs: $1 $2"; }

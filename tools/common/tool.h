@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * Helpers shared by vdisk, vdisk-io and vdisk-nbd.  Tools use only the
+ * public API (vdisk.h); anything two tools need lives here, once.
+ */
+#ifndef VD_TOOL_H
+#define VD_TOOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "vdisk.h"
+
+#define TOOL_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* Program name used in messages ("vdisk", "vdisk-io"). */
+void tool_init(const char *progname);
+const char *tool_progname(void);
+
+/* "progname: message" on stderr. */
+void tool_error(const char *fmt, ...) TOOL_PRINTF(1, 2);
+/* "progname: message: <library error>" on stderr. */
+void tool_error_lib(const char *fmt, ...) TOOL_PRINTF(1, 2);
+/* Warning line on stderr ("progname: warning: ..."). */
+void tool_warn(const char *fmt, ...) TOOL_PRINTF(1, 2);
+
+/* --object SPEC: registers it, prints an error and returns false on failure. */
+bool tool_object_add(const char *spec);
+
+/* Size with suffixes; prints "<what>: invalid size 'str'..." and returns false on error. */
+bool tool_parse_size(const char *what, const char *str, uint64_t *out);
+
+/* qemu's size_to_str: "512 B", "1 GiB", "1.5 GiB" (3 significant digits).
+ * Returns a static per-thread buffer. */
+const char *tool_human_size(uint64_t bytes);
+
+/*
+ * Open an image as qemu-img does: image_opts treats filename as an option
+ * string ("driver=qcow2,file.filename=x"); fmt may be NULL (probe: prints
+ * qemu-img's warning about probing raw unless quiet); extra opts may be NULL.
+ * Prints an error naming the file and returns NULL on failure.
+ */
+vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
+                    const vd_opts *extra, unsigned flags, bool quiet);
+
+/*
+ * Parse a cache mode (-t/-T): none, writeback, writethrough, directsync,
+ * unsafe into opts ("cache.direct", "cache.no-flush"); writethrough also
+ * sets *writethrough (the caller flushes after each write).  false on an
+ * unknown mode (message printed).
+ */
+bool tool_parse_cache(const char *mode, vd_opts *opts, bool *writethrough);
+
+/* Progress: "    (12.34/100%)\r" on stdout when enabled; SIGUSR1 prints the
+ * current value even when disabled. */
+void tool_progress_init(bool enabled);
+void tool_progress_update(double percent);
+void tool_progress_end(void);
+/* vd_progress_fn adapter */
+void tool_progress_cb(void *opaque, double percent);
+
+#endif

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* vdisk: qemu-img compatible command line. One file per subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmds.h"
+#include "tool.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+} cmds[] = {
+    {"amend", cmd_amend},     {"bench", cmd_bench},     {"bitmap", cmd_bitmap},
+    {"check", cmd_check},     {"commit", cmd_commit},   {"compare", cmd_compare},
+    {"convert", cmd_convert}, {"create", cmd_create},   {"dd", cmd_dd},
+    {"info", cmd_info},       {"map", cmd_map},         {"measure", cmd_measure},
+    {"rebase", cmd_rebase},   {"resize", cmd_resize},   {"snapshot", cmd_snapshot},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: vdisk [standard options] command [command options]\n"
+               "QEMU disk image utility (qemu-img compatible)\n\n"
+               "    '-h', '--help'       display this help and exit\n"
+               "    '-V', '--version'    output version information and exit\n\n"
+               "Commands:\n");
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        fprintf(f, "    %s\n", cmds[i].name);
+    }
+    fprintf(f, "\nRun 'vdisk COMMAND --help' for a command's options; see vdisk(1).\n");
+}
+
+int main(int argc, char **argv)
+{
+    tool_init("vdisk");
+    if (argc < 2) {
+        tool_error("Not enough arguments (try 'vdisk --help')");
+        return 1;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) {
+        printf("vdisk version %s (libvdisk %s)\n", VD_VERSION_STRING, vd_version());
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        if (!strcmp(cmd, cmds[i].name)) {
+            return cmds[i].fn(argc - 1, argv + 1);
+        }
+    }
+    tool_error("Command not found: %s", cmd);
+    return 1;
+}

@@ -9,6 +9,8 @@ NINJA ?= ninja
 
 all: deps $(BUILD)/build.ninja
 	$(NINJA) -C $(BUILD)
+	@for t in vdisk vdisk-io vdisk-nbd; do \
+	    if [ -x $(BUILD)/tools/$$t/$$t ]; then ln -sf tools/$$t/$$t $(BUILD)/$$t; fi; done
 
 deps:
 	@sh scripts/deps.sh build

@@ -102,7 +102,7 @@ typedef struct vd_opt_desc {
 size_t vd_driver_count(void);
 const char *vd_driver_name(size_t i);
 /* "protocol", "format" or "filter"; NULL for an unknown driver name. */
-const char *vd_driver_kind(const char *name);
+const char *vd_driver_type(const char *name);
 /*
  * Create options of a driver (for `create -o help`), terminated by an entry
  * with name == NULL.  For a format, the options of the protocol that would

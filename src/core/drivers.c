@@ -77,7 +77,7 @@ const char *vd_driver_name(size_t i)
     return i < vd_driver_count() ? vd_drivers[i]->name : NULL;
 }
 
-const char *vd_driver_kind(const char *name)
+const char *vd_driver_type(const char *name)
 {
     const vd_driver *d = vd_driver_find(name);
     if (!d) {

@@ -78,7 +78,9 @@ void vd_error_prepend(vd_error **errp, const char *fmt, ...)
     vsnprintf(prefix, sizeof(prefix), fmt, ap);
     va_end(ap);
     memcpy(old, (*errp)->msg, sizeof(old));
-    snprintf((*errp)->msg, sizeof((*errp)->msg), "%s%s", prefix, old);
+    size_t n = strnlen(prefix, sizeof((*errp)->msg) - 1);
+    memcpy((*errp)->msg, prefix, n);
+    snprintf((*errp)->msg + n, sizeof((*errp)->msg) - n, "%s", old);
 }
 
 void vd_error_free(vd_error *err)

@@ -227,6 +227,14 @@ enum {
     VD_PERM_COUNT = 4,
 };
 
+/*
+ * Permissions the protocol node under an image takes and shares, from the
+ * VD_NODE_* open flags and whether a format sits on top (implemented with
+ * image locking in src/protocols/file.c; the core stores the result in the
+ * protocol node's perm/shared_perm before calling its open).
+ */
+void vd_lock_perms(unsigned node_flags, bool under_format, unsigned *perm, unsigned *shared);
+
 /* ------------------------------------------------------------------- nodes */
 
 typedef struct vd_node vd_node;
@@ -262,7 +270,8 @@ enum {
     VD_BLOCK_OFFSET_VALID = VD_BS_OFFSET_VALID,
     VD_BLOCK_ALLOCATED = VD_BS_ALLOCATED,
     VD_BLOCK_COMPRESSED = VD_BS_COMPRESSED,
-    /* the answer is to be taken from *file at *map (formats / filters) */
+    /* the answer is *file's at *map, verbatim (raw, filters): the core asks
+     * *file and returns what it says */
     VD_BLOCK_RECURSE = 1u << 8,
 };
 
@@ -385,9 +394,12 @@ struct vd_driver {
      * Status of [offset, offset+len) (want_zero: spend effort to find
      * zeroes).  Returns VD_BLOCK_* flags and sets *pnum (1..len bytes that
      * share the answer).  With VD_BLOCK_OFFSET_VALID, *map is the offset in
-     * *file (a node).  VD_BLOCK_RECURSE asks the core to ask *file at *map
-     * for DATA/ZERO.  NULL callback: the core answers DATA|ALLOCATED for
-     * formats, or passes through for filters.
+     * *file (a node); with want_zero the core then asks *file whether the
+     * range is a hole and adds VD_BLOCK_ZERO (as QEMU does).  Return 0
+     * (neither DATA nor ZERO) for "not allocated in this layer".
+     * VD_BLOCK_RECURSE makes the core return *file's answer at *map verbatim.
+     * The core adds ALLOCATED to DATA/ZERO answers.  NULL callback: the
+     * core answers DATA|ALLOCATED for formats, passes through for filters.
      */
     int (*block_status)(vd_node *bs, bool want_zero, uint64_t offset, uint64_t len,
                         uint64_t *pnum, uint64_t *map, vd_node **file);

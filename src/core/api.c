@@ -1,0 +1,829 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * The public API: thin wrappers that turn -errno / vd_error into the
+ * per-thread error of vd_get_error(), check what only the top of the graph
+ * can check (request ranges against the virtual size), and walk backing
+ * chains for block status.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+struct vd_image {
+    vd_node *node;
+    bool owned;         /* vd_close closes the graph */
+    vd_image *children; /* handles created for child nodes (borrowed) */
+    vd_image *next_child;
+};
+
+static pthread_mutex_t handle_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Called by node_free: forget any handle pointing at the node. */
+void vd_api_node_gone(vd_node *bs)
+{
+    vd_image *h = bs->handle;
+    if (h && !h->owned) {
+        h->node = NULL;
+    }
+}
+
+static int fail_errp(vd_error *err, int ret)
+{
+    if (err) {
+        vd_error_publish(err);
+    } else {
+        vd_set_public_error(ret, "%s", strerror(ret < 0 ? -ret : ret));
+    }
+    errno = vd_get_errno();
+    return -1;
+}
+
+static int fail_io(const vd_image *img, const char *what, int ret, uint64_t offset)
+{
+    vd_set_public_error(ret, "%s of '%s' at offset %llu failed: %s", what,
+                        img->node ? img->node->filename : "?", (unsigned long long)offset,
+                        strerror(-ret));
+    errno = -ret;
+    return -1;
+}
+
+static bool check_img(const vd_image *img)
+{
+    if (!img || !img->node) {
+        vd_set_public_error(EINVAL, "invalid image handle");
+        errno = EINVAL;
+        return false;
+    }
+    return true;
+}
+
+static unsigned node_flags(unsigned flags)
+{
+    unsigned f = 0;
+    f |= (flags & VD_OPEN_RDWR) ? VD_NODE_RDWR : 0;
+    f |= (flags & VD_OPEN_NO_BACKING) ? VD_NODE_NO_BACKING : 0;
+    f |= (flags & VD_OPEN_FORCE_SHARE) ? VD_NODE_FORCE_SHARE : 0;
+    f |= (flags & VD_OPEN_NO_PROBE_RAW) ? VD_NODE_NO_PROBE_RAW : 0;
+    f |= (flags & VD_OPEN_NO_IO) ? VD_NODE_NO_IO : 0;
+    f |= (flags & VD_OPEN_RESIZE) ? VD_NODE_RESIZE : 0;
+    return f;
+}
+
+static vd_image *handle_new(vd_node *bs, bool owned)
+{
+    vd_image *img = calloc(1, sizeof(*img));
+    if (!img) {
+        return NULL;
+    }
+    img->node = bs;
+    img->owned = owned;
+    bs->handle = img;
+    return img;
+}
+
+vd_image *vd_open(const char *filename, const char *format, const vd_opts *opts,
+                  unsigned flags)
+{
+    vd_error *err = NULL;
+    if ((flags & VD_OPEN_FORCE_SHARE) && (flags & VD_OPEN_RDWR)) {
+        vd_set_public_error(EINVAL, "force-share (-U) is only allowed for read-only images");
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!filename && !vd_opts_get(opts, "driver") && !vd_opts_get(opts, "filename") &&
+        !vd_opts_get(opts, "file.filename")) {
+        vd_set_public_error(EINVAL, "No image filename given");
+        errno = EINVAL;
+        return NULL;
+    }
+    if (format && !vd_driver_find(format)) {
+        vd_set_public_error(EINVAL, "Unknown file format '%s'", format);
+        errno = EINVAL;
+        return NULL;
+    }
+    vd_node *bs = vd_node_open(filename, format, opts, node_flags(flags), &err);
+    if (!bs) {
+        fail_errp(err, -EIO);
+        return NULL;
+    }
+    vd_image *img = handle_new(bs, true);
+    if (!img) {
+        vd_node_close(bs);
+        vd_set_public_error(ENOMEM, "out of memory");
+        return NULL;
+    }
+    return img;
+}
+
+static void free_child_handles(vd_image *img)
+{
+    vd_image *c = img->children;
+    while (c) {
+        vd_image *n = c->next_child;
+        free_child_handles(c);
+        if (c->node) {
+            c->node->handle = NULL;
+        }
+        free(c);
+        c = n;
+    }
+    img->children = NULL;
+}
+
+void vd_close(vd_image *img)
+{
+    if (!img || !img->owned) {
+        return;
+    }
+    free_child_handles(img);
+    if (img->node) {
+        img->node->handle = NULL;
+        vd_node_close(img->node);
+    }
+    free(img);
+}
+
+static vd_image *child_handle(vd_image *img, vd_node *child)
+{
+    if (!child) {
+        vd_set_public_error(ENOENT, "no such child");
+        errno = ENOENT;
+        return NULL;
+    }
+    pthread_mutex_lock(&handle_lock);
+    vd_image *h = child->handle;
+    if (!h) {
+        h = handle_new(child, false);
+        if (h) {
+            h->next_child = img->children;
+            img->children = h;
+        }
+    }
+    pthread_mutex_unlock(&handle_lock);
+    return h;
+}
+
+vd_image *vd_image_backing(vd_image *img)
+{
+    return check_img(img) ? child_handle(img, img->node->backing) : NULL;
+}
+
+vd_image *vd_image_file(vd_image *img)
+{
+    return check_img(img) ? child_handle(img, img->node->file) : NULL;
+}
+
+const char *vd_image_filename(const vd_image *img)
+{
+    return img && img->node ? img->node->filename : NULL;
+}
+
+const char *vd_image_format(const vd_image *img)
+{
+    return img && img->node ? img->node->drv->name : NULL;
+}
+
+bool vd_image_probed_raw(const vd_image *img)
+{
+    return img && img->node && img->node->probed_raw;
+}
+
+bool vd_image_is_read_only(const vd_image *img)
+{
+    return !img || !img->node || img->node->read_only;
+}
+
+uint32_t vd_image_cluster_size(vd_image *img)
+{
+    if (!img || !img->node || !img->node->drv->cluster_size) {
+        return 0;
+    }
+    return img->node->drv->cluster_size(img->node);
+}
+
+uint32_t vd_image_alignment(const vd_image *img)
+{
+    return img && img->node ? img->node->request_alignment : 1;
+}
+
+bool vd_image_has_zero_init(vd_image *img)
+{
+    if (!img || !img->node) {
+        return false;
+    }
+    vd_node *bs = img->node;
+    /* a backing file shows through unallocated areas: not zero */
+    if (bs->backing) {
+        return false;
+    }
+    return bs->has_zero_init;
+}
+
+bool vd_image_supports_backing(const vd_image *img)
+{
+    return img && img->node && img->node->drv->supports_backing;
+}
+
+/* --------------------------------------------------------------------- I/O */
+
+int64_t vd_get_length(vd_image *img)
+{
+    if (!check_img(img)) {
+        return -1;
+    }
+    int64_t len = vd_node_get_length(img->node);
+    if (len < 0) {
+        vd_set_public_error((int)len, "Could not get the size of '%s': %s", img->node->filename,
+                            strerror((int)-len));
+        errno = (int)-len;
+        return -1;
+    }
+    return len;
+}
+
+/* Requests through the public API must lie within the image. */
+static int check_range(vd_image *img, const char *what, uint64_t offset, uint64_t len)
+{
+    int64_t size = vd_node_get_length(img->node);
+    uint64_t end;
+    if (size < 0) {
+        return fail_io(img, what, (int)size, offset);
+    }
+    if (vd_add_overflow(offset, len, &end) || end > (uint64_t)size) {
+        vd_set_public_error(EINVAL,
+                            "%s of '%s' out of range: %llu bytes at offset %llu, image size "
+                            "is %lld bytes",
+                            what, img->node->filename, (unsigned long long)len,
+                            (unsigned long long)offset, (long long)size);
+        errno = EINVAL;
+        return -1;
+    }
+    return 0;
+}
+
+static int io_result(vd_image *img, const char *what, int ret, uint64_t offset)
+{
+    if (ret == -EPERM && img->node->read_only) {
+        vd_set_public_error(EPERM, "'%s' is opened read-only", img->node->filename);
+        errno = EPERM;
+        return -1;
+    }
+    return ret < 0 ? fail_io(img, what, ret, offset) : 0;
+}
+
+int vd_pread(vd_image *img, void *buf, size_t len, uint64_t offset)
+{
+    if (!check_img(img) || check_range(img, "read", offset, len) < 0) {
+        return -1;
+    }
+    return io_result(img, "read", vd_node_pread(img->node, offset, len, buf, 0), offset);
+}
+
+int vd_pwrite(vd_image *img, const void *buf, size_t len, uint64_t offset, unsigned flags)
+{
+    if (!check_img(img) || check_range(img, "write", offset, len) < 0) {
+        return -1;
+    }
+    return io_result(img, "write", vd_node_pwrite(img->node, offset, len, buf, flags), offset);
+}
+
+int vd_pwrite_zeroes(vd_image *img, uint64_t offset, uint64_t len, unsigned flags)
+{
+    if (!check_img(img) || check_range(img, "zero write", offset, len) < 0) {
+        return -1;
+    }
+    return io_result(img, "zero write", vd_node_pwrite_zeroes(img->node, offset, len, flags),
+                     offset);
+}
+
+int vd_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t offset)
+{
+    if (!check_img(img) || check_range(img, "compressed write", offset, len) < 0) {
+        return -1;
+    }
+    int ret = vd_node_pwrite_compressed(img->node, offset, len, buf);
+    if (ret == -ENOTSUP) {
+        vd_set_public_error(ENOTSUP, "Image format '%s' does not support compressed writes",
+                            img->node->drv->name);
+        errno = ENOTSUP;
+        return -1;
+    }
+    return io_result(img, "compressed write", ret, offset);
+}
+
+int vd_discard(vd_image *img, uint64_t offset, uint64_t len)
+{
+    if (!check_img(img) || check_range(img, "discard", offset, len) < 0) {
+        return -1;
+    }
+    return io_result(img, "discard", vd_node_discard(img->node, offset, len), offset);
+}
+
+int vd_flush(vd_image *img)
+{
+    if (!check_img(img)) {
+        return -1;
+    }
+    int ret = vd_node_flush(img->node);
+    if (ret < 0) {
+        vd_set_public_error(ret, "flush of '%s' failed: %s", img->node->filename,
+                            strerror(-ret));
+        errno = -ret;
+        return -1;
+    }
+    return 0;
+}
+
+int vd_truncate(vd_image *img, uint64_t size, bool allow_shrink, vd_prealloc prealloc)
+{
+    vd_error *err = NULL;
+    if (!check_img(img)) {
+        return -1;
+    }
+    int64_t cur = vd_node_get_length(img->node);
+    if (cur < 0) {
+        return fail_io(img, "resize", (int)cur, 0);
+    }
+    if (size < (uint64_t)cur && !allow_shrink) {
+        vd_set_public_error(EINVAL,
+                            "Shrinking '%s' from %lld to %llu bytes would drop data; "
+                            "allow shrinking explicitly (--shrink)",
+                            img->node->filename, (long long)cur, (unsigned long long)size);
+        errno = EINVAL;
+        return -1;
+    }
+    int ret = vd_node_truncate(img->node, size, true, prealloc, &err);
+    return ret < 0 ? fail_errp(err, ret) : 0;
+}
+
+/* ------------------------------------------------------------ block status */
+
+int vd_block_status(vd_image *img, uint64_t offset, uint64_t len, bool above, vd_extent *ext)
+{
+    if (!check_img(img)) {
+        return -1;
+    }
+    int64_t size = vd_node_get_length(img->node);
+    if (size < 0) {
+        return fail_io(img, "block status", (int)size, offset);
+    }
+    memset(ext, 0, sizeof(*ext));
+    if (offset >= (uint64_t)size || len == 0) {
+        vd_set_public_error(EINVAL, "block status request beyond the end of '%s'",
+                            img->node->filename);
+        errno = EINVAL;
+        return -1;
+    }
+    len = VD_MIN(len, (uint64_t)size - offset);
+
+    vd_node *bs = img->node;
+    int depth = 0;
+    for (;;) {
+        uint64_t pnum = 0, map = 0;
+        vd_node *file = NULL;
+        int ret = vd_node_block_status(bs, true, offset, len, &pnum, &map, &file);
+        if (ret < 0) {
+            return fail_io(img, "block status", ret, offset);
+        }
+        if ((ret & VD_BLOCK_ALLOCATED) || !above || !bs->backing) {
+            ext->length = pnum;
+            ext->flags = (unsigned)ret & (VD_BS_DATA | VD_BS_ZERO | VD_BS_OFFSET_VALID |
+                                          VD_BS_ALLOCATED | VD_BS_COMPRESSED);
+            ext->offset = (ret & VD_BLOCK_OFFSET_VALID) ? map : 0;
+            ext->file = (ret & VD_BLOCK_OFFSET_VALID) && file ? file->filename : NULL;
+            if (!(ret & VD_BLOCK_ALLOCATED)) {
+                /* nowhere in the chain: depth is the chain length, and
+                 * without a backing file to show through it reads zeroes */
+                ext->depth = above ? depth + 1 : depth;
+                if (above && !bs->backing) {
+                    ext->flags |= VD_BS_ZERO;
+                }
+            } else {
+                ext->depth = depth;
+            }
+            return 0;
+        }
+        /* not allocated here: the backing file decides, over at most pnum;
+         * past its end the backing reads zeroes */
+        int64_t blen = vd_node_get_length(bs->backing);
+        if (blen >= 0 && offset >= (uint64_t)blen) {
+            ext->length = pnum;
+            ext->flags = VD_BS_ZERO;
+            ext->depth = depth + 1;
+            return 0;
+        }
+        if (blen >= 0) {
+            pnum = VD_MIN(pnum, (uint64_t)blen - offset);
+        }
+        len = pnum;
+        bs = bs->backing;
+        depth++;
+    }
+}
+
+/* -------------------------------------------------------------------- info */
+
+int vd_get_info(vd_image *img, vd_info **out)
+{
+    vd_error *err = NULL;
+    if (!check_img(img)) {
+        return -1;
+    }
+    vd_node *bs = img->node;
+    vd_info *info = calloc(1, sizeof(*info));
+    if (!info) {
+        vd_set_public_error(ENOMEM, "out of memory");
+        return -1;
+    }
+    info->filename = strdup(bs->filename);
+    info->format = strdup(bs->drv->name);
+    int64_t len = vd_node_get_length(bs);
+    info->virtual_size = len > 0 ? (uint64_t)len : 0;
+    info->actual_size = -1;
+    vd_node *f = bs->file ? bs->file : bs;
+    if (f->drv->get_allocated_size) {
+        int64_t a = f->drv->get_allocated_size(f);
+        info->actual_size = a >= 0 ? a : -1;
+    }
+    info->cluster_size = vd_image_cluster_size(img);
+    info->backing_filename = vd_strdup(bs->backing_file);
+    info->full_backing_filename = vd_strdup(bs->full_backing_filename);
+    info->backing_format = vd_strdup(bs->backing_format);
+    if (bs->drv->get_info && bs->drv->get_info(bs, info, &err) < 0) {
+        vd_info_free(info);
+        return fail_errp(err, -EIO);
+    }
+    if (bs->drv->snapshot_list && !info->snapshots) {
+        if (bs->drv->snapshot_list(bs, &info->snapshots, &info->nb_snapshots, &err) < 0) {
+            vd_info_free(info);
+            return fail_errp(err, -EIO);
+        }
+    }
+    *out = info;
+    return 0;
+}
+
+void vd_snapshot_list_free(vd_snapshot_info *list, size_t count)
+{
+    for (size_t i = 0; list && i < count; i++) {
+        free(list[i].id);
+        free(list[i].name);
+    }
+    free(list);
+}
+
+void vd_info_free(vd_info *info)
+{
+    if (!info) {
+        return;
+    }
+    free(info->filename);
+    free(info->format);
+    free(info->backing_filename);
+    free(info->full_backing_filename);
+    free(info->backing_format);
+    free(info->format_specific_json);
+    vd_snapshot_list_free(info->snapshots, info->nb_snapshots);
+    free(info);
+}
+
+/* ------------------------------------------------------------------- check */
+
+int vd_check(vd_image *img, unsigned fix, vd_check_result *res)
+{
+    vd_error *err = NULL;
+    if (!check_img(img)) {
+        return -1;
+    }
+    memset(res, 0, sizeof(*res));
+    if (!img->node->drv->check) {
+        vd_set_public_error(ENOTSUP, "This image format ('%s') does not support checks",
+                            img->node->drv->name);
+        errno = ENOTSUP;
+        return -1;
+    }
+    if (fix && img->node->read_only) {
+        vd_set_public_error(EPERM, "'%s' must be opened read-write to repair it",
+                            img->node->filename);
+        errno = EPERM;
+        return -1;
+    }
+    int ret = img->node->drv->check(img->node, res, fix, &err);
+    return ret < 0 ? fail_errp(err, ret) : 0;
+}
+
+/* ----------------------------------------------------------------- measure */
+
+int vd_measure(const char *format, const vd_opts *opts, vd_image *src, uint64_t *required,
+               uint64_t *fully_allocated, uint64_t *bitmaps)
+{
+    vd_error *err = NULL;
+    const vd_driver *drv = vd_driver_find(format);
+    if (!drv || drv->kind != VD_DRV_FORMAT) {
+        vd_set_public_error(EINVAL, "Unknown file format '%s'", format ? format : "");
+        errno = EINVAL;
+        return -1;
+    }
+    if (!drv->measure) {
+        vd_set_public_error(ENOTSUP, "Format driver '%s' does not support measure", format);
+        errno = ENOTSUP;
+        return -1;
+    }
+    uint64_t size = 0;
+    const char *s = vd_opts_get(opts, "size");
+    if (s && vd_parse_size(s, &size) < 0) {
+        return -1;
+    }
+    if (src) {
+        int64_t l = vd_get_length(src);
+        if (l < 0) {
+            return -1;
+        }
+        size = (uint64_t)l;
+    }
+    vd_measure_info mi = {0};
+    int ret = drv->measure(opts, src ? src->node : NULL, size, &mi, &err);
+    if (ret < 0) {
+        return fail_errp(err, ret);
+    }
+    *required = mi.required;
+    *fully_allocated = mi.fully_allocated;
+    if (bitmaps) {
+        *bitmaps = mi.bitmaps;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------ whole-image operations */
+
+static int not_supported(const vd_image *img, const char *what)
+{
+    vd_set_public_error(ENOTSUP, "Format '%s' of '%s' does not support %s",
+                        img->node->drv->name, img->node->filename, what);
+    errno = ENOTSUP;
+    return -1;
+}
+
+#define CALL_DRV(img, cb, what, ...)                                                           \
+    do {                                                                                       \
+        vd_error *err_ = NULL;                                                                 \
+        if (!check_img(img)) {                                                                 \
+            return -1;                                                                         \
+        }                                                                                      \
+        if (!(img)->node->drv->cb) {                                                           \
+            return not_supported(img, what);                                                   \
+        }                                                                                      \
+        int r_ = (img)->node->drv->cb((img)->node, __VA_ARGS__, &err_);                        \
+        return r_ < 0 ? fail_errp(err_, r_) : 0;                                               \
+    } while (0)
+
+int vd_amend(vd_image *img, const vd_opts *opts, bool force, vd_progress_fn *progress,
+             void *opaque)
+{
+    CALL_DRV(img, amend, "amending image options", opts, force, progress, opaque);
+}
+
+int vd_change_backing_file(vd_image *img, const char *backing_file, const char *backing_format)
+{
+    CALL_DRV(img, change_backing_file, "backing files", backing_file, backing_format);
+}
+
+int vd_make_empty(vd_image *img)
+{
+    vd_error *err = NULL;
+    if (!check_img(img)) {
+        return -1;
+    }
+    if (!img->node->drv->make_empty) {
+        return not_supported(img, "emptying an image");
+    }
+    int r = img->node->drv->make_empty(img->node, &err);
+    return r < 0 ? fail_errp(err, r) : 0;
+}
+
+int vd_snapshot_list(vd_image *img, vd_snapshot_info **list, size_t *count)
+{
+    *list = NULL;
+    *count = 0;
+    CALL_DRV(img, snapshot_list, "internal snapshots", list, count);
+}
+
+int vd_snapshot_create(vd_image *img, const char *name)
+{
+    CALL_DRV(img, snapshot_create, "internal snapshots", name);
+}
+
+int vd_snapshot_apply(vd_image *img, const char *name_or_id)
+{
+    CALL_DRV(img, snapshot_apply, "internal snapshots", name_or_id);
+}
+
+int vd_snapshot_delete(vd_image *img, const char *name_or_id)
+{
+    CALL_DRV(img, snapshot_delete, "internal snapshots", name_or_id);
+}
+
+vd_image *vd_snapshot_open(vd_image *img, const char *name, const char *id)
+{
+    vd_error *err = NULL;
+    if (!check_img(img)) {
+        return NULL;
+    }
+    vd_node *bs = img->node;
+    if (!bs->drv->snapshot_load_tmp) {
+        not_supported(img, "internal snapshots");
+        return NULL;
+    }
+    if (!bs->read_only) {
+        vd_set_public_error(EINVAL, "a snapshot can only be loaded into a read-only image");
+        errno = EINVAL;
+        return NULL;
+    }
+    int r = bs->drv->snapshot_load_tmp(bs, name, id, &err);
+    if (r < 0) {
+        fail_errp(err, r);
+        return NULL;
+    }
+    return img;
+}
+
+int vd_bitmap_add(vd_image *img, const char *name, uint32_t granularity, bool disabled)
+{
+    CALL_DRV(img, bitmap_add, "persistent dirty bitmaps", name, granularity, disabled);
+}
+
+int vd_bitmap_remove(vd_image *img, const char *name)
+{
+    CALL_DRV(img, bitmap_remove, "persistent dirty bitmaps", name);
+}
+
+int vd_bitmap_clear(vd_image *img, const char *name)
+{
+    CALL_DRV(img, bitmap_clear, "persistent dirty bitmaps", name);
+}
+
+int vd_bitmap_enable(vd_image *img, const char *name, bool enable)
+{
+    CALL_DRV(img, bitmap_enable, "persistent dirty bitmaps", name, enable);
+}
+
+int vd_bitmap_merge(vd_image *img, const char *name, vd_image *src, const char *src_name)
+{
+    if (!check_img(src)) {
+        return -1;
+    }
+    CALL_DRV(img, bitmap_merge, "persistent dirty bitmaps", name, src->node, src_name);
+}
+
+/* ------------------------------------------------------------------ create */
+
+static const vd_opt_desc *const *create_tables(const vd_driver *drv, const vd_driver *proto,
+                                               const vd_opt_desc **buf)
+{
+    size_t n = 0;
+    static const vd_opt_desc size_opt[] = {
+        {"size", VD_OPT_SIZE, "Virtual disk size", NULL},
+        {NULL, 0, NULL, NULL},
+    };
+    buf[n++] = size_opt;
+    if (drv->create_opts) {
+        buf[n++] = drv->create_opts;
+    }
+    if (proto && proto != drv && proto->create_opts) {
+        buf[n++] = proto->create_opts;
+    }
+    buf[n] = NULL;
+    return buf;
+}
+
+int vd_create(const char *filename, const char *format, const vd_opts *opts)
+{
+    vd_error *err = NULL;
+    if (!filename || !*filename) {
+        vd_set_public_error(EINVAL, "No image filename given");
+        errno = EINVAL;
+        return -1;
+    }
+    const vd_driver *drv = vd_driver_find(format ? format : "raw");
+    if (!drv) {
+        vd_set_public_error(EINVAL, "Unknown file format '%s'", format);
+        errno = EINVAL;
+        return -1;
+    }
+    if (!drv->create) {
+        vd_set_public_error(ENOTSUP, "Format driver '%s' does not support image creation",
+                            drv->name);
+        errno = ENOTSUP;
+        return -1;
+    }
+    const vd_driver *proto = vd_driver_find_protocol(filename);
+    if (!proto) {
+        proto = vd_driver_find("file");
+    }
+    const vd_opt_desc *tables[4];
+    vd_opts *o = opts ? vd_opts_clone(opts) : vd_opts_new();
+    if (!o) {
+        vd_set_public_error(ENOMEM, "out of memory");
+        return -1;
+    }
+    int ret = vd_opts_validate(o, create_tables(drv, proto, tables), NULL, drv->name, &err);
+    if (ret < 0) {
+        goto out;
+    }
+    const char *s = vd_opts_get(o, "size");
+    uint64_t size = 0;
+    if (s) {
+        if (vd_opts_get_size(o, "size", 0, &size, &err) < 0) {
+            ret = -EINVAL;
+            goto out;
+        }
+    } else if (vd_opts_get(o, "backing_file") && drv->supports_backing) {
+        /* the size of the backing file, as qemu-img does */
+        vd_opts *bo = vd_opts_new();
+        char *bname = vd_path_combine(filename, vd_opts_get(o, "backing_file"));
+        const char *bfmt = vd_opts_get(o, "backing_fmt");
+        vd_node *b = bname ? vd_node_open(bname, bfmt, bo, VD_NODE_FORCE_SHARE, &err) : NULL;
+        free(bname);
+        vd_opts_free(bo);
+        if (!b) {
+            vd_error_prepend(&err, "Could not open backing image to determine its size: ");
+            ret = -EINVAL;
+            goto out;
+        }
+        int64_t bl = vd_node_get_length(b);
+        vd_node_close(b);
+        if (bl < 0) {
+            ret = vd_error_set(&err, (int)bl, "Could not get the size of the backing file");
+            goto out;
+        }
+        char num[32];
+        snprintf(num, sizeof(num), "%lld", (long long)bl);
+        vd_opts_set(o, "size", num);
+        size = (uint64_t)bl;
+    } else {
+        ret = vd_error_set(&err, EINVAL, "Image creation needs a size parameter");
+        goto out;
+    }
+    if (size > (uint64_t)INT64_MAX) {
+        ret = vd_error_set(&err, EFBIG, "Image size must be less than 8 EiB!");
+        goto out;
+    }
+    if (drv->kind == VD_DRV_PROTOCOL) {
+        const char *fn = filename;
+        if (vd_driver_find_protocol(filename) == drv && !drv->parse_filename) {
+            fn = strchr(filename, ':') + 1;
+        }
+        ret = drv->create(fn, o, &err);
+    } else {
+        ret = drv->create(filename, o, &err);
+    }
+out:
+    vd_opts_free(o);
+    return ret < 0 ? fail_errp(err, ret) : 0;
+}
+
+const vd_opt_desc *vd_driver_create_opts(const char *driver, const char *filename)
+{
+    static _Thread_local vd_opt_desc *merged;
+    const vd_driver *drv = vd_driver_find(driver);
+    if (!drv) {
+        vd_set_public_error(ENOENT, "Unknown driver '%s'", driver ? driver : "");
+        errno = ENOENT;
+        return NULL;
+    }
+    const vd_driver *proto = NULL;
+    if (filename && drv->kind == VD_DRV_FORMAT) {
+        proto = vd_driver_find_protocol(filename);
+        if (!proto) {
+            proto = vd_driver_find("file");
+        }
+    }
+    const vd_opt_desc *tables[4];
+    create_tables(drv, proto, tables);
+    size_t n = 0;
+    for (size_t t = 0; tables[t]; t++) {
+        for (const vd_opt_desc *d = tables[t]; d->name; d++) {
+            n++;
+        }
+    }
+    free(merged);
+    merged = calloc(n + 1, sizeof(*merged));
+    if (!merged) {
+        return NULL;
+    }
+    n = 0;
+    for (size_t t = 0; tables[t]; t++) {
+        for (const vd_opt_desc *d = tables[t]; d->name; d++) {
+            bool dup = false;
+            for (size_t i = 0; i < n; i++) {
+                dup |= !strcmp(merged[i].name, d->name);
+            }
+            if (!dup) {
+                merged[n++] = *d;
+            }
+        }
+    }
+    return merged;
+}

@@ -1,0 +1,578 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * Nodes: opening a graph from a filename and options (protocol selection,
+ * json: filenames, format probing, the file child, backing files), closing
+ * it, and creating images.
+ *
+ * Option keys the core handles for every node (the rest belong to the
+ * driver's open_opts or to a child prefix):
+ *   driver, node-name, read-only, force-share, auto-read-only,
+ *   cache.direct, cache.no-flush, detect-zeroes, discard
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static const vd_opt_desc generic_open_opts[] = {
+    {"driver", VD_OPT_STRING, "driver name", NULL},
+    {"node-name", VD_OPT_STRING, "node name (informational)", NULL},
+    {"read-only", VD_OPT_BOOL, "open read-only", "off"},
+    {"force-share", VD_OPT_BOOL, "ignore other processes' locks (read-only)", "off"},
+    {"auto-read-only", VD_OPT_BOOL, "fall back to read-only", "off"},
+    {"cache.direct", VD_OPT_BOOL, "bypass the host page cache (O_DIRECT)", "off"},
+    {"cache.no-flush", VD_OPT_BOOL, "ignore flush requests", "off"},
+    {"detect-zeroes", VD_OPT_STRING, "off, on or unmap", "off"},
+    {"discard", VD_OPT_STRING, "ignore or unmap", "ignore"},
+    {NULL, 0, NULL, NULL},
+};
+
+/* Generic keys a node passes down to its file child unless the child sets
+ * them itself (QEMU's option inheritance). */
+static const char *const inherited_opts[] = {
+    "cache.direct", "cache.no-flush", "discard", "force-share", "read-only", NULL,
+};
+
+static vd_node *node_new(const vd_driver *drv, vd_error **errp)
+{
+    vd_node *bs = calloc(1, sizeof(*bs));
+    if (!bs) {
+        vd_error_set(errp, ENOMEM, "out of memory");
+        return NULL;
+    }
+    bs->drv = drv;
+    if (drv->state_size) {
+        bs->opaque = calloc(1, drv->state_size);
+        if (!bs->opaque) {
+            free(bs);
+            vd_error_set(errp, ENOMEM, "out of memory");
+            return NULL;
+        }
+    }
+    bs->request_alignment = 1;
+    pthread_mutex_init(&bs->req_lock, NULL);
+    pthread_cond_init(&bs->req_cond, NULL);
+    return bs;
+}
+
+void vd_api_node_gone(vd_node *bs); /* api.c */
+
+static void node_free(vd_node *bs)
+{
+    if (!bs) {
+        return;
+    }
+    vd_api_node_gone(bs);
+    pthread_mutex_destroy(&bs->req_lock);
+    pthread_cond_destroy(&bs->req_cond);
+    free(bs->opaque);
+    free(bs->filename);
+    free(bs->exact_filename);
+    free(bs->backing_file);
+    free(bs->backing_format);
+    free(bs->full_backing_filename);
+    vd_opts_free(bs->options);
+    free(bs);
+}
+
+void vd_node_close(vd_node *bs)
+{
+    if (!bs) {
+        return;
+    }
+    if (!bs->read_only && bs->drv->flush) {
+        /* Best effort: a close cannot report failure, and formats write
+         * back their metadata in their close callbacks too. */
+        (void)vd_node_flush(bs);
+    }
+    if (bs->drv->close) {
+        bs->drv->close(bs);
+    }
+    vd_node_close(bs->backing);
+    vd_node_close(bs->data_file);
+    vd_node_close(bs->file);
+    node_free(bs);
+}
+
+/* Core's generic options: validation and their effect on the node. */
+static int apply_generic_opts(vd_node *bs, const vd_opts *opts, vd_error **errp)
+{
+    static const char *const dz_names[] = {"off", "on", "unmap", NULL};
+    static const char *const discard_names[] = {"ignore", "unmap", "off", "on", NULL};
+    int dz, discard;
+    bool ro;
+
+    if (vd_opts_get_enum(opts, "detect-zeroes", dz_names, 0, &dz, errp) < 0 ||
+        vd_opts_get_enum(opts, "discard", discard_names, 0, &discard, errp) < 0 ||
+        vd_opts_get_bool(opts, "read-only", false, &ro, errp) < 0) {
+        return -EINVAL;
+    }
+    bs->detect_zeroes = (vd_detect_zeroes)dz;
+    bs->discard_unmap = discard == 1 || discard == 3;
+    if (ro) {
+        bs->flags &= ~VD_NODE_RDWR;
+    }
+    if (bs->detect_zeroes == VD_DETECT_ZEROES_UNMAP && !bs->discard_unmap) {
+        return vd_error_set(errp, EINVAL,
+                            "setting detect-zeroes to unmap is not allowed without "
+                            "setting discard operation to unmap");
+    }
+    bool fs;
+    if (vd_opts_get_bool(opts, "force-share", false, &fs, errp) < 0) {
+        return -EINVAL;
+    }
+    if (fs) {
+        bs->flags |= VD_NODE_FORCE_SHARE;
+    }
+    if ((bs->flags & VD_NODE_FORCE_SHARE) && (bs->flags & VD_NODE_RDWR)) {
+        return vd_error_set(errp, EINVAL,
+                            "force-share (-U) is only allowed for read-only images");
+    }
+    bs->read_only = !(bs->flags & VD_NODE_RDWR);
+    return 0;
+}
+
+static int validate_opts(const vd_driver *drv, const vd_opts *opts, const char *what,
+                         vd_error **errp)
+{
+    static const char *const children[] = {"file.", "backing.", "data-file.", NULL};
+    const vd_opt_desc *tables[] = {generic_open_opts, drv->open_opts, NULL};
+    if (!drv->open_opts) {
+        tables[1] = NULL;
+    }
+    return vd_opts_validate(opts, tables, drv->kind == VD_DRV_PROTOCOL ? NULL : children,
+                            what, errp);
+}
+
+/* Copy inherited generic keys from parent options into a child's. */
+static void inherit_opts(vd_opts *child, const vd_opts *parent)
+{
+    for (size_t i = 0; inherited_opts[i]; i++) {
+        const char *v = vd_opts_get(parent, inherited_opts[i]);
+        if (v && !vd_opts_get(child, inherited_opts[i])) {
+            vd_opts_set(child, inherited_opts[i], v);
+        }
+    }
+}
+
+static bool is_block_device(const char *filename)
+{
+    struct stat st;
+    return filename && stat(filename, &st) == 0 && S_ISBLK(st.st_mode);
+}
+
+/* The protocol driver a filename names: its prefix, a block device, or file. */
+static const vd_driver *protocol_for(const char *filename)
+{
+    const vd_driver *drv = filename ? vd_driver_find_protocol(filename) : NULL;
+    if (drv) {
+        return drv;
+    }
+    if (is_block_device(filename)) {
+        return vd_driver_find("host_device");
+    }
+    return vd_driver_find("file");
+}
+
+static vd_node *open_protocol(const vd_driver *drv, const char *filename, vd_opts *opts,
+                              unsigned flags, bool under_format, vd_error **errp)
+{
+    vd_node *bs = node_new(drv, errp);
+    if (!bs) {
+        return NULL;
+    }
+    bs->flags = flags;
+    if (filename) {
+        if (drv->parse_filename && vd_driver_find_protocol(filename) == drv) {
+            if (drv->parse_filename(filename, opts, errp) < 0) {
+                goto fail;
+            }
+        } else if (!vd_opts_get(opts, "filename")) {
+            /* "file:name" names a plain file */
+            const char *colon = strchr(filename, ':');
+            if (colon && vd_driver_find_protocol(filename) == drv) {
+                filename = colon + 1;
+            }
+            vd_opts_set(opts, "filename", filename);
+        }
+    }
+    const char *fn = vd_opts_get(opts, "filename");
+    bs->filename = strdup(fn ? fn : filename ? filename : drv->name);
+    if (fn) {
+        bs->exact_filename = strdup(fn);
+    }
+    if (validate_opts(drv, opts, bs->filename, errp) < 0 ||
+        apply_generic_opts(bs, opts, errp) < 0) {
+        goto fail;
+    }
+    vd_lock_perms(bs->flags, under_format, &bs->perm, &bs->shared_perm);
+    bs->options = vd_opts_clone(opts);
+    if (drv->open(bs, opts, errp) < 0) {
+        goto fail;
+    }
+    return bs;
+
+fail:
+    node_free(bs);
+    return NULL;
+}
+
+/* Score every format's probe on the first bytes of file. */
+static const vd_driver *probe_format(vd_node *file, bool *is_raw, vd_error **errp)
+{
+    enum { PROBE_LEN = 2048 };
+    uint8_t *buf = vd_aligned_alloc(4096, 4096);
+    if (!buf) {
+        vd_error_set(errp, ENOMEM, "out of memory");
+        return NULL;
+    }
+    memset(buf, 0, 4096);
+    int64_t len = vd_node_get_length(file);
+    size_t n = PROBE_LEN;
+    if (len >= 0 && (uint64_t)len < n) {
+        n = (size_t)len;
+    }
+    int ret = 0;
+    if (n > 0) {
+        ret = vd_node_pread(file, 0, 4096 < file->request_alignment ? file->request_alignment
+                                                                     : 4096,
+                            buf, 0);
+    }
+    if (ret < 0) {
+        free(buf);
+        vd_error_setg_errno(errp, ret, "Could not read image for determining its format");
+        return NULL;
+    }
+    const vd_driver *best = NULL;
+    int best_score = 0;
+    for (size_t i = 0; vd_drivers[i]; i++) {
+        const vd_driver *d = vd_drivers[i];
+        if (d->kind != VD_DRV_FORMAT || !d->probe) {
+            continue;
+        }
+        int score = d->probe(buf, n, file->filename);
+        if (score > best_score) {
+            best_score = score;
+            best = d;
+        }
+    }
+    free(buf);
+    if (!best) {
+        vd_error_set(errp, EINVAL, "Could not determine the image format of '%s'",
+                     file->filename);
+        return NULL;
+    }
+    *is_raw = !strcmp(best->name, "raw");
+    return best;
+}
+
+char *vd_resolve_backing_name(const vd_node *bs, const char *name, vd_error **errp)
+{
+    if (!strncmp(name, "json:", 5)) {
+        vd_error_set(errp, EPERM,
+                     "Image '%s' names its backing file with a json: description; "
+                     "refusing to follow it (give the backing file with "
+                     "--image-opts backing.* options instead)",
+                     bs->filename);
+        return NULL;
+    }
+    const vd_driver *proto = vd_driver_find_protocol(name);
+    if (proto && strcmp(proto->name, "file") != 0) {
+        vd_error_set(errp, EPERM,
+                     "Image '%s' names a backing file over the '%s' protocol ('%s'); "
+                     "refusing to follow a protocol named inside an image (give it "
+                     "with --image-opts backing.* options instead)",
+                     bs->filename, proto->name, name);
+        return NULL;
+    }
+    /* relative to the image's own directory, when the image is a plain file */
+    const vd_node *f = bs;
+    while (f->file) {
+        f = f->file;
+    }
+    if (name[0] != '/' && f->exact_filename && !strcmp(f->drv->name, "file")) {
+        return vd_path_combine(f->exact_filename, name);
+    }
+    return strdup(name);
+}
+
+static int open_backing(vd_node *bs, vd_opts *backing_opts, vd_error **errp)
+{
+    const char *fmt = vd_opts_get(backing_opts, "driver");
+    char *name = NULL;
+
+    if (vd_opts_get(backing_opts, "file.filename") || vd_opts_get(backing_opts, "file.driver")) {
+        name = NULL; /* fully described by the user's options */
+    } else {
+        name = vd_resolve_backing_name(bs, bs->backing_file, errp);
+        if (!name) {
+            return -EPERM;
+        }
+    }
+    if (!fmt) {
+        fmt = bs->backing_format;
+    }
+    free(bs->full_backing_filename);
+    bs->full_backing_filename = strdup(name ? name : bs->backing_file);
+    unsigned flags = (bs->flags & (VD_NODE_FORCE_SHARE | VD_NODE_NO_IO)) & ~VD_NODE_RDWR;
+    vd_error *err = NULL;
+    vd_node *b = vd_node_open(name, fmt, backing_opts, flags, &err);
+    free(name);
+    if (!b) {
+        int e = err ? err->err : EIO;
+        vd_error_set(errp, e, "Could not open backing file '%s' of '%s': %s",
+                     bs->full_backing_filename, bs->filename, err ? err->msg : "error");
+        vd_error_free(err);
+        return -e;
+    }
+    b->parent = bs;
+    bs->backing = b;
+    return 0;
+}
+
+/* Open a format or filter node over a file child. */
+static vd_node *open_format(const vd_driver *drv, const char *filename, vd_opts *opts,
+                            unsigned flags, vd_error **errp)
+{
+    vd_node *file = NULL, *bs = NULL;
+    vd_opts *file_opts = vd_opts_extract_prefix(opts, "file");
+    vd_opts *backing_opts = vd_opts_extract_prefix(opts, "backing");
+    bool probed_raw = false;
+
+    if (!file_opts || !backing_opts) {
+        vd_error_set(errp, ENOMEM, "out of memory");
+        goto fail;
+    }
+    vd_opts_remove_prefix(opts, "file");
+    vd_opts_remove_prefix(opts, "backing");
+    /* "file=NAME" (a string) is the file child's filename */
+    const char *file_str = vd_opts_get(opts, "file");
+    if (file_str) {
+        if (!vd_opts_get(file_opts, "filename")) {
+            vd_opts_set(file_opts, "filename", file_str);
+        }
+        vd_opts_set(opts, "file", NULL);
+    }
+    inherit_opts(file_opts, opts);
+    if (flags & VD_NODE_FORCE_SHARE) {
+        vd_opts_set(file_opts, "force-share", "on");
+    }
+
+    if (!(drv && drv->opens_own_file)) {
+        const char *child_fn = vd_opts_get(file_opts, "filename");
+        if (!child_fn) {
+            child_fn = filename;
+        }
+        if (!child_fn && !vd_opts_get(file_opts, "driver")) {
+            vd_error_set(errp, EINVAL, "No filename given for the %s image",
+                         drv ? drv->name : "");
+            goto fail;
+        }
+        vd_opts_set(file_opts, "filename", NULL);
+        const char *child_drv = vd_opts_get(file_opts, "driver");
+        unsigned cflags = (flags & ~(VD_NODE_NO_BACKING)) | VD_NODE_PROTOCOL;
+        if (child_drv) {
+            file = vd_node_open(child_fn, child_drv, file_opts, cflags, errp);
+        } else {
+            file = vd_node_open_file(child_fn, file_opts, cflags, errp);
+        }
+        if (!file) {
+            goto fail;
+        }
+        if (!drv) {
+            if (flags & VD_NODE_NO_PROBE_RAW) {
+                bool raw = false;
+                drv = probe_format(file, &raw, errp);
+                if (drv && raw) {
+                    vd_error_set(errp, EINVAL,
+                                 "Image '%s' has no recognisable format header and "
+                                 "probing raw is not allowed here",
+                                 file->filename);
+                    drv = NULL;
+                }
+            } else {
+                drv = probe_format(file, &probed_raw, errp);
+            }
+            if (!drv) {
+                goto fail;
+            }
+        }
+    }
+
+    bs = node_new(drv, errp);
+    if (!bs) {
+        goto fail;
+    }
+    bs->flags = flags;
+    bs->probed_raw = probed_raw;
+    bs->file = file;
+    if (file) {
+        file->parent = bs;
+        bs->filename = strdup(file->filename);
+        file = NULL;
+    } else {
+        bs->filename = strdup(filename ? filename : drv->name);
+    }
+    if (validate_opts(drv, opts, bs->filename, errp) < 0 ||
+        apply_generic_opts(bs, opts, errp) < 0) {
+        goto fail;
+    }
+    if (bs->file) {
+        bs->request_alignment = bs->file->request_alignment;
+    }
+    bs->options = vd_opts_clone(opts);
+    vd_opts_set(opts, "driver", NULL);
+    if (drv->open(bs, opts, errp) < 0) {
+        /* the driver cleaned up after itself; children are still ours */
+        vd_node_close(bs->file);
+        vd_node_close(bs->data_file);
+        bs->file = bs->data_file = NULL;
+        node_free(bs);
+        bs = NULL;
+        goto fail;
+    }
+    if (bs->request_alignment == 0) {
+        bs->request_alignment = 1;
+    }
+    if ((bs->backing_file || vd_opts_count(backing_opts)) && !(flags & VD_NODE_NO_BACKING)) {
+        if (!bs->backing_file && !vd_opts_get(backing_opts, "file.filename")) {
+            /* backing options without a backing file: nothing to open */
+        } else if (open_backing(bs, backing_opts, errp) < 0) {
+            vd_node_close(bs);
+            bs = NULL;
+            goto fail;
+        }
+    } else if (bs->backing_file) {
+        vd_error *ignored = NULL;
+        bs->full_backing_filename = vd_resolve_backing_name(bs, bs->backing_file, &ignored);
+        vd_error_free(ignored);
+    }
+    vd_opts_free(file_opts);
+    vd_opts_free(backing_opts);
+    return bs;
+
+fail:
+    if (bs) {
+        vd_node_close(bs->file);
+        bs->file = NULL;
+        node_free(bs);
+    }
+    vd_node_close(file);
+    vd_opts_free(file_opts);
+    vd_opts_free(backing_opts);
+    return NULL;
+}
+
+vd_node *vd_node_open_file(const char *filename, const vd_opts *opts, unsigned flags,
+                           vd_error **errp)
+{
+    vd_opts *o = opts ? vd_opts_clone(opts) : vd_opts_new();
+    if (!o) {
+        vd_error_set(errp, ENOMEM, "out of memory");
+        return NULL;
+    }
+    const char *dn = vd_opts_get(o, "driver");
+    const vd_driver *drv = dn ? vd_driver_find(dn) : protocol_for(filename);
+    vd_node *bs = NULL;
+    if (!drv) {
+        vd_error_set(errp, EINVAL, "Unknown driver '%s'", dn);
+    } else if (drv->kind != VD_DRV_PROTOCOL) {
+        bs = vd_node_open(filename, drv->name, o, flags | VD_NODE_PROTOCOL, errp);
+    } else {
+        bs = open_protocol(drv, filename, o, flags | VD_NODE_PROTOCOL,
+                           (flags & VD_NODE_PROTOCOL) != 0, errp);
+    }
+    vd_opts_free(o);
+    return bs;
+}
+
+vd_node *vd_node_open(const char *filename, const char *driver, const vd_opts *opts,
+                      unsigned flags, vd_error **errp)
+{
+    vd_opts *o = vd_opts_new();
+    vd_node *bs = NULL;
+
+    if (!o) {
+        vd_error_set(errp, ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (filename && !strncmp(filename, "json:", 5)) {
+        if (vd_opts_parse_json_filename(o, filename, errp) < 0) {
+            goto out;
+        }
+        filename = NULL;
+    }
+    if (opts && vd_opts_merge(o, opts) < 0) {
+        vd_error_set(errp, ENOMEM, "out of memory");
+        goto out;
+    }
+    if (!filename) {
+        filename = vd_opts_get(o, "filename");
+    }
+    if (driver) {
+        const char *od = vd_opts_get(o, "driver");
+        if (od && strcmp(od, driver) != 0) {
+            vd_error_set(errp, EINVAL, "Cannot use format '%s': the options name driver '%s'",
+                         driver, od);
+            goto out;
+        }
+    } else {
+        driver = vd_opts_get(o, "driver");
+    }
+    const vd_driver *drv = NULL;
+    if (driver) {
+        drv = vd_driver_find(driver);
+        if (!drv) {
+            vd_error_set(errp, EINVAL, "Unknown driver '%s'", driver);
+            goto out;
+        }
+    }
+    char *fn = filename ? strdup(filename) : NULL; /* o may change below */
+    if (drv && drv->kind == VD_DRV_PROTOCOL) {
+        bs = open_protocol(drv, fn, o, flags, (flags & VD_NODE_PROTOCOL) != 0, errp);
+    } else {
+        /* a format's "filename" is its file child's */
+        vd_opts_set(o, "filename", NULL);
+        bs = open_format(drv, fn, o, flags, errp);
+    }
+    free(fn);
+out:
+    vd_opts_free(o);
+    return bs;
+}
+
+/* ------------------------------------------------------------------ create */
+
+int vd_create_file(const char *filename, const vd_opts *opts, vd_error **errp)
+{
+    const vd_driver *drv = protocol_for(filename);
+    if (!drv || !drv->create) {
+        return vd_error_set(errp, ENOTSUP, "Protocol '%s' does not support image creation",
+                            drv ? drv->name : "?");
+    }
+    /* keep only what the protocol understands */
+    vd_opts *o = vd_opts_new();
+    if (!o) {
+        return vd_error_set(errp, ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < vd_opts_count(opts); i++) {
+        const char *k = vd_opts_key(opts, i);
+        bool keep = !strcmp(k, "size");
+        for (const vd_opt_desc *d = drv->create_opts; d && d->name && !keep; d++) {
+            keep = !strcmp(d->name, k);
+        }
+        if (keep) {
+            vd_opts_set(o, k, vd_opts_value(opts, i));
+        }
+    }
+    const char *fn = filename;
+    if (vd_driver_find_protocol(filename) == drv && !drv->parse_filename) {
+        fn = strchr(filename, ':') + 1;
+    }
+    int ret = drv->create(fn, o, errp);
+    vd_opts_free(o);
+    return ret;
+}

@@ -237,9 +237,14 @@ static const vd_driver *probe_format(vd_node *file, bool *is_raw, vd_error **err
     }
     int ret = 0;
     if (n > 0) {
-        ret = vd_node_pread(file, 0, 4096 < file->request_alignment ? file->request_alignment
-                                                                     : 4096,
-                            buf, 0);
+        /* read whole aligned blocks, but not past the end of a protocol
+         * that refuses that (nbd) */
+        uint64_t rlen = 4096, a = file->request_alignment;
+        if (len >= 0 && (uint64_t)len < rlen && (vd_align_up_overflow((uint64_t)len, a, &rlen) ||
+                                                 rlen > 4096)) {
+            rlen = 4096;
+        }
+        ret = vd_node_pread(file, 0, rlen, buf, 0);
     }
     if (ret < 0) {
         free(buf);

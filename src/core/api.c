@@ -687,7 +687,15 @@ static const vd_opt_desc *const *create_tables(const vd_driver *drv, const vd_dr
         {"size", VD_OPT_SIZE, "Virtual disk size", NULL},
         {NULL, 0, NULL, NULL},
     };
-    buf[n++] = size_opt;
+    /* "size" where the driver lists it (qemu-img prints options in table
+     * order), first when it doesn't */
+    bool has_size = false;
+    for (const vd_opt_desc *d = drv->create_opts; d && d->name; d++) {
+        has_size |= !strcmp(d->name, "size");
+    }
+    if (!has_size) {
+        buf[n++] = size_opt;
+    }
     if (drv->create_opts) {
         buf[n++] = drv->create_opts;
     }

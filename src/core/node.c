@@ -367,10 +367,8 @@ static vd_node *open_format(const vd_driver *drv, const char *filename, vd_opts 
     }
 
     if (!(drv && drv->opens_own_file)) {
-        const char *child_fn = vd_opts_get(file_opts, "filename");
-        if (!child_fn) {
-            child_fn = filename;
-        }
+        const char *cf = vd_opts_get(file_opts, "filename");
+        char *child_fn = vd_strdup(cf ? cf : filename);
         if (!child_fn && !vd_opts_get(file_opts, "driver")) {
             vd_error_set(errp, EINVAL, "No filename given for the %s image",
                          drv ? drv->name : "");
@@ -384,6 +382,7 @@ static vd_node *open_format(const vd_driver *drv, const char *filename, vd_opts 
         } else {
             file = vd_node_open_file(child_fn, file_opts, cflags, errp);
         }
+        free(child_fn);
         if (!file) {
             goto fail;
         }

@@ -25,22 +25,21 @@ demo: all
 	@sh scripts/demo.sh
 
 check: deps-test all
-	@sh tests/run.sh $(BUILD)
+	@bash tests/run.sh $(BUILD)
 
 check-asan: deps-test
 	@test -f build-asan/build.ninja || $(MESON) setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 	$(NINJA) -C build-asan
-	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 sh tests/run.sh build-asan
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 bash tests/run.sh build-asan
 
-build-fuzz/build.ninja:
-	CC=clang $(MESON) setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false -Ddefault_library=static
-
-fuzz: deps build-fuzz/build.ninja
-	$(NINJA) -C build-fuzz
+# tests/fuzz/build.sh configures build-fuzz (clang, -Dfuzz=true, ASan + UBSan,
+# static) once and builds only the fuzz targets.
+fuzz: deps
+	@sh tests/fuzz/build.sh build-fuzz
 	@sh tests/fuzz/run.sh build-fuzz 300
 
-fuzz-smoke: deps build-fuzz/build.ninja
-	$(NINJA) -C build-fuzz
+fuzz-smoke: deps
+	@sh tests/fuzz/build.sh build-fuzz
 	@sh tests/fuzz/run.sh build-fuzz 5
 
 bench: deps-test all

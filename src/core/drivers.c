@@ -12,9 +12,16 @@ extern const vd_driver vd_drv_file;
 extern const vd_driver vd_drv_host_device;
 extern const vd_driver vd_drv_host_cdrom;
 extern const vd_driver vd_drv_null_co;
+extern const vd_driver vd_drv_null_aio;
+extern const vd_driver vd_drv_nbd;
 /* filters */
 extern const vd_driver vd_drv_preallocate;
 /* formats */
+extern const vd_driver vd_drv_qcow2;
+extern const vd_driver vd_drv_qed;
+extern const vd_driver vd_drv_qcow;
+extern const vd_driver vd_drv_vdi;
+extern const vd_driver vd_drv_vpc;
 extern const vd_driver vd_drv_raw;
 
 const vd_driver *const vd_drivers[] = {
@@ -23,9 +30,16 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_host_device,
     &vd_drv_host_cdrom,
     &vd_drv_null_co,
+    &vd_drv_null_aio,
+    &vd_drv_nbd,
     /* filters */
     &vd_drv_preallocate,
     /* formats, raw last */
+    &vd_drv_qcow2,
+    &vd_drv_qed,
+    &vd_drv_qcow,
+    &vd_drv_vdi,
+    &vd_drv_vpc,
     &vd_drv_raw,
     NULL,
 };

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cmds.h"
+#include "img.h"
 #include "tool.h"
 
 static const struct {
@@ -20,22 +21,26 @@ static const struct {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: vdisk [standard options] command [command options]\n"
-               "QEMU disk image utility (qemu-img compatible)\n\n"
+               "Disk image utility (qemu-img compatible)\n\n"
                "    '-h', '--help'       display this help and exit\n"
                "    '-V', '--version'    output version information and exit\n\n"
-               "Commands:\n");
-    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
-        fprintf(f, "    %s\n", cmds[i].name);
+               "Command syntax:\n");
+    fflush(f);
+    img_print_all_syntax();
+    fflush(stdout);
+    fprintf(f, "\nRun 'vdisk COMMAND --help' for what a command's options mean; see vdisk(1).\n"
+               "\nSupported formats:");
+    for (size_t i = 0; i < vd_driver_count(); i++) {
+        fprintf(f, " %s", vd_driver_name(i));
     }
-    fprintf(f, "\nRun 'vdisk COMMAND --help' for a command's options; see vdisk(1).\n");
+    fprintf(f, "\n");
 }
 
 int main(int argc, char **argv)
 {
     tool_init("vdisk");
     if (argc < 2) {
-        tool_error("Not enough arguments (try 'vdisk --help')");
-        return 1;
+        return img_usage_error("Not enough arguments");
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
@@ -51,6 +56,8 @@ int main(int argc, char **argv)
             return cmds[i].fn(argc - 1, argv + 1);
         }
     }
-    tool_error("Command not found: %s", cmd);
-    return 1;
+    if (cmd[0] == '-') {
+        return img_usage_error("unrecognized option '%s'", cmd);
+    }
+    return img_usage_error("Command not found: %s", cmd);
 }

@@ -1,0 +1,90 @@
+#!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
+# NBD read speed, side by side in one run: vdisk-nbd vs qemu-nbd vs nbdkit
+# `file`, with fio's nbd engine over a unix socket, one connection:
+#   4k random read at queue depth 32, and 1 MiB sequential read (QD 8),
+#   on a raw image and on a qcow2 copy of it (nbdkit serves raw only: its
+#   file plugin does not interpret qcow2).
+# Usage: bench/nbd-read.sh [BUILD]   (env: SECS=8 per run, SIZE=1G)
+set -eu
+src=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${1:-$src/build}" && pwd)
+nbd="$build/tools/vdisk-nbd/vdisk-nbd"
+secs=${SECS:-8}
+size=${SIZE:-1G}
+for c in fio qemu-img qemu-io qemu-nbd nbdkit "$nbd"; do
+    command -v "$c" >/dev/null || { echo "missing $c" >&2; exit 1; }
+done
+work=$(mktemp -d /tmp/vdisk-bench-nbd.XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+
+echo "preparing $size raw and qcow2 images in $work ..." >&2
+qemu-img create -q -f raw img.raw "$size"
+qemu-io -f raw -c "write -q -P 0x5a 0 $size" img.raw >/dev/null
+qemu-img convert -O qcow2 img.raw img.qcow2
+cat img.raw img.qcow2 > /dev/null # page cache warm
+
+start() { # NAME SOCK CMD...
+    local sock=$2; shift 2
+    rm -f "$sock"
+    "$@" &
+    pids+=($!)
+    last=$!
+    for _ in $(seq 1 200); do [ -S "$sock" ] && return 0; sleep 0.05; done
+    echo "server did not start: $*" >&2
+    exit 1
+}
+stop() { kill "$last" 2>/dev/null || true; wait "$last" 2>/dev/null || true; }
+
+run_fio() { # SOCK RW BS QD -> "iops MiB/s"
+    fio --name=t --ioengine=nbd --uri="nbd+unix:///?socket=$1" --rw="$2" --bs="$3" \
+        --iodepth="$4" --runtime="$secs" --time_based --size="$size" --numjobs=1 \
+        --output-format=json --output=fio.json >/dev/null 2>&1
+    /usr/bin/python3 -c '
+import json
+r = json.load(open("fio.json"))["jobs"][0]["read"]
+print("%.0f %.1f" % (r["iops"], r["bw_bytes"] / 1048576))'
+}
+
+declare -A res
+for fmt in raw qcow2; do
+    for srv in vdisk-nbd qemu-nbd nbdkit; do
+        [ "$srv" = nbdkit ] && [ "$fmt" = qcow2 ] && continue
+        sock="$work/$srv.sock"
+        case $srv in
+            vdisk-nbd) start "$srv" "$sock" "$nbd" -k "$sock" -f "$fmt" -t -e 8 "img.$fmt" ;;
+            qemu-nbd) start "$srv" "$sock" qemu-nbd -k "$sock" -f "$fmt" -t -e 8 "img.$fmt" ;;
+            nbdkit) start "$srv" "$sock" nbdkit -f -U "$sock" file "$work/img.$fmt" ;;
+        esac
+        res[$fmt,$srv,rand]=$(run_fio "$sock" randread 4k 32)
+        res[$fmt,$srv,seq]=$(run_fio "$sock" read 1M 8)
+        stop
+    done
+done
+
+ratio() { /usr/bin/python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.2fx' % (a/b) if b else '-')" "$1" "$2"; }
+printf "\n%-6s %-10s %14s %16s\n" format server "4k rand IOPS" "1M seq MiB/s"
+for fmt in raw qcow2; do
+    for srv in vdisk-nbd qemu-nbd nbdkit; do
+        v=${res[$fmt,$srv,rand]:-}
+        [ -n "$v" ] || continue
+        printf "%-6s %-10s %14s %16s\n" "$fmt" "$srv" "${v%% *}" "${res[$fmt,$srv,seq]#* }"
+    done
+done
+echo
+for fmt in raw qcow2; do
+    v=${res[$fmt,vdisk-nbd,rand]}; q=${res[$fmt,qemu-nbd,rand]}
+    vs=${res[$fmt,vdisk-nbd,seq]}; qs=${res[$fmt,qemu-nbd,seq]}
+    echo "$fmt: vdisk-nbd/qemu-nbd  4k rand $(ratio "${v%% *}" "${q%% *}")  1M seq $(ratio "${vs#* }" "${qs#* }")"
+    if [ -n "${res[$fmt,nbdkit,rand]:-}" ]; then
+        k=${res[$fmt,nbdkit,rand]}; ks=${res[$fmt,nbdkit,seq]}
+        echo "$fmt: vdisk-nbd/nbdkit    4k rand $(ratio "${v%% *}" "${k%% *}")  1M seq $(ratio "${vs#* }" "${ks#* }")"
+    fi
+done

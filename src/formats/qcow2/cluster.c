@@ -1,0 +1,1053 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * qcow2 guest cluster mapping: L1/L2 lookup, reads, allocating writes with
+ * copy-on-write of partial clusters (from the backing chain, zero, shared
+ * or compressed clusters), zero clusters, discard, block status, L1 growth
+ * and shrinking, and preallocation.
+ *
+ * Allocating writes: under the lock the L2 table is made writable, host
+ * clusters are allocated and the guest range is registered in flight; the
+ * data (with its COW head and tail) is written without the lock; then the
+ * L2 entries are set under the lock.  Anything that changes L2 entries
+ * waits for in-flight ranges it overlaps.
+ */
+#include <stdlib.h>
+
+#include "qcow2.h"
+
+/* Entry i of a slice, host order. */
+static inline uint64_t l2e_get(const uint64_t *slice, uint32_t i)
+{
+    return vd_ld_be64(&slice[i]);
+}
+
+static inline void l2e_set(uint64_t *slice, uint32_t i, uint64_t v)
+{
+    vd_st_be64(&slice[i], v);
+}
+
+/* ------------------------------------------------------------ in flight */
+
+void qcow2_wait_inflight(qcow2_state *s, uint64_t start, uint64_t end)
+{
+    for (;;) {
+        bool busy = false;
+        for (qcow2_inflight *f = s->inflight; f; f = f->next) {
+            if (f->start < end && start < f->end) {
+                busy = true;
+                break;
+            }
+        }
+        if (!busy) {
+            return;
+        }
+        pthread_cond_wait(&s->inflight_cond, &s->lock);
+    }
+}
+
+void qcow2_inflight_add(qcow2_state *s, qcow2_inflight *f, uint64_t start, uint64_t end)
+{
+    f->start = start;
+    f->end = end;
+    f->next = s->inflight;
+    s->inflight = f;
+}
+
+void qcow2_inflight_remove(qcow2_state *s, qcow2_inflight *f)
+{
+    for (qcow2_inflight **p = &s->inflight; *p; p = &(*p)->next) {
+        if (*p == f) {
+            *p = f->next;
+            break;
+        }
+    }
+    pthread_cond_broadcast(&s->inflight_cond);
+}
+
+/* ---------------------------------------------------------------- lookup */
+
+int qcow2_get_l2_slice(qcow2_state *s, uint64_t l2_offset, uint32_t l2_index,
+                       uint64_t **slice)
+{
+    uint64_t off = l2_offset + (uint64_t)(l2_index / s->l2_slice_entries) * s->l2_slice_size;
+    return vd_cache_get(s->l2_cache, off, (void **)slice);
+}
+
+/* L2 table offset for an L1 index (0 when none). */
+static int l2_offset_of(qcow2_state *s, uint32_t l1_index, uint64_t *l2_offset)
+{
+    *l2_offset = 0;
+    if (l1_index >= s->l1_size) {
+        return 0;
+    }
+    uint64_t off = s->l1_table[l1_index] & L1E_OFFSET_MASK;
+    if (off && qcow2_offset_into_cluster(s, off)) {
+        qcow2_signal_corruption(s, true, "L2 table offset %#llx unaligned (L1 index: %#x)",
+                                (unsigned long long)off, l1_index);
+        return -EIO;
+    }
+    *l2_offset = off;
+    return 0;
+}
+
+int qcow2_get_host_offset(qcow2_state *s, uint64_t offset, uint64_t *bytes, uint64_t *host,
+                          qcow2_cluster_type *type)
+{
+    uint64_t cs = s->cluster_size;
+    uint64_t oic = qcow2_offset_into_cluster(s, offset);
+    uint32_t l1_index = qcow2_l1_index(s, offset);
+    uint32_t l2_index = qcow2_l2_index(s, offset);
+    uint32_t in_slice = l2_index % s->l2_slice_entries;
+    uint64_t avail = (uint64_t)(s->l2_slice_entries - in_slice) * cs - oic;
+    uint64_t l2_offset;
+    int ret;
+
+    *host = 0;
+    if (*bytes > avail) {
+        *bytes = avail;
+    }
+    ret = l2_offset_of(s, l1_index, &l2_offset);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!l2_offset) {
+        *type = QCOW2_CLUSTER_UNALLOCATED;
+        return 0;
+    }
+    uint64_t *slice;
+    ret = qcow2_get_l2_slice(s, l2_offset, l2_index, &slice);
+    if (ret < 0) {
+        return ret;
+    }
+    uint64_t nb = vd_div_round_up(oic + *bytes, cs);
+    uint64_t entry = l2e_get(slice, in_slice);
+    qcow2_cluster_type t = qcow2_get_cluster_type(s, entry);
+    uint64_t n = 1;
+
+    if ((t == QCOW2_CLUSTER_ZERO_PLAIN || t == QCOW2_CLUSTER_ZERO_ALLOC) && s->version < 3) {
+        vd_cache_put(s->l2_cache, (void **)&slice);
+        qcow2_signal_corruption(s, true,
+                                "Zero cluster entry found in pre-v3 image (L2 offset: %#llx, "
+                                "L2 index: %#x)",
+                                (unsigned long long)l2_offset, l2_index);
+        return -EIO;
+    }
+    switch (t) {
+    case QCOW2_CLUSTER_COMPRESSED:
+        *host = entry;
+        break;
+    case QCOW2_CLUSTER_UNALLOCATED:
+    case QCOW2_CLUSTER_ZERO_PLAIN:
+        while (n < nb && qcow2_get_cluster_type(s, l2e_get(slice, in_slice + (uint32_t)n)) == t) {
+            n++;
+        }
+        break;
+    case QCOW2_CLUSTER_NORMAL:
+    case QCOW2_CLUSTER_ZERO_ALLOC: {
+        uint64_t h = entry & L2E_OFFSET_MASK;
+        if (qcow2_offset_into_cluster(s, h)) {
+            vd_cache_put(s->l2_cache, (void **)&slice);
+            qcow2_signal_corruption(s, true,
+                                    "Cluster allocation offset %#llx unaligned (L2 offset: "
+                                    "%#llx, L2 index: %#x)",
+                                    (unsigned long long)h, (unsigned long long)l2_offset,
+                                    l2_index);
+            return -EIO;
+        }
+        while (n < nb) {
+            uint64_t e = l2e_get(slice, in_slice + (uint32_t)n);
+            if (qcow2_get_cluster_type(s, e) != t || (e & L2E_OFFSET_MASK) != h + n * cs) {
+                break;
+            }
+            n++;
+        }
+        *host = h + oic;
+        break;
+    }
+    }
+    vd_cache_put(s->l2_cache, (void **)&slice);
+    *type = t;
+    if (*bytes > n * cs - oic) {
+        *bytes = n * cs - oic;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ read */
+
+int qcow2_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags)
+{
+    qcow2_state *s = bs->opaque;
+    uint8_t *p = buf;
+    uint8_t *cbuf = NULL;
+    int ret = 0;
+    (void)flags;
+
+    while (len) {
+        uint64_t bytes = len, host;
+        qcow2_cluster_type type;
+        pthread_mutex_lock(&s->lock);
+        ret = s->broken ? -EIO : qcow2_get_host_offset(s, offset, &bytes, &host, &type);
+        pthread_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            break;
+        }
+        switch (type) {
+        case QCOW2_CLUSTER_UNALLOCATED:
+            if (bs->backing) {
+                ret = vd_node_read_backing(bs, offset, bytes, p);
+            } else {
+                memset(p, 0, bytes);
+            }
+            break;
+        case QCOW2_CLUSTER_ZERO_PLAIN:
+        case QCOW2_CLUSTER_ZERO_ALLOC:
+            memset(p, 0, bytes);
+            break;
+        case QCOW2_CLUSTER_COMPRESSED:
+            if (!cbuf) {
+                cbuf = malloc(s->cluster_size);
+                if (!cbuf) {
+                    ret = -ENOMEM;
+                    break;
+                }
+            }
+            ret = qcow2_read_compressed(s, host, cbuf);
+            if (ret == 0) {
+                memcpy(p, cbuf + qcow2_offset_into_cluster(s, offset), bytes);
+            }
+            break;
+        case QCOW2_CLUSTER_NORMAL:
+            ret = vd_node_pread(bs->file, host, bytes, p, 0);
+            break;
+        }
+        if (ret < 0) {
+            break;
+        }
+        offset += bytes;
+        p += bytes;
+        len -= bytes;
+    }
+    free(cbuf);
+    return ret;
+}
+
+/* ------------------------------------------------------------------- L1 */
+
+int qcow2_write_l1_entry(qcow2_state *s, uint32_t index)
+{
+    uint32_t start = index & ~63u;
+    uint32_t n = VD_MIN(64u, s->l1_size - start);
+    uint64_t buf[64];
+    for (uint32_t i = 0; i < n; i++) {
+        vd_st_be64(&buf[i], s->l1_table[start + i]);
+    }
+    uint64_t off = s->l1_table_offset + (uint64_t)start * 8;
+    int ret = qcow2_pre_write_overlap_check(s, QCOW2_OL_ACTIVE_L1, off, (uint64_t)n * 8);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = vd_node_pwrite(s->bs->file, off, (uint64_t)n * 8, buf, 0);
+    if (ret == 0) {
+        ret = vd_node_flush(s->bs->file);
+    }
+    return ret;
+}
+
+int qcow2_grow_l1_table(qcow2_state *s, uint64_t min_size, bool exact)
+{
+    int ret;
+    if (min_size <= s->l1_size) {
+        return 0;
+    }
+    if (min_size > QCOW2_MAX_L1_BYTES / 8) {
+        return -EFBIG;
+    }
+    uint64_t new_size = min_size;
+    if (!exact) {
+        new_size = VD_MAX(min_size, (uint64_t)s->l1_size + s->l1_size / 2 + 1);
+        if (new_size > QCOW2_MAX_L1_BYTES / 8) {
+            new_size = QCOW2_MAX_L1_BYTES / 8;
+        }
+    }
+    uint64_t bytes = new_size * 8;
+    uint64_t *t = calloc(new_size, 8);
+    if (!t) {
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        vd_st_be64(&t[i], s->l1_table[i]);
+    }
+    int64_t off = qcow2_alloc_clusters(s, qcow2_size_to_clusters(s, bytes));
+    if (off < 0) {
+        free(t);
+        return (int)off;
+    }
+    ret = vd_cache_flush(s->refcount_cache);
+    if (ret == 0) {
+        ret = qcow2_pre_write_overlap_check(s, 0, (uint64_t)off, bytes);
+    }
+    if (ret == 0) {
+        ret = vd_node_pwrite(s->bs->file, (uint64_t)off, bytes, t, 0);
+    }
+    if (ret == 0) {
+        ret = vd_node_flush(s->bs->file);
+    }
+    if (ret < 0) {
+        free(t);
+        qcow2_free_clusters(s, (uint64_t)off, bytes, QCOW2_DISCARD_OTHER);
+        return ret;
+    }
+    uint64_t old_off = s->l1_table_offset;
+    uint32_t old_size = s->l1_size;
+    s->l1_table_offset = (uint64_t)off;
+    s->l1_size = (uint32_t)new_size;
+    ret = qcow2_write_l1_fields(s);
+    if (ret == 0) {
+        ret = vd_node_flush(s->bs->file);
+    }
+    if (ret < 0) {
+        s->l1_table_offset = old_off;
+        s->l1_size = old_size;
+        free(t);
+        qcow2_free_clusters(s, (uint64_t)off, bytes, QCOW2_DISCARD_OTHER);
+        return ret;
+    }
+    for (uint64_t i = 0; i < new_size; i++) {
+        t[i] = vd_ld_be64(&t[i]);
+    }
+    free(s->l1_table);
+    s->l1_table = t;
+    if (old_size) {
+        qcow2_free_clusters(s, old_off, (uint64_t)old_size * 8, QCOW2_DISCARD_OTHER);
+    }
+    return 0;
+}
+
+int qcow2_shrink_l1_table(qcow2_state *s, uint64_t new_size)
+{
+    if (new_size >= s->l1_size) {
+        return 0;
+    }
+    int ret = vd_cache_flush(s->l2_cache);
+    if (ret < 0) {
+        return ret;
+    }
+    uint64_t off = s->l1_table_offset + new_size * 8;
+    uint64_t bytes = ((uint64_t)s->l1_size - new_size) * 8;
+    ret = qcow2_pre_write_overlap_check(s, QCOW2_OL_ACTIVE_L1, off, bytes);
+    if (ret == 0) {
+        ret = vd_node_pwrite_zeroes(s->bs->file, off, bytes, 0);
+    }
+    if (ret == 0) {
+        ret = vd_node_flush(s->bs->file);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    for (uint64_t i = new_size; i < s->l1_size; i++) {
+        uint64_t l2 = s->l1_table[i] & L1E_OFFSET_MASK;
+        s->l1_table[i] = 0;
+        if (l2 && !qcow2_offset_into_cluster(s, l2)) {
+            qcow2_free_clusters(s, l2, s->cluster_size, QCOW2_DISCARD_ALWAYS);
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ L2 */
+
+int qcow2_get_l2_for_write(qcow2_state *s, uint64_t offset, uint64_t **slice, uint32_t *index)
+{
+    uint32_t l1_index = qcow2_l1_index(s, offset);
+    uint32_t l2_index = qcow2_l2_index(s, offset);
+    int ret;
+
+    if (l1_index >= s->l1_size) {
+        ret = qcow2_grow_l1_table(s, (uint64_t)l1_index + 1, false);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    uint64_t l1e = s->l1_table[l1_index];
+    uint64_t old = l1e & L1E_OFFSET_MASK;
+    if (old && qcow2_offset_into_cluster(s, old)) {
+        qcow2_signal_corruption(s, true, "L2 table offset %#llx unaligned (L1 index: %#x)",
+                                (unsigned long long)old, l1_index);
+        return -EIO;
+    }
+    *index = l2_index % s->l2_slice_entries;
+    if (old && (l1e & QCOW_OFLAG_COPIED)) {
+        return qcow2_get_l2_slice(s, old, l2_index, slice);
+    }
+
+    /* a new table: empty, or a private copy of a shared one */
+    int64_t n = qcow2_alloc_clusters(s, 1);
+    if (n < 0) {
+        return (int)n;
+    }
+    uint64_t new_off = (uint64_t)n;
+    ret = vd_cache_flush(s->refcount_cache);
+    if (ret < 0) {
+        goto fail;
+    }
+    for (uint64_t o = 0; o < s->cluster_size; o += s->l2_slice_size) {
+        uint64_t *ns, *os;
+        ret = vd_cache_get_empty(s->l2_cache, new_off + o, (void **)&ns);
+        if (ret < 0) {
+            goto fail;
+        }
+        if (old) {
+            ret = vd_cache_get(s->l2_cache, old + o, (void **)&os);
+            if (ret < 0) {
+                vd_cache_put(s->l2_cache, (void **)&ns);
+                vd_cache_discard(s->l2_cache, new_off + o);
+                goto fail;
+            }
+            memcpy(ns, os, s->l2_slice_size);
+            vd_cache_put(s->l2_cache, (void **)&os);
+        } else {
+            memset(ns, 0, s->l2_slice_size);
+        }
+        vd_cache_mark_dirty(s->l2_cache, ns);
+        vd_cache_put(s->l2_cache, (void **)&ns);
+    }
+    ret = vd_cache_flush(s->l2_cache);
+    if (ret < 0) {
+        goto fail;
+    }
+    s->l1_table[l1_index] = new_off | QCOW_OFLAG_COPIED;
+    ret = qcow2_write_l1_entry(s, l1_index);
+    if (ret < 0) {
+        s->l1_table[l1_index] = l1e;
+        goto fail;
+    }
+    if (old) {
+        /* the shared table loses one user; L1 is on disk already */
+        vd_cache_set_flush_before(s->refcount_cache);
+        qcow2_free_clusters(s, old, s->cluster_size, QCOW2_DISCARD_OTHER);
+    }
+    return qcow2_get_l2_slice(s, new_off, l2_index, slice);
+
+fail:
+    for (uint64_t o = 0; o < s->cluster_size; o += s->l2_slice_size) {
+        vd_cache_discard(s->l2_cache, new_off + o);
+    }
+    qcow2_free_clusters(s, new_off, s->cluster_size, QCOW2_DISCARD_NEVER);
+    return ret;
+}
+
+/* ----------------------------------------------------------------- write */
+
+enum { RUN_INPLACE, RUN_REUSE, RUN_ALLOC };
+
+static int run_class(const qcow2_state *s, uint64_t entry)
+{
+    qcow2_cluster_type t = qcow2_get_cluster_type(s, entry);
+    if (entry & QCOW_OFLAG_COPIED) {
+        if (t == QCOW2_CLUSTER_NORMAL) {
+            return RUN_INPLACE;
+        }
+        if (t == QCOW2_CLUSTER_ZERO_ALLOC) {
+            return RUN_REUSE;
+        }
+    }
+    return RUN_ALLOC;
+}
+
+/* Old content of part [from, to) of the guest cluster at goff (entry old). */
+static int cow_read(qcow2_state *s, uint64_t goff, uint64_t old, uint8_t *cluster,
+                    uint64_t from, uint64_t to, int cls)
+{
+    if (from >= to) {
+        return 0;
+    }
+    if (cls == RUN_REUSE) {
+        memset(cluster + from, 0, to - from);
+        return 0;
+    }
+    switch (qcow2_get_cluster_type(s, old)) {
+    case QCOW2_CLUSTER_UNALLOCATED:
+        if (s->bs->backing) {
+            return vd_node_read_backing(s->bs, goff + from, to - from, cluster + from);
+        }
+        memset(cluster + from, 0, to - from);
+        return 0;
+    case QCOW2_CLUSTER_ZERO_PLAIN:
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+        memset(cluster + from, 0, to - from);
+        return 0;
+    case QCOW2_CLUSTER_COMPRESSED: {
+        uint8_t *tmp = malloc(s->cluster_size);
+        if (!tmp) {
+            return -ENOMEM;
+        }
+        int ret = qcow2_read_compressed(s, old, tmp);
+        if (ret == 0) {
+            memcpy(cluster + from, tmp + from, to - from);
+        }
+        free(tmp);
+        return ret;
+    }
+    case QCOW2_CLUSTER_NORMAL:
+        return vd_node_pread(s->bs->file, (old & L2E_OFFSET_MASK) + from, to - from,
+                             cluster + from, 0);
+    }
+    return -EIO;
+}
+
+/* Max clusters one allocating run handles (bounds the old-entry array). */
+#define MAX_RUN_CLUSTERS 8192u
+
+/*
+ * Write the start of [offset, offset+len): one run of clusters of the same
+ * class within one L2 slice.  *done is what was written.
+ */
+static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_t *data,
+                     uint64_t *done)
+{
+    vd_node *bs = s->bs;
+    uint64_t cs = s->cluster_size;
+    uint64_t oic = qcow2_offset_into_cluster(s, offset);
+    uint64_t cstart = offset - oic;
+    uint64_t req_end;
+    uint64_t *old = NULL;
+    int ret;
+
+    if (vd_align_up_overflow(offset + len, cs, &req_end)) {
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (s->broken || s->corrupt_ro) {
+        pthread_mutex_unlock(&s->lock);
+        return -EIO;
+    }
+    qcow2_wait_inflight(s, cstart, req_end);
+
+    uint32_t l1_index = qcow2_l1_index(s, offset);
+    uint32_t l2_index = qcow2_l2_index(s, offset);
+    uint32_t in_slice = l2_index % s->l2_slice_entries;
+    uint64_t nb = VD_MIN((req_end - cstart) >> s->cluster_bits,
+                         (uint64_t)(s->l2_slice_entries - in_slice));
+    nb = VD_MIN(nb, (uint64_t)MAX_RUN_CLUSTERS);
+    uint64_t l2_offset;
+    ret = l2_offset_of(s, l1_index, &l2_offset);
+    if (ret < 0) {
+        goto out_unlock;
+    }
+    old = calloc(nb, sizeof(*old));
+    if (!old) {
+        ret = -ENOMEM;
+        goto out_unlock;
+    }
+    if (l2_offset) {
+        uint64_t *slice;
+        ret = qcow2_get_l2_slice(s, l2_offset, l2_index, &slice);
+        if (ret < 0) {
+            goto out_unlock;
+        }
+        for (uint64_t i = 0; i < nb; i++) {
+            old[i] = l2e_get(slice, in_slice + (uint32_t)i);
+        }
+        vd_cache_put(s->l2_cache, (void **)&slice);
+    }
+    int cls = run_class(s, old[0]);
+    uint64_t n = 1;
+    uint64_t host0 = old[0] & L2E_OFFSET_MASK;
+    if ((qcow2_get_cluster_type(s, old[0]) == QCOW2_CLUSTER_NORMAL ||
+         qcow2_get_cluster_type(s, old[0]) == QCOW2_CLUSTER_ZERO_ALLOC) &&
+        qcow2_offset_into_cluster(s, host0)) {
+        qcow2_signal_corruption(s, true, "Cluster allocation offset %#llx unaligned",
+                                (unsigned long long)host0);
+        ret = -EIO;
+        goto out_unlock;
+    }
+    while (n < nb && run_class(s, old[n]) == cls &&
+           (cls == RUN_ALLOC || (old[n] & L2E_OFFSET_MASK) == host0 + n * cs)) {
+        n++;
+    }
+    uint64_t bytes = VD_MIN(len, n * cs - oic);
+    *done = bytes;
+
+    if (cls == RUN_INPLACE) {
+        ret = qcow2_pre_write_overlap_check(s, 0, host0 + oic, bytes);
+        pthread_mutex_unlock(&s->lock);
+        free(old);
+        if (ret < 0) {
+            return ret;
+        }
+        return vd_node_pwrite(bs->file, host0 + oic, bytes, data, 0);
+    }
+
+    /* allocation (or reuse of a preallocated zero cluster) */
+    ret = qcow2_begin_metadata_change(s);
+    if (ret < 0) {
+        goto out_unlock;
+    }
+    uint64_t *slice;
+    uint32_t idx;
+    ret = qcow2_get_l2_for_write(s, cstart, &slice, &idx);
+    if (ret < 0) {
+        goto out_unlock;
+    }
+    vd_cache_put(s->l2_cache, (void **)&slice);
+    uint64_t host;
+    if (cls == RUN_ALLOC) {
+        int64_t a = qcow2_alloc_clusters(s, n);
+        if (a < 0) {
+            ret = (int)a;
+            goto out_unlock;
+        }
+        host = (uint64_t)a;
+    } else {
+        host = host0;
+    }
+    ret = qcow2_pre_write_overlap_check(s, 0, host, n * cs);
+    if (ret < 0) {
+        if (cls == RUN_ALLOC) {
+            qcow2_free_clusters(s, host, n * cs, QCOW2_DISCARD_NEVER);
+        }
+        goto out_unlock;
+    }
+    qcow2_inflight f;
+    qcow2_inflight_add(s, &f, cstart, cstart + n * cs);
+    pthread_mutex_unlock(&s->lock);
+
+    /* data with its COW head (first cluster) and tail (last cluster) */
+    uint64_t tail_start = oic + bytes; /* within the run */
+    uint64_t run_bytes = n * cs;
+    uint8_t *cbuf = NULL;
+    ret = 0;
+    if (oic || tail_start < run_bytes) {
+        cbuf = vd_aligned_alloc(4096, cs);
+        if (!cbuf) {
+            ret = -ENOMEM;
+        }
+    }
+    uint64_t pos = 0; /* run byte position written so far */
+    if (ret == 0 && (oic || (n == 1 && tail_start < run_bytes))) {
+        /* the first cluster, composed */
+        uint64_t dend = VD_MIN(cs, tail_start);
+        ret = cow_read(s, cstart, old[0], cbuf, 0, oic, cls);
+        if (ret == 0) {
+            ret = cow_read(s, cstart, old[0], cbuf, dend, n == 1 ? cs : dend, cls);
+        }
+        if (ret == 0) {
+            memcpy(cbuf + oic, data, dend - oic);
+            ret = vd_node_pwrite(bs->file, host, cs, cbuf, 0);
+        }
+        pos = cs;
+    }
+    if (ret == 0) {
+        uint64_t direct_end = tail_start < run_bytes ? run_bytes - cs : run_bytes;
+        if (direct_end > pos) {
+            ret = vd_node_pwrite(bs->file, host + pos, direct_end - pos, data + (pos - oic), 0);
+            pos = direct_end;
+        }
+    }
+    if (ret == 0 && pos < run_bytes) {
+        /* the last cluster with its tail */
+        uint64_t lc = (n - 1) * cs;
+        uint64_t from = tail_start - lc;
+        ret = cow_read(s, cstart + lc, old[n - 1], cbuf, from, cs, cls);
+        if (ret == 0) {
+            memcpy(cbuf, data + (lc - oic), from);
+            ret = vd_node_pwrite(bs->file, host + lc, cs, cbuf, 0);
+        }
+    }
+    free(cbuf);
+
+    pthread_mutex_lock(&s->lock);
+    if (ret == 0 && s->broken) {
+        ret = -EIO;
+    }
+    if (ret == 0) {
+        ret = qcow2_get_l2_for_write(s, cstart, &slice, &idx);
+    }
+    if (ret == 0) {
+        if (!s->use_lazy_refcounts) {
+            ret = vd_cache_set_dependency(s->l2_cache, s->refcount_cache);
+        }
+        for (uint64_t i = 0; ret == 0 && i < n; i++) {
+            l2e_set(slice, idx + (uint32_t)i, (host + i * cs) | QCOW_OFLAG_COPIED);
+        }
+        if (ret == 0) {
+            vd_cache_mark_dirty(s->l2_cache, slice);
+        }
+        vd_cache_put(s->l2_cache, (void **)&slice);
+    }
+    if (ret == 0 && cls == RUN_ALLOC) {
+        for (uint64_t i = 0; i < n; i++) {
+            qcow2_free_any_cluster(s, old[i], QCOW2_DISCARD_NEVER);
+        }
+    } else if (ret < 0 && cls == RUN_ALLOC) {
+        qcow2_free_clusters(s, host, n * cs, QCOW2_DISCARD_NEVER);
+    }
+    qcow2_inflight_remove(s, &f);
+
+out_unlock:
+    pthread_mutex_unlock(&s->lock);
+    free(old);
+    return ret;
+}
+
+int qcow2_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf, unsigned flags)
+{
+    qcow2_state *s = bs->opaque;
+    const uint8_t *p = buf;
+    (void)flags;
+    while (len) {
+        uint64_t done = 0;
+        int ret = write_run(s, offset, len, p, &done);
+        if (ret < 0) {
+            return ret;
+        }
+        offset += done;
+        p += done;
+        len -= done;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------- zero / discard */
+
+int qcow2_cluster_zeroize(qcow2_state *s, uint64_t offset, uint64_t bytes, unsigned flags)
+{
+    uint64_t cs = s->cluster_size;
+    if (s->version < 3) {
+        return -ENOTSUP;
+    }
+    uint64_t end = offset + bytes;
+    while (offset < end) {
+        uint64_t *slice;
+        uint32_t idx;
+        int ret = qcow2_get_l2_for_write(s, offset, &slice, &idx);
+        if (ret < 0) {
+            return ret;
+        }
+        uint64_t n = VD_MIN(vd_div_round_up(end - offset, cs),
+                            (uint64_t)(s->l2_slice_entries - idx));
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t old = l2e_get(slice, idx + (uint32_t)i);
+            qcow2_cluster_type t = qcow2_get_cluster_type(s, old);
+            bool unmap = t == QCOW2_CLUSTER_COMPRESSED ||
+                         ((flags & VD_REQ_MAY_UNMAP) &&
+                          (t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC));
+            uint64_t nw = (unmap ? 0 : old) | QCOW_OFLAG_ZERO;
+            if (nw == old) {
+                continue;
+            }
+            vd_cache_mark_dirty(s->l2_cache, slice);
+            l2e_set(slice, idx + (uint32_t)i, nw);
+            if (unmap) {
+                qcow2_free_any_cluster(s, old, QCOW2_DISCARD_REQUEST);
+            }
+        }
+        vd_cache_put(s->l2_cache, (void **)&slice);
+        offset += n * cs;
+    }
+    return 0;
+}
+
+int qcow2_cluster_discard(qcow2_state *s, uint64_t offset, uint64_t bytes,
+                          qcow2_discard_type type, bool full_discard)
+{
+    uint64_t cs = s->cluster_size;
+    uint64_t end = offset + bytes;
+    bool has_backing = s->backing_file != NULL;
+    while (offset < end) {
+        uint32_t l1_index = qcow2_l1_index(s, offset);
+        uint64_t l2_span = (uint64_t)s->l2_size * cs;
+        uint64_t l2_offset;
+        int ret = l2_offset_of(s, l1_index, &l2_offset);
+        if (ret < 0) {
+            return ret;
+        }
+        if (!l2_offset && (full_discard || !has_backing)) {
+            /* nothing allocated, nothing to mark */
+            uint64_t next = (offset / l2_span + 1) * l2_span;
+            offset = next;
+            continue;
+        }
+        uint64_t *slice;
+        uint32_t idx;
+        ret = qcow2_get_l2_for_write(s, offset, &slice, &idx);
+        if (ret < 0) {
+            return ret;
+        }
+        uint64_t n = VD_MIN(vd_div_round_up(end - offset, cs),
+                            (uint64_t)(s->l2_slice_entries - idx));
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t old = l2e_get(slice, idx + (uint32_t)i);
+            qcow2_cluster_type t = qcow2_get_cluster_type(s, old);
+            bool allocated = t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC ||
+                             t == QCOW2_CLUSTER_COMPRESSED;
+            uint64_t nw = old;
+            if (full_discard) {
+                nw = 0;
+            } else if (has_backing || allocated) {
+                nw = s->version >= 3 ? QCOW_OFLAG_ZERO : 0;
+            }
+            if (nw == old) {
+                continue;
+            }
+            vd_cache_mark_dirty(s->l2_cache, slice);
+            l2e_set(slice, idx + (uint32_t)i, nw);
+            qcow2_free_any_cluster(s, old, type);
+        }
+        vd_cache_put(s->l2_cache, (void **)&slice);
+        offset += n * cs;
+    }
+    return 0;
+}
+
+/* True when the whole guest cluster at offset reads as zeroes already. */
+static int cluster_reads_zero(qcow2_state *s, uint64_t offset, bool *zero)
+{
+    uint64_t bytes = s->cluster_size, host;
+    qcow2_cluster_type t;
+    int ret = qcow2_get_host_offset(s, qcow2_start_of_cluster(s, offset), &bytes, &host, &t);
+    if (ret < 0) {
+        return ret;
+    }
+    *zero = t == QCOW2_CLUSTER_ZERO_PLAIN || t == QCOW2_CLUSTER_ZERO_ALLOC ||
+            (t == QCOW2_CLUSTER_UNALLOCATED && !s->bs->backing && !s->backing_file);
+    return 0;
+}
+
+/* Zero [offset, offset+len) inside one cluster by writing zero bytes. */
+static int write_zero_bytes(qcow2_state *s, uint64_t offset, uint64_t len)
+{
+    uint8_t *z = calloc(1, len);
+    if (!z) {
+        return -ENOMEM;
+    }
+    int ret = qcow2_pwrite(s->bs, offset, len, z, 0);
+    free(z);
+    return ret;
+}
+
+int qcow2_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned flags)
+{
+    qcow2_state *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t end = offset + len;
+    uint64_t astart, aend;
+    bool head_zero = true, tail_zero = true;
+    int ret;
+
+    if (vd_align_up_overflow(offset, cs, &astart)) {
+        return -EINVAL;
+    }
+    aend = vd_align_down(end, cs);
+    if (end == s->size) {
+        /* the partial cluster at the end of the image counts as whole */
+        if (vd_align_up_overflow(end, cs, &aend)) {
+            return -EINVAL;
+        }
+    }
+    if (astart > end) {
+        astart = end;
+    }
+    if (aend < astart) {
+        aend = astart;
+    }
+    bool v2_unmap = s->version < 3 && (flags & VD_REQ_MAY_UNMAP) && !s->backing_file;
+    if (s->version < 3 && !v2_unmap) {
+        return -ENOTSUP;
+    }
+
+    pthread_mutex_lock(&s->lock);
+    ret = s->broken || s->corrupt_ro ? -EIO : 0;
+    if (ret == 0 && offset < astart) {
+        ret = cluster_reads_zero(s, offset, &head_zero);
+    }
+    if (ret == 0 && aend < end && (aend >= astart)) {
+        ret = cluster_reads_zero(s, aend, &tail_zero);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        return ret;
+    }
+    if ((!head_zero || !tail_zero) && (flags & VD_REQ_NO_FALLBACK)) {
+        return -ENOTSUP;
+    }
+    if (!head_zero) {
+        ret = write_zero_bytes(s, offset, VD_MIN(astart, end) - offset);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (aend > astart) {
+        pthread_mutex_lock(&s->lock);
+        ret = qcow2_begin_metadata_change(s);
+        if (ret == 0) {
+            qcow2_wait_inflight(s, astart, aend);
+            if (v2_unmap) {
+                ret = qcow2_cluster_discard(s, astart, aend - astart, QCOW2_DISCARD_REQUEST,
+                                            false);
+            } else {
+                ret = qcow2_cluster_zeroize(s, astart, aend - astart, flags);
+            }
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (!tail_zero && aend < end && aend >= astart && aend >= offset) {
+        ret = write_zero_bytes(s, VD_MAX(aend, offset), end - VD_MAX(aend, offset));
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+int qcow2_discard(vd_node *bs, uint64_t offset, uint64_t len)
+{
+    qcow2_state *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t start, end = vd_align_down(offset + len, cs);
+    if (offset + len >= s->size) {
+        if (vd_align_up_overflow(s->size, cs, &end)) {
+            return -EINVAL;
+        }
+    }
+    if (vd_align_up_overflow(offset, cs, &start) || start >= end) {
+        return 0;
+    }
+    pthread_mutex_lock(&s->lock);
+    int ret = qcow2_begin_metadata_change(s);
+    if (ret == 0) {
+        qcow2_wait_inflight(s, start, end);
+        ret = qcow2_cluster_discard(s, start, end - start, QCOW2_DISCARD_REQUEST, false);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/* --------------------------------------------------------- block status */
+
+int qcow2_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64_t len,
+                       uint64_t *pnum, uint64_t *map, vd_node **file)
+{
+    qcow2_state *s = bs->opaque;
+    uint64_t bytes = len, host;
+    qcow2_cluster_type t;
+    (void)want_zero;
+
+    pthread_mutex_lock(&s->lock);
+    int ret = s->broken ? -EIO : qcow2_get_host_offset(s, offset, &bytes, &host, &t);
+    pthread_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        return ret;
+    }
+    *pnum = bytes;
+    int status = 0;
+    switch (t) {
+    case QCOW2_CLUSTER_NORMAL:
+        status = VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID;
+        *map = host;
+        *file = bs->file;
+        break;
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+        status = VD_BLOCK_ZERO | VD_BLOCK_OFFSET_VALID;
+        *map = host;
+        *file = bs->file;
+        break;
+    case QCOW2_CLUSTER_ZERO_PLAIN:
+        status = VD_BLOCK_ZERO;
+        break;
+    case QCOW2_CLUSTER_COMPRESSED:
+        status = VD_BLOCK_DATA | VD_BLOCK_COMPRESSED;
+        break;
+    case QCOW2_CLUSTER_UNALLOCATED:
+        break;
+    }
+    if (status & (VD_BLOCK_DATA | VD_BLOCK_ZERO)) {
+        status |= VD_BLOCK_ALLOCATED;
+    }
+    return status;
+}
+
+/* ------------------------------------------------------- preallocation */
+
+int qcow2_preallocate(qcow2_state *s, uint64_t offset, uint64_t bytes, vd_prealloc mode,
+                      vd_error **errp)
+{
+    uint64_t cs = s->cluster_size;
+    uint64_t start = qcow2_start_of_cluster(s, offset);
+    uint64_t end;
+    int ret;
+
+    if (vd_align_up_overflow(offset + bytes, cs, &end)) {
+        return vd_error_set(errp, EFBIG, "Image too large to preallocate");
+    }
+    /* all L2 tables first, so the data clusters form one area at the end */
+    uint64_t l2_span = (uint64_t)s->l2_size * cs;
+    for (uint64_t g = start; g < end; g = (g / l2_span + 1) * l2_span) {
+        uint64_t *slice;
+        uint32_t idx;
+        ret = qcow2_get_l2_for_write(s, g, &slice, &idx);
+        if (ret < 0) {
+            return vd_error_setg_errno(errp, -ret, "Could not preallocate metadata");
+        }
+        vd_cache_put(s->l2_cache, (void **)&slice);
+    }
+    uint64_t data_end = 0;
+    for (uint64_t g = start; g < end;) {
+        uint64_t *slice;
+        uint32_t idx;
+        ret = qcow2_get_l2_for_write(s, g, &slice, &idx);
+        if (ret < 0) {
+            return vd_error_setg_errno(errp, -ret, "Could not preallocate metadata");
+        }
+        uint64_t n = VD_MIN((end - g) / cs, (uint64_t)(s->l2_slice_entries - idx));
+        uint64_t need = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            qcow2_cluster_type t = qcow2_get_cluster_type(s, l2e_get(slice, idx + (uint32_t)i));
+            if (t == QCOW2_CLUSTER_UNALLOCATED || t == QCOW2_CLUSTER_ZERO_PLAIN) {
+                need++;
+            }
+        }
+        if (need) {
+            int64_t h = qcow2_alloc_clusters(s, need);
+            if (h < 0) {
+                vd_cache_put(s->l2_cache, (void **)&slice);
+                return vd_error_setg_errno(errp, (int)-h, "Could not preallocate data");
+            }
+            ret = vd_cache_set_dependency(s->l2_cache, s->refcount_cache);
+            if (ret < 0) {
+                vd_cache_put(s->l2_cache, (void **)&slice);
+                return vd_error_setg_errno(errp, -ret, "Could not preallocate data");
+            }
+            uint64_t k = 0;
+            for (uint64_t i = 0; i < n; i++) {
+                uint64_t e = l2e_get(slice, idx + (uint32_t)i);
+                qcow2_cluster_type t = qcow2_get_cluster_type(s, e);
+                if (t == QCOW2_CLUSTER_UNALLOCATED || t == QCOW2_CLUSTER_ZERO_PLAIN) {
+                    l2e_set(slice, idx + (uint32_t)i, ((uint64_t)h + k * cs) | QCOW_OFLAG_COPIED);
+                    k++;
+                }
+            }
+            vd_cache_mark_dirty(s->l2_cache, slice);
+            data_end = VD_MAX(data_end, (uint64_t)h + need * cs);
+        }
+        vd_cache_put(s->l2_cache, (void **)&slice);
+        g += n * cs;
+    }
+    ret = vd_cache_flush(s->l2_cache);
+    if (ret < 0) {
+        return vd_error_setg_errno(errp, -ret, "Could not write preallocated metadata");
+    }
+    int64_t flen = vd_node_get_length(s->bs->file);
+    if (flen >= 0 && data_end > (uint64_t)flen) {
+        ret = vd_node_truncate(s->bs->file, data_end, false,
+                               mode == VD_PREALLOC_METADATA ? VD_PREALLOC_OFF : mode, errp);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,384 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * qcow2 driver internals shared by qcow2.c (header, open, create, info),
+ * cluster.c (guest->host mapping, allocation, COW, zero, discard),
+ * refcount.c (refcount table and blocks, cluster allocation, overlap checks),
+ * compress.c (compressed clusters), check.c (check and repair) and
+ * measure.c.
+ *
+ * Specification: QEMU's docs/interop/qcow2.txt (versions 2 and 3).
+ *
+ * Locking: s->lock guards every field below marked (L), the caches and the
+ * on-disk metadata.  Guest data I/O runs outside it; allocating writes are
+ * serialised against each other per guest cluster by the in-flight list.
+ */
+#ifndef VD_QCOW2_H
+#define VD_QCOW2_H
+
+#include "cache.h"
+#include "internal.h"
+
+#define QCOW2_MAGIC 0x514649fbu
+#define QCOW2_MIN_CLUSTER_BITS 9
+#define QCOW2_MAX_CLUSTER_BITS 21
+#define QCOW2_MAX_L1_BYTES (32u << 20)
+#define QCOW2_MAX_REFTABLE_BYTES (8u << 20)
+#define QCOW2_MAX_SNAPSHOTS 65536u
+#define QCOW2_MAX_BACKING_NAME 1023u
+#define QCOW2_MAX_BITMAPS 65535u
+#define QCOW2_MAX_BITMAP_DIR_BYTES (64u << 20)
+#define QCOW2_MAX_SNAPSHOT_EXTRA 1024u
+#define QCOW2_V2_HEADER_LEN 72u
+#define QCOW2_V3_HEADER_LEN 104u
+#define QCOW2_HEADER_LEN_CREATE 112u
+
+/* L1/L2/refcount table entries */
+#define QCOW_OFLAG_COPIED (1ull << 63)
+#define QCOW_OFLAG_COMPRESSED (1ull << 62)
+#define QCOW_OFLAG_ZERO 1ull
+#define L1E_OFFSET_MASK 0x00fffffffffffe00ull
+#define L2E_OFFSET_MASK 0x00fffffffffffe00ull
+#define L1E_RESERVED_MASK 0x7f000000000001ffull
+#define L2E_STD_RESERVED_MASK 0x3f000000000001feull
+#define REFT_OFFSET_MASK 0xfffffffffffffe00ull
+#define REFT_RESERVED_MASK 0x1ffull
+#define QCOW_MAX_CLUSTER_OFFSET ((1ull << 56) - 1)
+
+/* feature bits */
+#define QCOW2_INCOMPAT_DIRTY (1ull << 0)
+#define QCOW2_INCOMPAT_CORRUPT (1ull << 1)
+#define QCOW2_INCOMPAT_DATA_FILE (1ull << 2)
+#define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
+#define QCOW2_INCOMPAT_EXTL2 (1ull << 4)
+#define QCOW2_INCOMPAT_KNOWN 0x1full
+#define QCOW2_COMPAT_LAZY_REFCOUNTS (1ull << 0)
+#define QCOW2_AUTOCLEAR_BITMAPS (1ull << 0)
+#define QCOW2_AUTOCLEAR_DATA_FILE_RAW (1ull << 1)
+
+/* header extensions */
+#define QCOW2_EXT_END 0x00000000u
+#define QCOW2_EXT_BACKING_FORMAT 0xe2792acau
+#define QCOW2_EXT_FEATURE_TABLE 0x6803f857u
+#define QCOW2_EXT_BITMAPS 0x23852875u
+#define QCOW2_EXT_CRYPTO 0x0537be77u
+#define QCOW2_EXT_DATA_FILE 0x44415441u
+
+#define QCOW2_COMPRESSION_ZLIB 0
+#define QCOW2_COMPRESSION_ZSTD 1
+
+/* bitmap directory entry flags */
+#define QCOW2_BME_IN_USE (1u << 0)
+#define QCOW2_BME_AUTO (1u << 1)
+
+typedef enum qcow2_cluster_type {
+    QCOW2_CLUSTER_UNALLOCATED,
+    QCOW2_CLUSTER_ZERO_PLAIN,
+    QCOW2_CLUSTER_ZERO_ALLOC,
+    QCOW2_CLUSTER_NORMAL,
+    QCOW2_CLUSTER_COMPRESSED,
+} qcow2_cluster_type;
+
+/* Which freed clusters are passed down as discards (pass-discard-*). */
+typedef enum qcow2_discard_type {
+    QCOW2_DISCARD_NEVER,
+    QCOW2_DISCARD_ALWAYS,
+    QCOW2_DISCARD_REQUEST,
+    QCOW2_DISCARD_SNAPSHOT,
+    QCOW2_DISCARD_OTHER,
+    QCOW2_DISCARD_MAX,
+} qcow2_discard_type;
+
+/* Metadata kinds for overlap checks (QEMU's QCOW2_OL_* order). */
+enum {
+    QCOW2_OL_MAIN_HEADER = 1u << 0,
+    QCOW2_OL_ACTIVE_L1 = 1u << 1,
+    QCOW2_OL_ACTIVE_L2 = 1u << 2,
+    QCOW2_OL_REFCOUNT_TABLE = 1u << 3,
+    QCOW2_OL_REFCOUNT_BLOCK = 1u << 4,
+    QCOW2_OL_SNAPSHOT_TABLE = 1u << 5,
+    QCOW2_OL_INACTIVE_L1 = 1u << 6,
+    QCOW2_OL_INACTIVE_L2 = 1u << 7,
+    QCOW2_OL_BITMAP_DIRECTORY = 1u << 8,
+    QCOW2_OL_ALL = 0x1ff,
+    QCOW2_OL_CONSTANT = QCOW2_OL_MAIN_HEADER | QCOW2_OL_ACTIVE_L1 | QCOW2_OL_REFCOUNT_TABLE |
+                        QCOW2_OL_SNAPSHOT_TABLE | QCOW2_OL_BITMAP_DIRECTORY,
+    QCOW2_OL_CACHED = QCOW2_OL_CONSTANT | QCOW2_OL_ACTIVE_L2 | QCOW2_OL_REFCOUNT_BLOCK |
+                      QCOW2_OL_INACTIVE_L1,
+};
+
+typedef struct qcow2_ext {
+    uint32_t magic;
+    uint32_t len;
+    uint8_t *data;
+} qcow2_ext;
+
+typedef struct qcow2_snapshot {
+    uint64_t l1_offset;
+    uint32_t l1_size;
+    char *id;
+    char *name;
+    uint32_t date_sec;
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t vm_state_size;
+    uint64_t disk_size;
+    uint64_t icount; /* UINT64_MAX when absent */
+} qcow2_snapshot;
+
+typedef struct qcow2_bitmap {
+    uint64_t table_offset;
+    uint32_t table_size;
+    uint32_t flags;
+    uint8_t granularity_bits;
+    char *name;
+} qcow2_bitmap;
+
+/* A guest cluster range being allocated (data written outside the lock). */
+typedef struct qcow2_inflight {
+    uint64_t start, end; /* guest bytes, cluster aligned */
+    struct qcow2_inflight *next;
+} qcow2_inflight;
+
+typedef struct qcow2_state {
+    vd_node *bs;
+    pthread_mutex_t lock;
+    pthread_cond_t inflight_cond;
+
+    /* header (L) */
+    uint32_t version;
+    uint32_t cluster_bits;
+    uint32_t cluster_size;
+    uint32_t l2_bits;   /* log2 of entries per L2 table */
+    uint32_t l2_size;   /* entries per L2 table */
+    uint64_t size;      /* virtual size */
+    uint32_t crypt_method;
+    uint32_t l1_size;
+    uint64_t l1_table_offset;
+    uint64_t *l1_table; /* host byte order, l1_size entries (may be NULL when 0) */
+    uint64_t refcount_table_offset;
+    uint32_t refcount_table_clusters;
+    uint64_t refcount_table_size; /* entries */
+    uint64_t *refcount_table;     /* host byte order */
+    uint64_t max_refcount_table_index;
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    uint64_t snapshots_size; /* bytes of the snapshot table */
+    uint64_t incompatible_features;
+    uint64_t compatible_features;
+    uint64_t autoclear_features;
+    uint32_t refcount_order;
+    uint32_t refcount_bits;
+    uint64_t refcount_max;
+    uint32_t refcount_block_bits; /* log2 of entries per refcount block */
+    uint32_t header_length;
+    uint8_t compression_type;
+    uint8_t *header_tail; /* header bytes [112, header_length) preserved */
+    uint32_t header_tail_len;
+
+    /* compressed cluster descriptors */
+    uint32_t csize_shift;
+    uint64_t csize_mask;
+    uint64_t cluster_offset_mask;
+
+    char *backing_file;
+    char *backing_format;
+    qcow2_ext *unknown_ext; /* preserved on header rewrite */
+    size_t nb_unknown_ext;
+    char **feature_names;   /* "type:bit:name" from the image's table */
+    size_t nb_feature_names;
+
+    /* bitmaps extension (kept as read) */
+    bool has_bitmaps_ext;
+    uint32_t nb_bitmaps;
+    uint64_t bitmap_directory_size;
+    uint64_t bitmap_directory_offset;
+    qcow2_bitmap *bitmaps; /* parsed when the extension is consistent */
+    bool bitmaps_loaded;
+
+    qcow2_snapshot *snapshots;
+
+    /* caches (L) */
+    vd_cache *l2_cache;
+    vd_cache *refcount_cache;
+    uint64_t l2_slice_size;    /* bytes */
+    uint32_t l2_slice_entries;
+    uint64_t cache_clean_interval;
+    uint64_t free_cluster_index;
+    uint64_t free_byte_offset; /* compressed cluster packing */
+
+    /* options */
+    bool use_lazy_refcounts;
+    bool discard_passthrough[QCOW2_DISCARD_MAX];
+    unsigned overlap_check;
+
+    /* state (L) */
+    bool dirty_lazy;      /* we set the dirty bit for lazy refcounts */
+    bool needs_repair;    /* opened read-write with the dirty bit set */
+    bool broken;          /* fatal corruption found: no more I/O */
+    bool corrupt_ro;      /* corrupt bit set at open: writes refused */
+    bool metadata_prealloc_checked;
+    bool metadata_prealloc;
+    qcow2_inflight *inflight;
+    int nb_compress_threads;
+    uint64_t last_clean; /* seconds, for cache-clean-interval */
+} qcow2_state;
+
+typedef struct qcow2_create_params {
+    uint64_t size;
+    int version;
+    uint64_t cluster_size;
+    int refcount_order;
+    bool lazy;
+    int compression_type;
+    vd_prealloc prealloc;
+    const char *backing_file;
+    const char *backing_fmt;
+} qcow2_create_params;
+
+/* ------------------------------------------------------------- qcow2.c */
+
+int qcow2_update_header(qcow2_state *s);
+int qcow2_write_l1_fields(qcow2_state *s); /* l1_size + l1_table_offset */
+int qcow2_write_reftable_fields(qcow2_state *s);
+int qcow2_mark_dirty(qcow2_state *s);
+int qcow2_mark_clean(qcow2_state *s);
+/* Report corrupt metadata; fatal marks the image corrupt and stops I/O. */
+void qcow2_signal_corruption(qcow2_state *s, bool fatal, const char *fmt, ...)
+    VD_PRINTF(3, 4);
+/* Checks before changing metadata: corrupt state, repair on first write,
+ * lazy refcounts' dirty bit.  Lock held. */
+int qcow2_begin_metadata_change(qcow2_state *s);
+uint64_t qcow2_size_to_l1(const qcow2_state *s, uint64_t size);
+/* Parse the snapshot table (bounds-checked).  Lock held or at open. */
+int qcow2_read_snapshots(qcow2_state *s, vd_error **errp);
+void qcow2_free_snapshots(qcow2_state *s);
+int qcow2_load_bitmaps(qcow2_state *s, vd_error **errp);
+/* Parse and validate create options (shared by create and measure). */
+int qcow2_parse_create_opts(const vd_opts *opts, qcow2_create_params *p, bool need_size,
+                            vd_error **errp);
+int qcow2_truncate(vd_node *bs, uint64_t size, bool exact, vd_prealloc prealloc,
+                   vd_error **errp);
+
+static inline uint64_t qcow2_offset_into_cluster(const qcow2_state *s, uint64_t off)
+{
+    return off & (s->cluster_size - 1);
+}
+static inline uint64_t qcow2_start_of_cluster(const qcow2_state *s, uint64_t off)
+{
+    return off & ~((uint64_t)s->cluster_size - 1);
+}
+static inline uint64_t qcow2_size_to_clusters(const qcow2_state *s, uint64_t size)
+{
+    return (size + s->cluster_size - 1) >> s->cluster_bits;
+}
+static inline uint32_t qcow2_l1_index(const qcow2_state *s, uint64_t off)
+{
+    return (uint32_t)(off >> (s->l2_bits + s->cluster_bits));
+}
+static inline uint32_t qcow2_l2_index(const qcow2_state *s, uint64_t off)
+{
+    return (uint32_t)((off >> s->cluster_bits) & (s->l2_size - 1));
+}
+qcow2_cluster_type qcow2_get_cluster_type(const qcow2_state *s, uint64_t l2_entry);
+
+/* ------------------------------------------------------------ cluster.c */
+
+int qcow2_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags);
+int qcow2_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf, unsigned flags);
+int qcow2_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned flags);
+int qcow2_discard(vd_node *bs, uint64_t offset, uint64_t len);
+int qcow2_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64_t len,
+                       uint64_t *pnum, uint64_t *map, vd_node **file);
+/* Mapping of [offset, offset+*bytes): first entry's type and host offset
+ * (for NORMAL/ZERO_ALLOC; the raw L2 entry for COMPRESSED), *bytes shortened
+ * to what shares it.  Lock held. */
+int qcow2_get_host_offset(qcow2_state *s, uint64_t offset, uint64_t *bytes,
+                          uint64_t *host, qcow2_cluster_type *type);
+/* L2 slice holding guest offset, ready to be modified (L2 table allocated
+ * or copied when needed).  *index is the entry in the slice.  Lock held. */
+int qcow2_get_l2_for_write(qcow2_state *s, uint64_t offset, uint64_t **slice,
+                           uint32_t *index);
+int qcow2_get_l2_slice(qcow2_state *s, uint64_t l2_offset, uint32_t l2_index,
+                       uint64_t **slice);
+int qcow2_grow_l1_table(qcow2_state *s, uint64_t min_size, bool exact);
+int qcow2_shrink_l1_table(qcow2_state *s, uint64_t new_size);
+int qcow2_write_l1_entry(qcow2_state *s, uint32_t index);
+/* Discard (full: fall through to backing) or zero whole clusters. Lock held. */
+int qcow2_cluster_discard(qcow2_state *s, uint64_t offset, uint64_t bytes,
+                          qcow2_discard_type type, bool full_discard);
+int qcow2_cluster_zeroize(qcow2_state *s, uint64_t offset, uint64_t bytes, unsigned flags);
+/* Wait until no allocation is in flight over the guest range.  Lock held. */
+void qcow2_wait_inflight(qcow2_state *s, uint64_t start, uint64_t end);
+void qcow2_inflight_add(qcow2_state *s, qcow2_inflight *f, uint64_t start, uint64_t end);
+void qcow2_inflight_remove(qcow2_state *s, qcow2_inflight *f);
+/* Preallocate host clusters for [offset, offset+bytes) (metadata, falloc,
+ * full).  Lock held. */
+int qcow2_preallocate(qcow2_state *s, uint64_t offset, uint64_t bytes, vd_prealloc mode,
+                      vd_error **errp);
+
+/* ----------------------------------------------------------- refcount.c */
+
+int qcow2_refcount_init(qcow2_state *s, vd_error **errp);
+int qcow2_get_refcount(qcow2_state *s, uint64_t cluster_index, uint64_t *refcount);
+/* Add addend (may be negative) to the refcount of every cluster touching
+ * [offset, offset+len). */
+int qcow2_update_refcount(qcow2_state *s, uint64_t offset, uint64_t len, int64_t addend,
+                          qcow2_discard_type type);
+/* Allocate n contiguous clusters (refcount 1); returns the host offset or
+ * -errno. */
+int64_t qcow2_alloc_clusters(qcow2_state *s, uint64_t n);
+/* Allocate bytes (< one cluster) for compressed data; host byte offset. */
+int64_t qcow2_alloc_bytes(qcow2_state *s, uint32_t size);
+void qcow2_free_clusters(qcow2_state *s, uint64_t offset, uint64_t len,
+                         qcow2_discard_type type);
+void qcow2_free_any_cluster(qcow2_state *s, uint64_t l2_entry, qcow2_discard_type type);
+/* Refcount entry accessors for a block of any width. */
+uint64_t qcow2_rc_get(const qcow2_state *s, const void *block, uint64_t index);
+void qcow2_rc_set(const qcow2_state *s, void *block, uint64_t index, uint64_t value);
+/* Index one past the last cluster with a non-zero refcount. */
+int64_t qcow2_get_last_cluster(qcow2_state *s, int64_t size);
+int qcow2_shrink_reftable(qcow2_state *s);
+
+/* Metadata overlap: the QCOW2_OL_* kinds [offset, offset+size) overlaps,
+ * ignoring those in ign. */
+unsigned qcow2_check_metadata_overlap(qcow2_state *s, unsigned ign, uint64_t offset,
+                                      uint64_t size);
+/* Refuse (and mark the image corrupt) writes onto metadata. */
+int qcow2_pre_write_overlap_check(qcow2_state *s, unsigned ign, uint64_t offset,
+                                  uint64_t size);
+int qcow2_cache_check_l2(void *opaque, uint64_t offset, uint64_t len);
+int qcow2_cache_check_refblock(void *opaque, uint64_t offset, uint64_t len);
+
+/* ----------------------------------------------------------- compress.c */
+
+/* Compress a cluster; returns compressed bytes, or -ENOSPC if it would not
+ * fit in dest_size. */
+ssize_t qcow2_compress(int type, void *dest, size_t dest_size, const void *src,
+                       size_t src_size);
+/* Decompress exactly dest_size bytes. */
+int qcow2_decompress(int type, void *dest, size_t dest_size, const void *src,
+                     size_t src_size);
+/* Read and decompress the compressed cluster described by l2_entry into
+ * a cluster-size buffer.  Lock not held. */
+int qcow2_read_compressed(qcow2_state *s, uint64_t l2_entry, uint8_t *cluster);
+void qcow2_parse_compressed(const qcow2_state *s, uint64_t l2_entry, uint64_t *coffset,
+                            uint64_t *csize);
+int qcow2_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const void *buf);
+
+/* -------------------------------------------------------------- check.c */
+
+int qcow2_check(vd_node *bs, vd_check_res *res, unsigned fix, vd_error **errp);
+/* The check/repair of a dirty image (lock held). */
+int qcow2_check_locked(qcow2_state *s, vd_check_res *res, unsigned fix, vd_error **errp);
+
+/* ------------------------------------------------------------ measure.c */
+
+int qcow2_measure(const vd_opts *opts, vd_node *src, uint64_t size, vd_measure_info *out,
+                  vd_error **errp);
+int64_t qcow2_refcount_metadata_size(int64_t clusters, uint64_t cluster_size,
+                                     int refcount_order, bool generous,
+                                     uint64_t *refblock_count);
+int64_t qcow2_calc_prealloc_size(int64_t total_size, uint64_t cluster_size,
+                                 int refcount_order);
+
+#endif /* VD_QCOW2_H */

@@ -1,0 +1,757 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * vdi: VirtualBox Virtual Disk Image, version 1.1, as VirtualBox's
+ * VDICore.h lays it out and as QEMU 7.2 reads and writes it: a 512-byte
+ * little-endian header, a block map of 32-bit entries (block index in the
+ * data area, 0xffffffff free, 0xfffffffe zero/discarded) and 1 MiB data
+ * blocks appended in allocation order.
+ *
+ * Supported: dynamic and static (static=on, the whole data area
+ * preallocated) images, allocation on write, discard of whole blocks (the
+ * last block moves into the hole so the data area stays dense, as VirtualBox
+ * compacts), block status, check (no repair, exit codes as qemu-img).
+ *
+ * Not supported (refused at open, as QEMU does): versions other than 1.1,
+ * block sizes other than 1 MiB, sector sizes other than 512, differencing
+ * images (non-null parent or link UUID), block maps larger than 128 MiB
+ * (32 Ti of disk) or extending past the end of the file.  No resize.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define VDI_TEXT "<<< QEMU VM Virtual Disk Image >>>\n"
+#define VDI_SIGNATURE 0xbeda107fu
+#define VDI_VERSION_1_1 0x00010001u
+#define VDI_TYPE_DYNAMIC 1u
+#define VDI_TYPE_STATIC 2u
+#define VDI_UNALLOCATED 0xffffffffu
+#define VDI_DISCARDED 0xfffffffeu
+#define VDI_IS_ALLOCATED(x) ((x) < VDI_DISCARDED)
+#define VDI_SECTOR 512u
+#define VDI_BLOCK_SIZE (1u << 20)
+#define VDI_BLOCKS_MAX 0x3fffffffu
+#define VDI_DISK_SIZE_MAX ((uint64_t)VDI_BLOCKS_MAX * VDI_BLOCK_SIZE)
+#define VDI_HEADER_BYTES 512u
+/* Our own bound on the block map kept in memory (QEMU allows 4 GiB). */
+#define VDI_BMAP_MAX_BYTES (128u << 20)
+
+/* Header field offsets (all little-endian). */
+enum {
+    VDI_H_SIGNATURE = 0x40,
+    VDI_H_VERSION = 0x44,
+    VDI_H_HEADER_SIZE = 0x48,
+    VDI_H_IMAGE_TYPE = 0x4c,
+    VDI_H_OFFSET_BMAP = 0x154,
+    VDI_H_OFFSET_DATA = 0x158,
+    VDI_H_SECTOR_SIZE = 0x168,
+    VDI_H_DISK_SIZE = 0x170,
+    VDI_H_BLOCK_SIZE = 0x178,
+    VDI_H_BLOCKS_IN_IMAGE = 0x180,
+    VDI_H_BLOCKS_ALLOCATED = 0x184,
+    VDI_H_UUID_IMAGE = 0x188,
+    VDI_H_UUID_LAST_SNAP = 0x198,
+    VDI_H_UUID_LINK = 0x1a8,
+    VDI_H_UUID_PARENT = 0x1b8,
+};
+
+typedef struct vdi_state {
+    /* Readers and in-place writers share it; allocation and discard take it
+     * exclusively, so a block never moves under a running request. */
+    pthread_rwlock_t lock;
+    uint8_t header[VDI_HEADER_BYTES]; /* as on disk, kept up to date */
+    uint32_t *bmap;                   /* host order */
+    uint32_t blocks_in_image;
+    uint32_t blocks_allocated;
+    uint32_t block_size;
+    uint32_t image_type;
+    uint64_t offset_bmap;
+    uint64_t offset_data;
+    uint64_t disk_size;
+    bool lock_ready;
+} vdi_state;
+
+static const vd_opt_desc vdi_create_opts[] = {
+    {"size", VD_OPT_SIZE, "Virtual disk size", NULL},
+    {"static", VD_OPT_BOOL, "VDI static (pre-allocated) image", "off"},
+    {NULL, 0, NULL, NULL},
+};
+
+static int vdi_probe(const uint8_t *buf, size_t len, const char *filename)
+{
+    (void)filename;
+    if (len < VDI_HEADER_BYTES) {
+        return 0;
+    }
+    return vd_ld_le32(buf + VDI_H_SIGNATURE) == VDI_SIGNATURE ? 100 : 0;
+}
+
+static bool vdi_uuid_is_null(const uint8_t *u)
+{
+    return vd_buffer_is_zero(u, 16);
+}
+
+/*
+ * A random (version 4) UUID in VDI's byte order: the first three fields
+ * are stored little-endian.
+ */
+static void vdi_uuid_generate(uint8_t *out)
+{
+    uint8_t u[16];
+    if (getrandom(u, sizeof(u), 0) != (ssize_t)sizeof(u)) {
+        /* getrandom on Linux does not fail for 16 bytes; keep a fallback */
+        uint64_t t = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)out;
+        for (int i = 0; i < 16; i++) {
+            t = t * 6364136223846793005ull + 1442695040888963407ull;
+            u[i] = (uint8_t)(t >> 56);
+        }
+    }
+    u[6] = (uint8_t)((u[6] & 0x0f) | 0x40);
+    u[8] = (uint8_t)((u[8] & 0x3f) | 0x80);
+    out[0] = u[3];
+    out[1] = u[2];
+    out[2] = u[1];
+    out[3] = u[0];
+    out[4] = u[5];
+    out[5] = u[4];
+    out[6] = u[7];
+    out[7] = u[6];
+    memcpy(out + 8, u + 8, 8);
+}
+
+/* Bytes of the block map as stored (entries rounded up to whole sectors). */
+static uint64_t vdi_bmap_bytes(uint32_t blocks)
+{
+    return vd_div_round_up((uint64_t)blocks * 4, VDI_SECTOR) * VDI_SECTOR;
+}
+
+static int vdi_write_header(vdi_state *s, vd_node *bs)
+{
+    vd_st_le32(s->header + VDI_H_BLOCKS_ALLOCATED, s->blocks_allocated);
+    return vd_node_pwrite(bs->file, 0, VDI_HEADER_BYTES, s->header, 0);
+}
+
+/* Write the sectors of the block map holding entries [first, last]. */
+static int vdi_write_bmap(vdi_state *s, vd_node *bs, uint32_t first, uint32_t last)
+{
+    uint64_t start = (uint64_t)first * 4 / VDI_SECTOR * VDI_SECTOR;
+    uint64_t end = vd_div_round_up(((uint64_t)last + 1) * 4, VDI_SECTOR) * VDI_SECTOR;
+    uint64_t len = end - start;
+    uint8_t *buf = vd_malloc(len);
+    if (!buf) {
+        return -ENOMEM;
+    }
+    memset(buf, 0, len);
+    for (uint64_t i = start / 4; i < end / 4 && i < s->blocks_in_image; i++) {
+        vd_st_le32(buf + (i * 4 - start), s->bmap[i]);
+    }
+    int ret = vd_node_pwrite(bs->file, s->offset_bmap + start, len, buf, 0);
+    free(buf);
+    return ret;
+}
+
+static void vdi_close(vd_node *bs)
+{
+    vdi_state *s = bs->opaque;
+    free(s->bmap);
+    s->bmap = NULL;
+    if (s->lock_ready) {
+        pthread_rwlock_destroy(&s->lock);
+        s->lock_ready = false;
+    }
+}
+
+static int vdi_open(vd_node *bs, vd_opts *opts, vd_error **errp)
+{
+    vdi_state *s = bs->opaque;
+    uint8_t *h = s->header;
+    int ret;
+    (void)opts;
+
+    pthread_rwlock_init(&s->lock, NULL);
+    s->lock_ready = true;
+    ret = vd_node_pread(bs->file, 0, VDI_HEADER_BYTES, h, 0);
+    if (ret < 0) {
+        return vd_error_setg_errno(errp, ret, "Could not read VDI header");
+    }
+    uint32_t signature = vd_ld_le32(h + VDI_H_SIGNATURE);
+    uint32_t version = vd_ld_le32(h + VDI_H_VERSION);
+    uint64_t disk_size = vd_ld_le64(h + VDI_H_DISK_SIZE);
+    uint32_t offset_bmap = vd_ld_le32(h + VDI_H_OFFSET_BMAP);
+    uint32_t offset_data = vd_ld_le32(h + VDI_H_OFFSET_DATA);
+    uint32_t sector_size = vd_ld_le32(h + VDI_H_SECTOR_SIZE);
+    uint32_t block_size = vd_ld_le32(h + VDI_H_BLOCK_SIZE);
+    uint32_t blocks = vd_ld_le32(h + VDI_H_BLOCKS_IN_IMAGE);
+    uint32_t allocated = vd_ld_le32(h + VDI_H_BLOCKS_ALLOCATED);
+
+    if (signature != VDI_SIGNATURE) {
+        ret = vd_error_set(errp, EINVAL, "Image not in VDI format (bad signature %08x)",
+                           signature);
+        goto fail;
+    }
+    if (version != VDI_VERSION_1_1) {
+        ret = vd_error_set(errp, ENOTSUP, "unsupported VDI image (version %u.%u)",
+                           version >> 16, version & 0xffff);
+        goto fail;
+    }
+    if (disk_size > VDI_DISK_SIZE_MAX) {
+        ret = vd_error_set(errp, ENOTSUP,
+                           "Unsupported VDI image size (size is 0x%llx, max supported is "
+                           "0x%llx)",
+                           (unsigned long long)disk_size,
+                           (unsigned long long)VDI_DISK_SIZE_MAX);
+        goto fail;
+    }
+    /* VBoxManage convertfromraw writes odd sizes: round up like QEMU. */
+    disk_size = vd_div_round_up(disk_size, VDI_SECTOR) * VDI_SECTOR;
+    if (offset_bmap % VDI_SECTOR) {
+        ret = vd_error_set(errp, ENOTSUP,
+                           "unsupported VDI image (unaligned block map offset 0x%x)",
+                           offset_bmap);
+        goto fail;
+    }
+    if (offset_data % VDI_SECTOR) {
+        ret = vd_error_set(errp, ENOTSUP, "unsupported VDI image (unaligned data offset 0x%x)",
+                           offset_data);
+        goto fail;
+    }
+    if (sector_size != VDI_SECTOR) {
+        ret = vd_error_set(errp, ENOTSUP, "unsupported VDI image (sector size %u is not %u)",
+                           sector_size, VDI_SECTOR);
+        goto fail;
+    }
+    if (block_size != VDI_BLOCK_SIZE) {
+        ret = vd_error_set(errp, ENOTSUP, "unsupported VDI image (block size %u is not %u)",
+                           block_size, VDI_BLOCK_SIZE);
+        goto fail;
+    }
+    if (disk_size > (uint64_t)blocks * block_size) {
+        ret = vd_error_set(errp, ENOTSUP,
+                           "unsupported VDI image (disk size %llu, image bitmap has room "
+                           "for %llu)",
+                           (unsigned long long)disk_size,
+                           (unsigned long long)blocks * block_size);
+        goto fail;
+    }
+    if (!vdi_uuid_is_null(h + VDI_H_UUID_LINK)) {
+        ret = vd_error_set(errp, ENOTSUP, "unsupported VDI image (non-NULL link UUID)");
+        goto fail;
+    }
+    if (!vdi_uuid_is_null(h + VDI_H_UUID_PARENT)) {
+        ret = vd_error_set(errp, ENOTSUP, "unsupported VDI image (non-NULL parent UUID)");
+        goto fail;
+    }
+    if (blocks > VDI_BLOCKS_MAX) {
+        ret = vd_error_set(errp, ENOTSUP, "unsupported VDI image (too many blocks %u, max is %u)",
+                           blocks, VDI_BLOCKS_MAX);
+        goto fail;
+    }
+    uint64_t bmap_bytes = vdi_bmap_bytes(blocks);
+    if (bmap_bytes > VDI_BMAP_MAX_BYTES) {
+        ret = vd_error_set(errp, ENOTSUP,
+                           "unsupported VDI image (block map of %u blocks is larger than "
+                           "the %u MiB supported)",
+                           blocks, VDI_BMAP_MAX_BYTES >> 20);
+        goto fail;
+    }
+    int64_t file_len = vd_node_get_length(bs->file);
+    if (file_len < 0) {
+        ret = vd_error_setg_errno(errp, (int)file_len, "Could not get the file size");
+        goto fail;
+    }
+    if ((uint64_t)offset_bmap + (uint64_t)blocks * 4 > (uint64_t)file_len) {
+        ret = vd_error_set(errp, EINVAL,
+                           "VDI block map (%u entries at 0x%x) extends past the end of the "
+                           "file; the image is truncated",
+                           blocks, offset_bmap);
+        goto fail;
+    }
+
+    s->blocks_in_image = blocks;
+    s->blocks_allocated = allocated;
+    s->block_size = block_size;
+    s->offset_bmap = offset_bmap;
+    s->offset_data = offset_data;
+    s->disk_size = disk_size;
+    s->image_type = vd_ld_le32(h + VDI_H_IMAGE_TYPE);
+
+    s->bmap = vd_malloc(bmap_bytes);
+    if (!s->bmap) {
+        ret = vd_error_set(errp, ENOMEM, "Could not allocate the VDI block map");
+        goto fail;
+    }
+    if (bmap_bytes) {
+        ret = vd_node_pread(bs->file, offset_bmap, bmap_bytes, s->bmap, 0);
+        if (ret < 0) {
+            vd_error_setg_errno(errp, ret, "Could not read the VDI block map");
+            goto fail;
+        }
+    }
+    for (uint32_t i = 0; i < blocks; i++) {
+        s->bmap[i] = vd_ld_le32(&s->bmap[i]);
+    }
+
+    bs->has_zero_init = true;
+    bs->request_alignment = 1;
+    return 0;
+
+fail:
+    vdi_close(bs);
+    return ret;
+}
+
+static int64_t vdi_get_length(vd_node *bs)
+{
+    vdi_state *s = bs->opaque;
+    return (int64_t)s->disk_size;
+}
+
+static uint64_t vdi_data_offset(const vdi_state *s, uint32_t entry, uint64_t in_block)
+{
+    return s->offset_data + (uint64_t)entry * s->block_size + in_block;
+}
+
+static int vdi_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags)
+{
+    vdi_state *s = bs->opaque;
+    uint8_t *p = buf;
+    int ret = 0;
+    (void)flags;
+
+    pthread_rwlock_rdlock(&s->lock);
+    while (len > 0) {
+        uint64_t block = offset / s->block_size;
+        uint64_t in_block = offset % s->block_size;
+        uint64_t n = VD_MIN(len, s->block_size - in_block);
+        uint32_t entry = block < s->blocks_in_image ? s->bmap[block] : VDI_UNALLOCATED;
+        if (VDI_IS_ALLOCATED(entry)) {
+            ret = vd_node_pread(bs->file, vdi_data_offset(s, entry, in_block), n, p, 0);
+            if (ret < 0) {
+                break;
+            }
+        } else {
+            memset(p, 0, n);
+        }
+        offset += n;
+        len -= n;
+        p += n;
+    }
+    pthread_rwlock_unlock(&s->lock);
+    return ret;
+}
+
+/*
+ * Allocate data block `block` (exclusive lock held) and write `n` bytes at
+ * in_block into it; the rest of the block is zeroed on disk.
+ */
+static int vdi_alloc_write(vd_node *bs, uint64_t block, uint64_t in_block, uint64_t n,
+                           const uint8_t *data)
+{
+    vdi_state *s = bs->opaque;
+    int ret;
+
+    if (s->blocks_allocated >= s->blocks_in_image) {
+        /* a consistent image always has room; a corrupt count would make
+         * the new block overlap another one */
+        return -EIO;
+    }
+    uint32_t idx = s->blocks_allocated;
+    uint64_t host = vdi_data_offset(s, idx, 0);
+    if (n == s->block_size) {
+        ret = vd_node_pwrite(bs->file, host, n, data, 0);
+    } else {
+        uint8_t *tmp = vd_malloc(s->block_size);
+        if (!tmp) {
+            return -ENOMEM;
+        }
+        memset(tmp, 0, s->block_size);
+        memcpy(tmp + in_block, data, n);
+        ret = vd_node_pwrite(bs->file, host, s->block_size, tmp, 0);
+        free(tmp);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    s->bmap[block] = idx;
+    s->blocks_allocated++;
+    return 0;
+}
+
+static int vdi_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf,
+                      unsigned flags)
+{
+    vdi_state *s = bs->opaque;
+    const uint8_t *p = buf;
+    int ret = 0;
+    bool exclusive = false;
+    uint32_t bmap_first = UINT32_MAX, bmap_last = 0;
+    (void)flags;
+
+    pthread_rwlock_rdlock(&s->lock);
+    while (len > 0) {
+        uint64_t block = offset / s->block_size;
+        uint64_t in_block = offset % s->block_size;
+        uint64_t n = VD_MIN(len, s->block_size - in_block);
+        if (block >= s->blocks_in_image) {
+            ret = -EIO;
+            break;
+        }
+        if (!VDI_IS_ALLOCATED(s->bmap[block]) && !exclusive) {
+            /* upgrade: another writer may allocate it meanwhile, so look again */
+            pthread_rwlock_unlock(&s->lock);
+            pthread_rwlock_wrlock(&s->lock);
+            exclusive = true;
+        }
+        uint32_t entry = s->bmap[block];
+        if (VDI_IS_ALLOCATED(entry)) {
+            ret = vd_node_pwrite(bs->file, vdi_data_offset(s, entry, in_block), n, p, 0);
+        } else {
+            ret = vdi_alloc_write(bs, block, in_block, n, p);
+            if (ret == 0) {
+                bmap_first = VD_MIN(bmap_first, (uint32_t)block);
+                bmap_last = VD_MAX(bmap_last, (uint32_t)block);
+            }
+        }
+        if (ret < 0) {
+            break;
+        }
+        offset += n;
+        len -= n;
+        p += n;
+    }
+    if (bmap_first != UINT32_MAX) {
+        /* Data first, then the map and the count, as QEMU orders them. */
+        int r = vdi_write_header(s, bs);
+        if (r == 0) {
+            r = vdi_write_bmap(s, bs, bmap_first, bmap_last);
+        }
+        if (ret == 0) {
+            ret = r;
+        }
+    }
+    pthread_rwlock_unlock(&s->lock);
+    return ret;
+}
+
+/* The bmap index whose entry is data block idx, or UINT32_MAX. */
+static uint32_t vdi_find_owner(const vdi_state *s, uint32_t idx)
+{
+    for (uint32_t i = 0; i < s->blocks_in_image; i++) {
+        if (s->bmap[i] == idx) {
+            return i;
+        }
+    }
+    return UINT32_MAX;
+}
+
+/*
+ * Free data block of map entry `block`: the last data block moves into the
+ * hole so that blocks_allocated keeps counting a dense data area, which is
+ * what QEMU's allocation (append at index blocks_allocated) relies on.
+ */
+static int vdi_free_block(vd_node *bs, uint32_t block, uint8_t *tmp)
+{
+    vdi_state *s = bs->opaque;
+    uint32_t idx = s->bmap[block];
+    uint32_t last = s->blocks_allocated - 1;
+    int ret;
+
+    s->bmap[block] = VDI_UNALLOCATED;
+    ret = vdi_write_bmap(s, bs, block, block);
+    if (ret < 0) {
+        return ret;
+    }
+    if (idx != last) {
+        uint32_t owner = vdi_find_owner(s, last);
+        if (owner != UINT32_MAX) {
+            ret = vd_node_pread(bs->file, vdi_data_offset(s, last, 0), s->block_size, tmp, 0);
+            if (ret == 0) {
+                ret = vd_node_pwrite(bs->file, vdi_data_offset(s, idx, 0), s->block_size, tmp,
+                                     0);
+            }
+            if (ret < 0) {
+                return ret;
+            }
+            s->bmap[owner] = idx;
+            ret = vdi_write_bmap(s, bs, owner, owner);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    }
+    s->blocks_allocated = last;
+    return vdi_write_header(s, bs);
+}
+
+static int vdi_discard(vd_node *bs, uint64_t offset, uint64_t len)
+{
+    vdi_state *s = bs->opaque;
+    int ret = 0;
+    bool freed = false;
+
+    if (s->image_type == VDI_TYPE_STATIC) {
+        /* the data area of a static image stays preallocated */
+        return 0;
+    }
+    uint64_t first, end;
+    if (vd_align_up_overflow(offset, s->block_size, &first)) {
+        return 0;
+    }
+    end = vd_align_down(offset + len, s->block_size);
+    /* the last block may be partial: discarding up to the end covers it */
+    if (offset + len >= s->disk_size) {
+        end = (uint64_t)s->blocks_in_image * s->block_size;
+    }
+    if (first >= end) {
+        return 0;
+    }
+    uint8_t *tmp = vd_malloc(s->block_size);
+    if (!tmp) {
+        return -ENOMEM;
+    }
+    pthread_rwlock_wrlock(&s->lock);
+    for (uint64_t b = first / s->block_size; b < end / s->block_size && b < s->blocks_in_image;
+         b++) {
+        if (!VDI_IS_ALLOCATED(s->bmap[b]) || s->blocks_allocated == 0) {
+            continue;
+        }
+        ret = vdi_free_block(bs, (uint32_t)b, tmp);
+        if (ret < 0) {
+            break;
+        }
+        freed = true;
+    }
+    if (freed && ret == 0) {
+        uint64_t data_end = vdi_data_offset(s, s->blocks_allocated, 0);
+        int64_t file_len = vd_node_get_length(bs->file);
+        if (file_len > (int64_t)data_end) {
+            vd_error *err = NULL;
+            /* shrinking the file is best effort: the image is consistent either way */
+            vd_node_truncate(bs->file, data_end, false, VD_PREALLOC_OFF, &err);
+            vd_error_free(err);
+        }
+    }
+    pthread_rwlock_unlock(&s->lock);
+    free(tmp);
+    return ret;
+}
+
+static int vdi_flush(vd_node *bs)
+{
+    return vd_node_flush(bs->file);
+}
+
+static int vdi_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64_t len,
+                            uint64_t *pnum, uint64_t *map, vd_node **file)
+{
+    vdi_state *s = bs->opaque;
+    (void)want_zero;
+
+    pthread_rwlock_rdlock(&s->lock);
+    uint64_t block = offset / s->block_size;
+    uint64_t in_block = offset % s->block_size;
+    uint32_t entry = block < s->blocks_in_image ? s->bmap[block] : VDI_UNALLOCATED;
+    bool alloc = VDI_IS_ALLOCATED(entry);
+    uint64_t n = VD_MIN(len, s->block_size - in_block);
+    /* merge neighbouring unallocated blocks into one answer */
+    while (!alloc && n < len) {
+        uint64_t b = (offset + n) / s->block_size;
+        if (b < s->blocks_in_image && VDI_IS_ALLOCATED(s->bmap[b])) {
+            break;
+        }
+        n = VD_MIN(len, n + s->block_size);
+    }
+    pthread_rwlock_unlock(&s->lock);
+    *pnum = n;
+    if (!alloc) {
+        /* QEMU answers "zero" (not "unallocated") for free VDI blocks */
+        return VD_BLOCK_ZERO;
+    }
+    *map = vdi_data_offset(s, entry, in_block);
+    *file = bs->file;
+    /* QEMU flags static images BDRV_BLOCK_RECURSE: data, plus "zero"
+     * where the file has holes.  The core adds the file's zero flag to
+     * every DATA|OFFSET_VALID answer (its VD_BLOCK_RECURSE is QEMU's
+     * BDRV_BLOCK_RAW, a verbatim pass-through), so plain DATA gives
+     * QEMU's answer here. */
+    return VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID;
+}
+
+static int vdi_check(vd_node *bs, vd_check_res *res, unsigned fix, vd_error **errp)
+{
+    vdi_state *s = bs->opaque;
+    uint32_t count = 0;
+
+    if (fix) {
+        return vd_error_set(errp, ENOTSUP, "This image format does not support checks");
+    }
+    uint32_t *owner = vd_malloc((size_t)s->blocks_in_image * sizeof(uint32_t));
+    if (!owner) {
+        res->check_errors++;
+        return vd_error_set(errp, ENOMEM, "Could not allocate memory for the check");
+    }
+    memset(owner, 0xff, (size_t)s->blocks_in_image * sizeof(uint32_t));
+    pthread_rwlock_rdlock(&s->lock);
+    for (uint32_t b = 0; b < s->blocks_in_image; b++) {
+        uint32_t e = s->bmap[b];
+        if (!VDI_IS_ALLOCATED(e)) {
+            continue;
+        }
+        if (e >= s->blocks_in_image) {
+            /* block index too large */
+            res->corruptions++;
+            continue;
+        }
+        count++;
+        if (owner[e] != UINT32_MAX) {
+            /* two map entries share one data block */
+            res->corruptions++;
+        } else {
+            owner[e] = b;
+        }
+    }
+    if (count != s->blocks_allocated) {
+        res->corruptions++;
+    }
+    pthread_rwlock_unlock(&s->lock);
+    free(owner);
+    return 0;
+}
+
+static int vdi_get_info(vd_node *bs, vd_info *info, vd_error **errp)
+{
+    vdi_state *s = bs->opaque;
+    (void)errp;
+    info->cluster_size = s->block_size;
+    return 0;
+}
+
+static uint32_t vdi_cluster_size(vd_node *bs)
+{
+    vdi_state *s = bs->opaque;
+    return s->block_size;
+}
+
+static int vdi_create(const char *filename, const vd_opts *opts, vd_error **errp)
+{
+    uint64_t size;
+    bool is_static;
+    int ret;
+
+    ret = vd_opts_get_size(opts, "size", 0, &size, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = vd_opts_get_bool(opts, "static", false, &is_static, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    if (size > VDI_DISK_SIZE_MAX) {
+        return vd_error_set(errp, ENOTSUP,
+                            "Unsupported VDI image size (size is 0x%llx, max supported is "
+                            "0x%llx)",
+                            (unsigned long long)size, (unsigned long long)VDI_DISK_SIZE_MAX);
+    }
+    size = vd_div_round_up(size, VDI_SECTOR) * VDI_SECTOR;
+    uint32_t blocks = (uint32_t)vd_div_round_up(size, VDI_BLOCK_SIZE);
+    uint64_t bmap_bytes = vdi_bmap_bytes(blocks);
+
+    uint8_t h[VDI_HEADER_BYTES];
+    memset(h, 0, sizeof(h));
+    memcpy(h, VDI_TEXT, strlen(VDI_TEXT));
+    vd_st_le32(h + VDI_H_SIGNATURE, VDI_SIGNATURE);
+    vd_st_le32(h + VDI_H_VERSION, VDI_VERSION_1_1);
+    vd_st_le32(h + VDI_H_HEADER_SIZE, 0x180);
+    vd_st_le32(h + VDI_H_IMAGE_TYPE, is_static ? VDI_TYPE_STATIC : VDI_TYPE_DYNAMIC);
+    vd_st_le32(h + VDI_H_OFFSET_BMAP, VDI_HEADER_BYTES);
+    vd_st_le32(h + VDI_H_OFFSET_DATA, (uint32_t)(VDI_HEADER_BYTES + bmap_bytes));
+    vd_st_le32(h + VDI_H_SECTOR_SIZE, VDI_SECTOR);
+    vd_st_le64(h + VDI_H_DISK_SIZE, size);
+    vd_st_le32(h + VDI_H_BLOCK_SIZE, VDI_BLOCK_SIZE);
+    vd_st_le32(h + VDI_H_BLOCKS_IN_IMAGE, blocks);
+    vd_st_le32(h + VDI_H_BLOCKS_ALLOCATED, is_static ? blocks : 0);
+    vdi_uuid_generate(h + VDI_H_UUID_IMAGE);
+    vdi_uuid_generate(h + VDI_H_UUID_LAST_SNAP);
+
+    /* The protocol file is made empty; our options are not its options. */
+    vd_opts *fopts = vd_opts_clone(opts);
+    if (!fopts) {
+        return vd_error_set(errp, ENOMEM, "Out of memory");
+    }
+    vd_opts_set(fopts, "static", NULL);
+    vd_opts_set(fopts, "size", "0");
+    ret = vd_create_file(filename, fopts, errp);
+    vd_opts_free(fopts);
+    if (ret < 0) {
+        return ret;
+    }
+    vd_node *file = vd_node_open_file(filename, NULL, VD_NODE_RDWR | VD_NODE_RESIZE, errp);
+    if (!file) {
+        return -EIO;
+    }
+    ret = vd_node_truncate(file, 0, true, VD_PREALLOC_OFF, errp);
+    if (ret < 0) {
+        goto out;
+    }
+    ret = vd_node_pwrite(file, 0, sizeof(h), h, 0);
+    if (ret < 0) {
+        vd_error_setg_errno(errp, ret, "Could not write the VDI header");
+        goto out;
+    }
+    /* The block map, written in bounded chunks. */
+    const uint64_t chunk = 1u << 20;
+    uint8_t *buf = vd_malloc(chunk);
+    if (!buf) {
+        ret = vd_error_set(errp, ENOMEM, "Out of memory");
+        goto out;
+    }
+    for (uint64_t off = 0; off < bmap_bytes && ret == 0; off += chunk) {
+        uint64_t n = VD_MIN(chunk, bmap_bytes - off);
+        memset(buf, 0, n);
+        for (uint64_t i = off / 4; i < (off + n) / 4 && i < blocks; i++) {
+            vd_st_le32(buf + (i * 4 - off), is_static ? (uint32_t)i : VDI_UNALLOCATED);
+        }
+        ret = vd_node_pwrite(file, VDI_HEADER_BYTES + off, n, buf, 0);
+        if (ret < 0) {
+            vd_error_setg_errno(errp, ret, "Could not write the VDI block map");
+        }
+    }
+    free(buf);
+    if (ret == 0 && is_static) {
+        ret = vd_node_truncate(file, VDI_HEADER_BYTES + bmap_bytes +
+                                         (uint64_t)blocks * VDI_BLOCK_SIZE,
+                               true, VD_PREALLOC_OFF, errp);
+    }
+    if (ret == 0) {
+        ret = vd_node_flush(file);
+        if (ret < 0) {
+            vd_error_setg_errno(errp, ret, "Could not flush the new image");
+        }
+    }
+out:
+    vd_node_close(file);
+    return ret;
+}
+
+const vd_driver vd_drv_vdi = {
+    .name = "vdi",
+    .kind = VD_DRV_FORMAT,
+    .state_size = sizeof(vdi_state),
+    .create_opts = vdi_create_opts,
+    .probe = vdi_probe,
+    .open = vdi_open,
+    .close = vdi_close,
+    .create = vdi_create,
+    .get_length = vdi_get_length,
+    .pread = vdi_pread,
+    .pwrite = vdi_pwrite,
+    .discard = vdi_discard,
+    .flush = vdi_flush,
+    .block_status = vdi_block_status,
+    .check = vdi_check,
+    .get_info = vdi_get_info,
+    .cluster_size = vdi_cluster_size,
+};

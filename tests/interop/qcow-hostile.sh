@@ -1,0 +1,66 @@
+#!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Hostile qcow headers and tables (cluster and L2 bits, size, L1 offset,
+# backing name, encryption method, garbage and compressed L2 entries): a
+# clean error or a consistent result -- never a crash, a hang, more than
+# 256 MiB, or a write to the image.
+. "$VDISK_SRC/tests/lib.sh"
+need qemu-img qemu-io
+
+qemu-img create -q -f qcow good.qcow 8M
+qemu-io -c "write -P 1 0 20k" good.qcow >/dev/null
+/usr/bin/python3 - <<'PY'
+import struct
+g = bytearray(open("good.qcow", "rb").read())
+def put(name, off, fmt, val, base=None):
+    d = bytearray(base if base is not None else g)
+    struct.pack_into(fmt, d, off, val)
+    open(name, "wb").write(d)
+put("ver2.qcow", 4, ">I", 2)
+put("ver0.qcow", 4, ">I", 0)
+for i, v in enumerate([0, 8, 17, 63, 255]):
+    put("cb%d.qcow" % i, 32, "B", v)
+for i, v in enumerate([0, 5, 14, 255]):
+    put("l2b%d.qcow" % i, 33, "B", v)
+for i, v in enumerate([0, 1, 511, 1 << 62, 0xffffffffffffffff, 1 << 40]):
+    put("size%d.qcow" % i, 24, ">Q", v)
+for i, v in enumerate([1, 1 << 62, 0xffffffffffffffff, 7]):
+    put("l1o%d.qcow" % i, 40, ">Q", v)
+put("crypt1.qcow", 36, ">I", 1)
+put("crypt2.qcow", 36, ">I", 2)
+b = bytearray(g); struct.pack_into(">QI", b, 8, 48, 0xffffffff)
+open("bf0.qcow", "wb").write(b)
+b = bytearray(g); struct.pack_into(">QI", b, 8, 1 << 62, 100)
+open("bf1.qcow", "wb").write(b)
+l1o = struct.unpack_from(">Q", g, 40)[0]
+l2 = struct.unpack_from(">Q", g, l1o)[0]
+for i, v in enumerate([1, 1 << 62, 0xffffffffffffffff, (1 << 63) | 100, (1 << 63) | (4095 << 51) | 48, 48, l2]):
+    put("l1e%d.qcow" % i, l1o, ">Q", v)
+    put("l2e%d.qcow" % i, l2, ">Q", v)
+PY
+n=0
+for f in *.qcow; do
+    [ "$f" = good.qcow ] && continue
+    n=$((n + 1))
+    sum=$(md5sum < "$f")
+    for cmd in "info --output=json" "info -f qcow" "convert -f qcow -O raw" "map -f qcow --output=json" "check -f qcow --output=json"; do
+        out="$cmd $f"; case $cmd in convert*) out="$cmd $f out.raw" ;; esac
+        rc=0
+        /usr/bin/time -f %M -o rss timeout 30 "$VDISK" $out >stdout 2>stderr || rc=$?
+        rss=$(tail -n 1 rss)
+        [ "$rc" -lt 124 ] || fail "$cmd $f: exit $rc (crash or hang): $(cat stderr)"
+        [ "$rss" -lt 262144 ] || fail "$cmd $f: $rss KiB of memory"
+        if [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ] && [ "$rc" -ne 3 ]; then
+            [ -s stderr ] || fail "$cmd $f: exit $rc without a message"
+        fi
+    done
+    [ "$(md5sum < "$f")" = "$sum" ] || fail "reading $f changed it"
+done
+[ "$n" -gt 30 ] || fail "only $n hostile images"
+# a few results must match QEMU's verdict exactly
+for f in ver2.qcow cb0.qcow l2b0.qcow size0.qcow crypt2.qcow; do
+    rc=0; "$VDISK" info -f qcow "$f" >/dev/null 2>&1 || rc=$?
+    qrc=0; qemu-img info -f qcow "$f" >/dev/null 2>&1 || qrc=$?
+    [ "$rc" = "$qrc" ] || fail "info $f: exit $rc, qemu-img $qrc"
+done
+echo ok

@@ -1,0 +1,74 @@
+#!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Hostile qed headers and tables (cluster and table sizes, image size,
+# offsets, feature bits, backing name, garbage table entries): vdisk info,
+# convert, map and check end with a clean error or a consistent result --
+# never a crash, a hang, more than 256 MiB, or a write to the image.
+. "$VDISK_SRC/tests/lib.sh"
+need qemu-img qemu-io
+
+qemu-img create -q -f qed -o cluster_size=4k,table_size=2 good.qed 8M
+qemu-io -c 'write -P 1 0 20k' -c 'write -z 64k 8k' good.qed >/dev/null
+/usr/bin/python3 - <<'PY'
+import struct
+g = bytearray(open("good.qed", "rb").read())
+def put(name, off, fmt, val, base=None):
+    d = bytearray(base if base is not None else g)
+    struct.pack_into(fmt, d, off, val)
+    open(name, "wb").write(d)
+for i, v in enumerate([0, 3, 512, 1 << 31, 128 << 20, 64 << 20, 0xffffffff]):
+    put("cs%d.qed" % i, 4, "<I", v)
+for i, v in enumerate([0, 3, 32, 1 << 31, 0xffffffff]):
+    put("ts%d.qed" % i, 8, "<I", v)
+for i, v in enumerate([0, 0xffffffff, 1 << 20]):
+    put("hs%d.qed" % i, 12, "<I", v)
+put("feat.qed", 16, "<Q", 1 << 40)
+put("nc.qed", 16, "<Q", 2)
+for i, v in enumerate([0, 1, 4097, 1 << 62, 0xfffffffffffff000, 4096 * 1000]):
+    put("l1_%d.qed" % i, 40, "<Q", v)
+for i, v in enumerate([1, 1 << 62, 0xffffffffffffffff, 1 << 50]):
+    put("size%d.qed" % i, 48, "<Q", v)
+b = bytearray(g); struct.pack_into("<QII", b, 16, 1, 0, 0)
+put("bf0.qed", 56, "<I", 0xfffffff0, b)
+put("bf1.qed", 60, "<I", 0xfffffff0, b)
+put("bf2.qed", 60, "<I", 4000, b)
+# huge tables for a zero-size image (allowed by QEMU's wrapping maximum)
+b = bytearray(g); struct.pack_into("<IIIQ", b, 4, 64 << 20, 16, 1, 0); struct.pack_into("<QQ", b, 40, 64 << 20, 0)
+open("bigtab.qed", "wb").write(b)
+# garbage in L1 and L2
+l1 = struct.unpack_from("<Q", g, 40)[0]
+l2 = struct.unpack_from("<Q", g, l1)[0]
+for i, v in enumerate([1, 4097, 1 << 60, 0xffffffffffffffff, 4096]):
+    put("l1e%d.qed" % i, l1, "<Q", v)
+    put("l2e%d.qed" % i, l2, "<Q", v)
+    put("l2f%d.qed" % i, l2 + 8, "<Q", v)
+# an L2 table and the L1 table sharing clusters; L2 pointing at itself
+put("share.qed", l1, "<Q", l1)
+put("self.qed", l2, "<Q", l2)
+PY
+n=0
+for f in *.qed; do
+    [ "$f" = good.qed ] && continue
+    n=$((n + 1))
+    sum=$(md5sum < "$f")
+    for cmd in "info --output=json" "info -f qed" "convert -f qed -O raw" "map -f qed --output=json" "check -f qed --output=json"; do
+        out="$cmd $f"; case $cmd in convert*) out="$cmd $f out.raw" ;; esac
+        rc=0
+        /usr/bin/time -f %M -o rss timeout 30 "$VDISK" $out >stdout 2>stderr || rc=$?
+        rss=$(tail -n 1 rss)
+        [ "$rc" -lt 124 ] || fail "$cmd $f: exit $rc (crash or hang): $(cat stderr)"
+        [ "$rss" -lt 262144 ] || fail "$cmd $f: $rss KiB of memory"
+        if [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ] && [ "$rc" -ne 3 ]; then
+            [ -s stderr ] || fail "$cmd $f: exit $rc without a message"
+        fi
+    done
+    [ "$(md5sum < "$f")" = "$sum" ] || fail "reading $f changed it"
+done
+[ "$n" -gt 40 ] || fail "only $n hostile images"
+# a few results must match QEMU's verdict exactly
+for f in cs0.qed ts2.qed feat.qed l1_0.qed size0.qed; do
+    rc=0; "$VDISK" info -f qed "$f" >/dev/null 2>&1 || rc=$?
+    qrc=0; qemu-img info -f qed "$f" >/dev/null 2>&1 || qrc=$?
+    [ "$rc" = "$qrc" ] || fail "info $f: exit $rc, qemu-img $qrc"
+done
+echo ok

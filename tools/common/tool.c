@@ -1,0 +1,338 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * Helpers shared by vdisk, vdisk-io and vdisk-nbd: messages, sizes, opening
+ * images the way qemu-img does, cache modes and progress output.  Only the
+ * public API (vdisk.h) is used here.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tool.h"
+
+static const char *progname = "vdisk";
+
+void tool_init(const char *name)
+{
+    if (name && *name) {
+        progname = name;
+    }
+}
+
+const char *tool_progname(void)
+{
+    return progname;
+}
+
+static void vmsg(const char *kind, const char *lib, const char *fmt, va_list ap)
+{
+    /* Build the whole line first so concurrent writers don't interleave. */
+    char buf[4096];
+    int n = snprintf(buf, sizeof(buf), "%s: %s", progname, kind ? kind : "");
+    if (n < 0 || (size_t)n >= sizeof(buf)) {
+        n = 0;
+    }
+    int m = vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
+    if (m > 0) {
+        n += m;
+        if ((size_t)n >= sizeof(buf)) {
+            n = (int)sizeof(buf) - 1;
+        }
+    }
+    if (lib && *lib && (size_t)n < sizeof(buf) - 1) {
+        snprintf(buf + n, sizeof(buf) - (size_t)n, ": %s", lib);
+    }
+    fprintf(stderr, "%s\n", buf);
+}
+
+void tool_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmsg(NULL, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void tool_error_lib(const char *fmt, ...)
+{
+    /* Copy the library message first: formatting must not clobber it. */
+    char lib[1024];
+    snprintf(lib, sizeof(lib), "%s", vd_get_error());
+    if (!lib[0] && vd_get_errno()) {
+        snprintf(lib, sizeof(lib), "%s", strerror(vd_get_errno()));
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vmsg(NULL, lib[0] ? lib : "unknown error", fmt, ap);
+    va_end(ap);
+}
+
+void tool_warn(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmsg("warning: ", NULL, fmt, ap);
+    va_end(ap);
+}
+
+bool tool_object_add(const char *spec)
+{
+    if (vd_object_add(spec) < 0) {
+        const char *msg = vd_get_error();
+        tool_error("Invalid --object '%s': %s", spec,
+                   *msg ? msg : strerror(vd_get_errno() ? vd_get_errno() : EINVAL));
+        return false;
+    }
+    return true;
+}
+
+bool tool_parse_size(const char *what, const char *str, uint64_t *out)
+{
+    /* qemu-img's cvtnum wording, on one line */
+    if (!str || !*str || vd_parse_size(str, out) < 0) {
+        if (str && *str && vd_get_errno() == ERANGE) {
+            tool_error("Invalid %s specified. Must be between 0 and %" PRId64 ".", what,
+                       INT64_MAX);
+        } else {
+            tool_error("Invalid %s specified '%s'. You may use k, M, G, T, P or E suffixes "
+                       "for kilobytes, megabytes, gigabytes, terabytes, petabytes and "
+                       "exabytes.",
+                       what, str ? str : "");
+        }
+        return false;
+    }
+    if (*out > (uint64_t)INT64_MAX) {
+        tool_error("Invalid %s specified. Must be between 0 and %" PRId64 ".", what, INT64_MAX);
+        return false;
+    }
+    return true;
+}
+
+const char *tool_human_size(uint64_t bytes)
+{
+    static _Thread_local char buf[32];
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    /*
+     * Pick the unit so the shown number stays below 1000 (three significant
+     * digits): the power of 1024 of bytes * 1024 / 1000.
+     */
+    int exp2;
+    frexp((double)bytes / (1000.0 / 1024.0), &exp2);
+    int unit = (exp2 - 1) / 10;
+    if (unit < 0) {
+        unit = 0;
+    }
+    if (unit > 6) {
+        unit = 6;
+    }
+    double div = (double)(1ULL << (unit * 10));
+    snprintf(buf, sizeof(buf), "%0.3g %s", (double)bytes / div, units[unit]);
+    return buf;
+}
+
+vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
+                    const vd_opts *extra, unsigned flags, bool quiet)
+{
+    vd_opts *opts = NULL;
+    const char *name = filename ? filename : "";
+    const char *open_name = filename;
+
+    if (image_opts) {
+        if (fmt) {
+            tool_error("--image-opts and --format are mutually exclusive");
+            return NULL;
+        }
+        opts = vd_opts_new();
+        if (!opts) {
+            tool_error("Out of memory");
+            return NULL;
+        }
+        if (vd_opts_parse(opts, filename ? filename : "", NULL) < 0) {
+            tool_error_lib("Invalid image options '%s'", name);
+            vd_opts_free(opts);
+            return NULL;
+        }
+        open_name = NULL;
+        if (vd_opts_get(opts, "file.filename")) {
+            name = vd_opts_get(opts, "file.filename");
+        } else if (vd_opts_get(opts, "filename")) {
+            name = vd_opts_get(opts, "filename");
+        }
+    }
+    if (extra) {
+        if (!opts) {
+            opts = vd_opts_clone(extra);
+            if (!opts) {
+                tool_error("Out of memory");
+                return NULL;
+            }
+        } else if (vd_opts_merge(opts, extra) < 0) {
+            tool_error_lib("Invalid options for '%s'", name);
+            vd_opts_free(opts);
+            return NULL;
+        }
+    }
+
+    vd_image *img = vd_open(open_name, fmt, opts, flags);
+    if (!img) {
+        const char *msg = vd_get_error();
+        char lib[1024];
+        snprintf(lib, sizeof(lib), "%s", *msg ? msg : strerror(vd_get_errno() ? vd_get_errno() : EIO));
+        /* Keep qemu-img's "Could not open 'x': " lead (scripts grep it),
+         * without doubling it when the library already said so. */
+        if (!strncmp(lib, "Could not open", 14)) {
+            tool_error("%s", lib);
+        } else {
+            tool_error("Could not open '%s': %s", name, lib);
+        }
+        vd_opts_free(opts);
+        return NULL;
+    }
+    vd_opts_free(opts);
+
+    /* qemu's wording, printed when writes to block 0 get restricted. */
+    if (!quiet && !image_opts && !fmt && (flags & VD_OPEN_RDWR) && vd_image_probed_raw(img)) {
+        fprintf(stderr,
+                "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
+                "         Automatically detecting the format is dangerous for raw images, "
+                "write operations on block 0 will be restricted.\n"
+                "         Specify the 'raw' format explicitly to remove the restrictions.\n",
+                name);
+    }
+    return img;
+}
+
+bool tool_parse_cache(const char *mode, vd_opts *opts, bool *writethrough)
+{
+    bool direct = false, no_flush = false, wt = false;
+
+    if (!mode) {
+        return true;
+    }
+    if (!strcmp(mode, "none") || !strcmp(mode, "off")) {
+        direct = true;
+    } else if (!strcmp(mode, "writeback")) {
+        /* the default */
+    } else if (!strcmp(mode, "writethrough")) {
+        wt = true;
+    } else if (!strcmp(mode, "directsync")) {
+        direct = true;
+        wt = true;
+    } else if (!strcmp(mode, "unsafe")) {
+        no_flush = true;
+    } else {
+        tool_error("Invalid cache option: %s (none, writeback, writethrough, directsync, "
+                   "unsafe)",
+                   mode);
+        return false;
+    }
+    /* Only non-default keys: drivers then see no option they don't need. */
+    if (opts && direct) {
+        vd_opts_set(opts, "cache.direct", "on");
+    }
+    if (opts && no_flush) {
+        vd_opts_set(opts, "cache.no-flush", "on");
+    }
+    if (writethrough) {
+        *writethrough = wt;
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------- progress */
+
+static pthread_mutex_t progress_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool progress_enabled;
+static double progress_current;
+static double progress_last_print = -100.0;
+static volatile sig_atomic_t progress_pending;
+static bool progress_handler_installed;
+
+static void progress_sigusr1(int sig)
+{
+    (void)sig;
+    progress_pending = 1;
+}
+
+static void progress_print_locked(void)
+{
+    if (progress_enabled) {
+        printf("    (%3.2f/100%%)\r", progress_current);
+        fflush(stdout);
+    }
+    progress_last_print = progress_current;
+}
+
+void tool_progress_init(bool enabled)
+{
+    pthread_mutex_lock(&progress_lock);
+    progress_enabled = enabled;
+    progress_current = 0.0;
+    progress_last_print = -100.0;
+    progress_pending = 0;
+    if (!progress_handler_installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = progress_sigusr1;
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGUSR1, &sa, NULL);
+        progress_handler_installed = true;
+    }
+    if (enabled) {
+        progress_print_locked();
+    }
+    pthread_mutex_unlock(&progress_lock);
+}
+
+void tool_progress_update(double percent)
+{
+    if (percent < 0.0) {
+        percent = 0.0;
+    }
+    if (percent > 100.0) {
+        percent = 100.0;
+    }
+    pthread_mutex_lock(&progress_lock);
+    progress_current = percent;
+    if (progress_pending) {
+        progress_pending = 0;
+        if (!progress_enabled) {
+            /* SIGUSR1 without -p: one line on stderr, as qemu-img does */
+            fprintf(stderr, "    (%3.2f/100%%)\n", progress_current);
+        } else {
+            progress_print_locked();
+        }
+    } else if (progress_enabled &&
+               (percent >= progress_last_print + 1.0 || percent <= progress_last_print - 1.0 ||
+                (percent == 100.0 && progress_last_print != 100.0))) {
+        progress_print_locked();
+    }
+    pthread_mutex_unlock(&progress_lock);
+}
+
+void tool_progress_end(void)
+{
+    pthread_mutex_lock(&progress_lock);
+    if (progress_enabled) {
+        if (progress_last_print != progress_current) {
+            progress_print_locked();
+        }
+        printf("\n");
+        fflush(stdout);
+    }
+    progress_enabled = false;
+    pthread_mutex_unlock(&progress_lock);
+}
+
+void tool_progress_cb(void *opaque, double percent)
+{
+    (void)opaque;
+    tool_progress_update(percent);
+}

@@ -1,0 +1,608 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * vdisk-io: run qemu-io style commands (-c, or lines read from stdin) on
+ * one image.  This file holds the command line, the open image and the
+ * commands that change it (open, close, quit).
+ *
+ * Exit status as qemu-io 7.2: 1 when the image named on the command line
+ * cannot be opened, when the command line is wrong, or when any command
+ * failed (a submitted aio request counts as a success); 0 otherwise.
+ * Like qemu-io, the image is opened writethrough unless -t says otherwise,
+ * with discard=unmap unless -d says otherwise, and a command that needs
+ * write or resize permission takes it when it runs.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vdisk-io.h"
+
+vio_image_state vio;
+bool vio_misalign;
+bool vio_image_opts;
+
+/* ------------------------------------------------------------ the image */
+
+int vio_open_image(const char *name, const char *fmt, const vio_open_args *args)
+{
+    if (vio.img) {
+        vio_error("file open already, try 'help close'");
+        return -EBUSY;
+    }
+    unsigned flags = (args->read_only ? 0 : VD_OPEN_RDWR) |
+                     (args->force_share ? VD_OPEN_FORCE_SHARE : 0);
+    /* The defaults (discard=unmap) must not override what an option
+     * string names itself. */
+    vd_opts *extra = args->opts ? vd_opts_clone(args->opts) : vd_opts_new();
+    if (!extra) {
+        return -ENOMEM;
+    }
+    if (vio_image_opts && name) {
+        vd_opts *own = vd_opts_new();
+        if (own && vd_opts_parse(own, name, NULL) == 0) {
+            for (size_t i = 0; i < vd_opts_count(own); i++) {
+                vd_opts_set(extra, vd_opts_key(own, i), NULL);
+            }
+        }
+        vd_opts_free(own);
+    }
+    /* qemu warns about a probed raw image only when it may be written */
+    vd_image *img = tool_open(name, fmt, vio_image_opts, extra, flags, args->read_only);
+    if (!img) {
+        int e = vd_get_errno();
+        vd_opts_free(extra);
+        return -(e ? e : EIO);
+    }
+    vio.img = img;
+    vio.open_flags = flags;
+    vio.writethrough = args->writethrough;
+    vio.image_opts = vio_image_opts;
+    vio.name = name ? strdup(name) : NULL;
+    vio.fmt = fmt ? strdup(fmt) : NULL;
+    vio.opts = extra;
+    return 0;
+}
+
+static void forget_image(void)
+{
+    free(vio.name);
+    free(vio.fmt);
+    vd_opts_free(vio.opts);
+    vio.name = vio.fmt = NULL;
+    vio.opts = NULL;
+    vio.img = NULL;
+}
+
+void vio_close_image(void)
+{
+    if (!vio.img) {
+        return;
+    }
+    vio_aio_drain();
+    vd_close(vio.img);
+    forget_image();
+}
+
+int vio_need_perm(bool write, bool resize)
+{
+    (void)write;
+    if (vd_image_is_read_only(vio.img)) {
+        vio_error("Block node is read-only");
+        return -EPERM;
+    }
+    if (!resize || (vio.open_flags & VD_OPEN_RESIZE)) {
+        return 0;
+    }
+    /* Resizing needs one more permission (and lock): reopen with it. */
+    vio_aio_drain();
+    vd_close(vio.img);
+    vio.img = tool_open(vio.name, vio.fmt, vio.image_opts, vio.opts,
+                        vio.open_flags | VD_OPEN_RESIZE, true);
+    if (vio.img) {
+        vio.open_flags |= VD_OPEN_RESIZE;
+        return 0;
+    }
+    int e = vd_get_errno() ? vd_get_errno() : EPERM;
+    /* keep working on the image as it was */
+    vio.img = tool_open(vio.name, vio.fmt, vio.image_opts, vio.opts, vio.open_flags, true);
+    if (!vio.img) {
+        forget_image();
+    }
+    return -e;
+}
+
+bool vio_parse_discard(const char *mode, vd_opts *opts)
+{
+    if (!strcmp(mode, "off") || !strcmp(mode, "ignore")) {
+        vd_opts_set(opts, "discard", "ignore");
+    } else if (!strcmp(mode, "on") || !strcmp(mode, "unmap")) {
+        vd_opts_set(opts, "discard", "unmap");
+    } else {
+        vio_error("Invalid discard option: %s", mode);
+        return false;
+    }
+    return true;
+}
+
+bool vio_parse_aio(const char *mode, vd_opts *opts)
+{
+    if (!strcmp(mode, "threads")) {
+        vd_opts_set(opts, "file.aio", NULL);
+    } else if (!strcmp(mode, "native") || !strcmp(mode, "io_uring")) {
+        /* an option of the file protocol under the image */
+        vd_opts_set(opts, "file.aio", mode);
+    } else {
+        vio_error("Invalid aio option: %s", mode);
+        return false;
+    }
+    return true;
+}
+
+/* Cache mode into opts and writethrough; message printed on error. */
+static bool parse_cache(const char *mode, vd_opts *opts, bool *writethrough)
+{
+    bool wt = false;
+    if (!tool_parse_cache(mode, opts, &wt)) {
+        return false;
+    }
+    *writethrough = wt;
+    return true;
+}
+
+/* ------------------------------------------------------ open/close/quit */
+
+static void open_help(void)
+{
+    printf("\n"
+           " opens an image for the other commands\n"
+           "\n"
+           " Example:\n"
+           " 'open -n -o driver=raw /tmp/data' - opens a raw file read-write, uncached\n"
+           "\n"
+           " -r, -- open read-only\n"
+           " -s, -- use a temporary snapshot (not supported)\n"
+           " -C, -- copy-on-read (not supported)\n"
+           " -n, -- bypass the host page cache, short for -t none\n"
+           " -U, -- force shared permissions (ignore other users' locks)\n"
+           " -k, -- use Linux native AIO (short for -i native)\n"
+           " -i, -- AIO mode: threads, native or io_uring\n"
+           " -t, -- cache mode: none, writeback, writethrough, directsync, unsafe\n"
+           " -d, -- discard mode: ignore (off) or unmap (on)\n"
+           " -o, -- driver options (key=value,...)\n"
+           "\n");
+}
+
+static int open_f(int argc, char **argv);
+
+const vio_cmd vio_cmd_open = {
+    .name = "open",
+    .altname = "o",
+    .fn = open_f,
+    .argmin = 1,
+    .argmax = -1,
+    .flags = VIO_CMD_NOFILE_OK,
+    .args = "[-rsCnkU] [-t cache] [-d discard] [-o options] [path]",
+    .oneline = "open the file specified by path",
+    .help = open_help,
+};
+
+static int open_f(int argc, char **argv)
+{
+    vio_open_args args = {.writethrough = true};
+    int c, ret = -EINVAL;
+    const char *name = NULL;
+
+    args.opts = vd_opts_new();
+    if (!args.opts) {
+        return -ENOMEM;
+    }
+    vd_opts_set(args.opts, "discard", "unmap");
+    while ((c = getopt(argc, argv, "snCro:kt:d:Ui:")) != -1) {
+        switch (c) {
+        case 's':
+            vio_error("temporary snapshots (-s) are not supported");
+            ret = -ENOTSUP;
+            goto out;
+        case 'C':
+            vio_error("copy-on-read (-C) is not supported");
+            ret = -ENOTSUP;
+            goto out;
+        case 'n':
+            if (!parse_cache("none", args.opts, &args.writethrough)) {
+                goto out;
+            }
+            break;
+        case 'r':
+            args.read_only = true;
+            break;
+        case 'U':
+            args.force_share = true;
+            break;
+        case 'k':
+            vd_opts_set(args.opts, "file.aio", "native");
+            break;
+        case 'i':
+            if (!vio_parse_aio(optarg, args.opts)) {
+                goto out;
+            }
+            break;
+        case 't':
+            if (!parse_cache(optarg, args.opts, &args.writethrough)) {
+                goto out;
+            }
+            break;
+        case 'd':
+            if (!vio_parse_discard(optarg, args.opts)) {
+                goto out;
+            }
+            break;
+        case 'o':
+            if (vd_opts_parse(args.opts, optarg, NULL) < 0) {
+                vio_error("%s", vd_get_error());
+                goto out;
+            }
+            break;
+        default:
+            ret = vio_usage(&vio_cmd_open);
+            goto out;
+        }
+    }
+    if (optind == argc - 1) {
+        name = argv[optind];
+    } else if (optind != argc) {
+        ret = vio_usage(&vio_cmd_open);
+        goto out;
+    }
+    ret = vio_open_image(name, NULL, &args);
+out:
+    vd_opts_free(args.opts);
+    return ret;
+}
+
+static void reopen_help(void)
+{
+    printf("\n"
+           " reopens the image with changed options\n"
+           "\n"
+           " Example:\n"
+           " 'reopen -o lazy-refcounts=on' - turns on lazy refcounts of a qcow2 image\n"
+           "\n"
+           " The image is closed and opened again with the changes; requests still\n"
+           " in flight complete first.\n"
+           " -r, -- reopen read-only\n"
+           " -w, -- reopen read-write\n"
+           " -c, -- cache mode: none, writeback, writethrough, directsync, unsafe\n"
+           " -o, -- driver options to change (key=value,...)\n"
+           "\n");
+}
+
+static int reopen_f(int argc, char **argv);
+
+const vio_cmd vio_cmd_reopen = {
+    .name = "reopen",
+    .fn = reopen_f,
+    .argmin = 0,
+    .argmax = -1,
+    .args = "[(-r|-w)] [-c cache] [-o options]",
+    .oneline = "reopens an image with new options",
+    .help = reopen_help,
+};
+
+static int reopen_f(int argc, char **argv)
+{
+    vd_opts *opts = vio.opts ? vd_opts_clone(vio.opts) : vd_opts_new();
+    unsigned flags = vio.open_flags;
+    bool writethrough = vio.writethrough, has_rw = false;
+    int c, ret = -EINVAL;
+
+    if (!opts) {
+        return -ENOMEM;
+    }
+    while ((c = getopt(argc, argv, "c:o:rw")) != -1) {
+        switch (c) {
+        case 'c':
+            /* a new cache mode replaces the old one's keys */
+            vd_opts_set(opts, "cache.direct", NULL);
+            vd_opts_set(opts, "cache.no-flush", NULL);
+            if (!parse_cache(optarg, opts, &writethrough)) {
+                goto out;
+            }
+            break;
+        case 'o':
+            if (vd_opts_parse(opts, optarg, NULL) < 0) {
+                vio_error("%s", vd_get_error());
+                goto out;
+            }
+            break;
+        case 'r':
+        case 'w':
+            if (has_rw) {
+                vio_error("Only one -r/-w option may be given");
+                goto out;
+            }
+            has_rw = true;
+            flags = c == 'r' ? flags & ~(unsigned)VD_OPEN_RDWR : flags | VD_OPEN_RDWR;
+            break;
+        default:
+            ret = vio_usage(&vio_cmd_reopen);
+            goto out;
+        }
+    }
+    if (optind != argc) {
+        ret = vio_usage(&vio_cmd_reopen);
+        goto out;
+    }
+    if (!(flags & VD_OPEN_RDWR)) {
+        flags &= ~(unsigned)VD_OPEN_RESIZE;
+    }
+
+    vio_aio_drain();
+    vd_close(vio.img);
+    vio.img = tool_open(vio.name, vio.fmt, vio.image_opts, opts, flags, true);
+    if (vio.img) {
+        vd_opts_free(vio.opts);
+        vio.opts = opts;
+        vio.open_flags = flags;
+        vio.writethrough = writethrough;
+        return 0;
+    }
+    ret = -(vd_get_errno() ? vd_get_errno() : EINVAL);
+    /* keep working on the image as it was */
+    vio.img = tool_open(vio.name, vio.fmt, vio.image_opts, vio.opts, vio.open_flags, true);
+    if (!vio.img) {
+        forget_image();
+    }
+out:
+    vd_opts_free(opts);
+    return ret;
+}
+
+static int close_f(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    vio_close_image();
+    return 0;
+}
+
+const vio_cmd vio_cmd_close = {
+    .name = "close",
+    .altname = "c",
+    .fn = close_f,
+    .oneline = "close the current open file",
+};
+
+static int quit_f(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    return VIO_QUIT;
+}
+
+const vio_cmd vio_cmd_quit = {
+    .name = "quit",
+    .altname = "q",
+    .fn = quit_f,
+    .argmin = -1,
+    .argmax = -1,
+    .flags = VIO_CMD_GLOBAL,
+    .oneline = "exit the program",
+};
+
+/* --------------------------------------------------------- command line */
+
+static void usage(const char *name)
+{
+    printf("Usage: %s [OPTIONS]... [-c STRING]... [file]\n"
+           "Read, write and verify bytes of a disk image (a qemu-io clone)\n"
+           "\n"
+           "  --object OBJECTDEF   define an object such as 'secret' for\n"
+           "                       passwords and/or encryption keys\n"
+           "  --image-opts         treat file as an option string\n"
+           "  -c, --cmd STRING     run this command (may be repeated); without\n"
+           "                       -c, commands are read from standard input\n"
+           "  -f, --format FMT     image format (probed when not given)\n"
+           "  -r, --read-only      open the image read-only\n"
+           "  -s, --snapshot       use a temporary snapshot (not supported)\n"
+           "  -n, --nocache        bypass the host page cache, short for -t none\n"
+           "  -C, --copy-on-read   copy-on-read (not supported)\n"
+           "  -m, --misalign       misalign I/O buffers by 16 bytes\n"
+           "  -k, --native-aio     use Linux native AIO (short for -i native)\n"
+           "  -i, --aio=MODE       AIO mode: threads, native or io_uring\n"
+           "  -t, --cache=MODE     cache mode: none, writeback, writethrough,\n"
+           "                       directsync, unsafe (default writethrough)\n"
+           "  -d, --discard=MODE   discard mode: ignore (off) or unmap (on)\n"
+           "  -T, --trace SPEC     accepted for compatibility and ignored\n"
+           "  -U, --force-share    force shared permissions (read-only only)\n"
+           "  -h, --help           display this help and exit\n"
+           "  -V, --version        output version information and exit\n"
+           "\n"
+           "See '%s -c help' for the commands.\n",
+           name, name);
+}
+
+enum {
+    OPT_OBJECT = 256,
+    OPT_IMAGE_OPTS,
+};
+
+/* Read commands from stdin, one per line, with a prompt. */
+static int command_loop_stdin(void)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    int last_error = 0;
+
+    for (;;) {
+        printf("%s> ", tool_progname());
+        fflush(stdout);
+        ssize_t n = getline(&line, &cap, stdin);
+        if (n < 0) {
+            break;
+        }
+        if (n > 0 && line[n - 1] == '\n') {
+            line[n - 1] = '\0';
+        }
+        int ret = vio_run_line(line);
+        if (ret == VIO_QUIT) {
+            break;
+        }
+        if (ret < 0) {
+            last_error = ret;
+        }
+    }
+    free(line);
+    return last_error;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lopt[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"cmd", required_argument, NULL, 'c'},
+        {"format", required_argument, NULL, 'f'},
+        {"read-only", no_argument, NULL, 'r'},
+        {"snapshot", no_argument, NULL, 's'},
+        {"nocache", no_argument, NULL, 'n'},
+        {"copy-on-read", no_argument, NULL, 'C'},
+        {"misalign", no_argument, NULL, 'm'},
+        {"native-aio", no_argument, NULL, 'k'},
+        {"aio", required_argument, NULL, 'i'},
+        {"discard", required_argument, NULL, 'd'},
+        {"cache", required_argument, NULL, 't'},
+        {"trace", required_argument, NULL, 'T'},
+        {"object", required_argument, NULL, OPT_OBJECT},
+        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"force-share", no_argument, NULL, 'U'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *fmt = NULL;
+    char **cmds = NULL;
+    int ncmds = 0, c, last_error = 0, rc = 1;
+    vio_open_args args = {.writethrough = true};
+
+    tool_init("vdisk-io");
+    args.opts = vd_opts_new();
+    if (!args.opts) {
+        return 1;
+    }
+    vd_opts_set(args.opts, "discard", "unmap");
+
+    while ((c = getopt_long(argc, argv, "hVc:d:f:rsnCmkt:T:Ui:", lopt, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            vio_error("temporary snapshots (-s) are not supported");
+            goto out;
+        case 'C':
+            vio_error("copy-on-read (-C) is not supported");
+            goto out;
+        case 'n':
+            if (!parse_cache("none", args.opts, &args.writethrough)) {
+                goto out;
+            }
+            break;
+        case 'd':
+            if (!vio_parse_discard(optarg, args.opts)) {
+                goto out;
+            }
+            break;
+        case 'f':
+            fmt = optarg;
+            break;
+        case 'c': {
+            char **n = realloc(cmds, sizeof(*cmds) * (size_t)(ncmds + 1));
+            if (!n) {
+                goto out;
+            }
+            cmds = n;
+            cmds[ncmds++] = optarg;
+            break;
+        }
+        case 'r':
+            args.read_only = true;
+            break;
+        case 'm':
+            vio_misalign = true;
+            break;
+        case 'k':
+            vd_opts_set(args.opts, "file.aio", "native");
+            break;
+        case 'i':
+            if (!vio_parse_aio(optarg, args.opts)) {
+                goto out;
+            }
+            break;
+        case 't':
+            if (!parse_cache(optarg, args.opts, &args.writethrough)) {
+                goto out;
+            }
+            break;
+        case 'T':
+            /* tracing is QEMU's; accepted so scripts keep working */
+            break;
+        case 'U':
+            args.force_share = true;
+            break;
+        case 'V':
+            printf("%s version %s\n", tool_progname(), vd_version());
+            rc = 0;
+            goto out;
+        case 'h':
+            usage(tool_progname());
+            rc = 0;
+            goto out;
+        case OPT_OBJECT:
+            if (!tool_object_add(optarg)) {
+                goto out;
+            }
+            break;
+        case OPT_IMAGE_OPTS:
+            vio_image_opts = true;
+            break;
+        default:
+            usage(tool_progname());
+            goto out;
+        }
+    }
+    if (argc - optind > 1) {
+        usage(tool_progname());
+        goto out;
+    }
+    if (vio_image_opts && fmt) {
+        vio_error("--image-opts and -f are mutually exclusive");
+        goto out;
+    }
+    if (argc - optind == 1) {
+        if (vio_open_image(argv[optind], fmt, &args) < 0) {
+            goto out;
+        }
+    }
+
+    if (cmds) {
+        for (int i = 0; i < ncmds; i++) {
+            int ret = vio_run_line(cmds[i]);
+            if (ret == VIO_QUIT) {
+                break;
+            }
+            if (ret < 0) {
+                last_error = ret;
+            }
+        }
+    } else {
+        last_error = command_loop_stdin();
+    }
+
+    /* every request completes (and reports) before the image closes */
+    vio_aio_drain();
+    vio_close_image();
+    rc = last_error < 0 ? 1 : 0;
+out:
+    free(cmds);
+    vd_opts_free(args.opts);
+    fflush(stdout);
+    return rc;
+}

@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* vdisk amend: change format options of an existing image (qemu-img amend). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmds.h"
+#include "img.h"
+
+static int amend_help(const char *fmt)
+{
+    char title[256];
+    snprintf(title, sizeof(title), "Amend options for '%s':", fmt);
+    return img_print_create_opts_help(fmt, NULL, title);
+}
+
+int cmd_amend(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"object", required_argument, NULL, OPT_OBJECT},
+        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"force", no_argument, NULL, OPT_FORCE},
+        {NULL, 0, NULL, 0},
+    };
+    const char *fmt = NULL, *cache = NULL;
+    char *options = NULL;
+    bool quiet = false, progress = false, image_opts = false, force = false;
+    int c, ret = 1;
+    vd_image *img = NULL;
+    vd_opts *opts = NULL, *extra = NULL;
+
+    while ((c = getopt_long(argc, argv, ":ho:f:t:pq", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            img_command_help("amend");
+            free(options);
+            return 0;
+        case 'o':
+            if (!img_add_options(&options, optarg)) {
+                goto out;
+            }
+            break;
+        case 'f':
+            fmt = optarg;
+            break;
+        case 't':
+            cache = optarg;
+            break;
+        case 'p':
+            progress = true;
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        case OPT_OBJECT:
+            if (!tool_object_add(optarg)) {
+                goto out;
+            }
+            break;
+        case OPT_IMAGE_OPTS:
+            image_opts = true;
+            break;
+        case OPT_FORCE:
+            force = true;
+            break;
+        default:
+            free(options);
+            return img_bad_option(c, argv);
+        }
+    }
+    if (!options) {
+        return img_usage_error("Must specify options (-o)");
+    }
+    if (quiet) {
+        progress = false;
+    }
+    const char *filename = optind == argc - 1 ? argv[argc - 1] : NULL;
+    if (fmt && img_has_help_option(options)) {
+        ret = amend_help(fmt);
+        goto out;
+    }
+    if (!filename) {
+        tool_error("Expecting one image file name");
+        goto out;
+    }
+    extra = vd_opts_new();
+    if (!extra) {
+        tool_error("Out of memory");
+        goto out;
+    }
+    bool writethrough = false;
+    if (cache && !tool_parse_cache(cache, extra, &writethrough)) {
+        goto out;
+    }
+    img = tool_open(filename, fmt, image_opts, vd_opts_count(extra) ? extra : NULL,
+                    VD_OPEN_RDWR, quiet);
+    if (!img) {
+        goto out;
+    }
+    if (img_has_help_option(options)) {
+        ret = amend_help(vd_image_format(img));
+        goto out;
+    }
+    opts = vd_opts_new();
+    if (!opts || vd_opts_parse(opts, options, NULL) < 0) {
+        tool_error_lib("Invalid options '%s'", options);
+        goto out;
+    }
+
+    tool_progress_init(progress);
+    int r = vd_amend(img, opts, force, tool_progress_cb, NULL);
+    if (r == 0) {
+        tool_progress_update(100.0);
+    }
+    tool_progress_end();
+    if (r < 0) {
+        if (vd_get_errno() == ENOTSUP) {
+            tool_error("Format driver '%s' does not support option amendment: %s",
+                       vd_image_format(img), vd_get_error());
+        } else {
+            tool_error("%s", vd_get_error());
+        }
+        goto out;
+    }
+    if (vd_flush(img) < 0) {
+        tool_error_lib("Could not flush '%s'", filename);
+        goto out;
+    }
+    ret = 0;
+out:
+    if (img) {
+        vd_close(img);
+    }
+    vd_opts_free(opts);
+    vd_opts_free(extra);
+    free(options);
+    return ret;
+}

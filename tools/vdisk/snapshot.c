@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* vdisk snapshot: list, create, apply or delete internal snapshots. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmds.h"
+#include "img.h"
+
+enum { SNAP_NONE, SNAP_LIST, SNAP_APPLY, SNAP_CREATE, SNAP_DELETE };
+
+int cmd_snapshot(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"object", required_argument, NULL, OPT_OBJECT},
+        {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+        {"force-share", no_argument, NULL, 'U'},
+        {NULL, 0, NULL, 0},
+    };
+    int action = SNAP_NONE;
+    const char *name = NULL;
+    bool quiet = false, image_opts = false, force_share = false;
+    unsigned flags = VD_OPEN_RDWR;
+    int c;
+
+    while ((c = getopt_long(argc, argv, ":la:c:d:hqU", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            img_command_help("snapshot");
+            return 0;
+        case 'l':
+        case 'a':
+        case 'c':
+        case 'd':
+            if (action != SNAP_NONE) {
+                return img_usage_error("Cannot mix '-l', '-a', '-c', '-d'");
+            }
+            action = c == 'l' ? SNAP_LIST
+                     : c == 'a' ? SNAP_APPLY
+                     : c == 'c' ? SNAP_CREATE
+                                : SNAP_DELETE;
+            if (c == 'l') {
+                flags &= ~(unsigned)VD_OPEN_RDWR; /* listing needs no write access */
+            } else {
+                name = optarg;
+            }
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        case 'U':
+            force_share = true;
+            break;
+        case OPT_OBJECT:
+            if (!tool_object_add(optarg)) {
+                return 1;
+            }
+            break;
+        case OPT_IMAGE_OPTS:
+            image_opts = true;
+            break;
+        default:
+            return img_bad_option(c, argv);
+        }
+    }
+    if (optind != argc - 1) {
+        return img_usage_error("Expecting one image file name");
+    }
+    const char *filename = argv[optind];
+    if (force_share) {
+        if (flags & VD_OPEN_RDWR) {
+            tool_error("force-share=on can only be used with read-only images");
+            return 1;
+        }
+        flags |= VD_OPEN_FORCE_SHARE;
+    }
+
+    vd_image *img = tool_open(filename, NULL, image_opts, NULL, flags, quiet);
+    if (!img) {
+        return 1;
+    }
+    int ret = 0;
+    switch (action) {
+    case SNAP_LIST: {
+        vd_snapshot_info *list = NULL;
+        size_t n = 0;
+        if (vd_snapshot_list(img, &list, &n) < 0) {
+            /* like qemu-img: an image that cannot have snapshots has none */
+            if (vd_get_errno() != ENOTSUP) {
+                tool_error_lib("Could not list the snapshots of '%s'", filename);
+                ret = 1;
+            }
+            break;
+        }
+        img_print_snapshots(list, n);
+        vd_snapshot_list_free(list, n);
+        break;
+    }
+    case SNAP_CREATE:
+        if (vd_snapshot_create(img, name) < 0) {
+            tool_error("Could not create snapshot '%s': %s", name, vd_get_error());
+            ret = 1;
+        }
+        break;
+    case SNAP_APPLY:
+        if (vd_snapshot_apply(img, name) < 0) {
+            tool_error("Could not apply snapshot '%s': %s", name, vd_get_error());
+            ret = 1;
+        }
+        break;
+    case SNAP_DELETE:
+        if (vd_snapshot_delete(img, name) < 0) {
+            tool_error("Could not delete snapshot '%s': %s", name, vd_get_error());
+            ret = 1;
+        }
+        break;
+    default:
+        break;
+    }
+    if (!ret && (flags & VD_OPEN_RDWR) && vd_flush(img) < 0) {
+        tool_error_lib("Could not flush '%s'", filename);
+        ret = 1;
+    }
+    vd_close(img);
+    return ret;
+}

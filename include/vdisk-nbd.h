@@ -82,11 +82,11 @@ typedef struct vd_nbd_export_opts {
     uint64_t offset;         /* the export starts here in the image */
     uint64_t size;           /* 0 = up to the end of the image */
     bool read_only;
-    bool writethrough;       /* every write is made durable before its reply */
-    bool allocation_depth;   /* offer "qemu:allocation-depth" */
-    const char *bitmap;      /* offer "qemu:dirty-bitmap:NAME", or NULL */
-    int multi_conn;          /* 1 advertise, 0 do not, -1 auto (when the
-                                server allows more than one connection) */
+    bool writethrough;     /* every write is made durable before its reply */
+    bool allocation_depth; /* offer "qemu:allocation-depth" */
+    const char *bitmap;    /* offer "qemu:dirty-bitmap:NAME", or NULL */
+    int multi_conn;        /* 1 advertise, 0 do not, -1 auto (when the
+                              server allows more than one connection) */
 } vd_nbd_export_opts;
 
 typedef enum vd_nbd_log_level {
@@ -116,8 +116,8 @@ void vd_nbd_server_set_handshake_limit(vd_nbd_server *srv, unsigned ms);
 void vd_nbd_server_set_threads(vd_nbd_server *srv, unsigned n);
 /* Payload bytes one connection may hold in flight.  Default 64 MiB. */
 void vd_nbd_server_set_client_memory(vd_nbd_server *srv, uint64_t bytes);
-void vd_nbd_server_set_log(vd_nbd_server *srv, vd_nbd_log_level max_level,
-                           vd_nbd_log_fn *fn, void *opaque);
+void vd_nbd_server_set_log(vd_nbd_server *srv, vd_nbd_log_level max_level, vd_nbd_log_fn *fn,
+                           void *opaque);
 
 /*
  * Accept and serve clients on the listening sockets until
@@ -141,13 +141,13 @@ int vd_nbd_listen_unix(const char *path);
 
 typedef struct vd_nbd_export_info {
     char *name;
-    char *description;      /* NULL when the server gave none */
+    char *description; /* NULL when the server gave none */
     uint64_t size;
-    uint16_t flags;         /* transmission flags */
+    uint16_t flags;                            /* transmission flags */
     uint32_t min_block, pref_block, max_block; /* 0 = not advertised */
-    char **contexts;        /* metadata contexts the server offers */
+    char **contexts;                           /* metadata contexts the server offers */
     size_t ncontexts;
-    bool info_failed;       /* the server refused NBD_OPT_INFO on it */
+    bool info_failed; /* the server refused NBD_OPT_INFO on it */
 } vd_nbd_export_info;
 
 /*

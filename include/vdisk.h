@@ -133,6 +133,8 @@ enum {
     VD_OPEN_NO_PROBE_RAW = 1u << 3 /* fail instead of probing raw */,
     VD_OPEN_NO_IO = 1u << 4,       /* metadata only (info of broken images) */
     VD_OPEN_RESIZE = 1u << 5,      /* take the resize permission too */
+    VD_OPEN_NO_SHARE = 1u << 6,    /* let others only read (convert source) */
+    VD_OPEN_EXPORT = 1u << 7,      /* never let others resize (NBD export) */
 };
 
 /*

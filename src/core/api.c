@@ -68,6 +68,8 @@ static unsigned node_flags(unsigned flags)
     f |= (flags & VD_OPEN_NO_PROBE_RAW) ? VD_NODE_NO_PROBE_RAW : 0;
     f |= (flags & VD_OPEN_NO_IO) ? VD_NODE_NO_IO : 0;
     f |= (flags & VD_OPEN_RESIZE) ? VD_NODE_RESIZE : 0;
+    f |= (flags & VD_OPEN_NO_SHARE) ? VD_NODE_NO_SHARE : 0;
+    f |= (flags & VD_OPEN_EXPORT) ? VD_NODE_EXPORT : 0;
     return f;
 }
 

@@ -260,7 +260,10 @@ enum {
     VD_NODE_NO_PROBE_RAW = 1u << 3,
     VD_NODE_NO_IO = 1u << 4,
     VD_NODE_RESIZE = 1u << 5,
+    VD_NODE_NO_SHARE = 1u << 6, /* share only reads (qemu-img convert source) */
+    VD_NODE_EXPORT = 1u << 7,   /* never share resize (qemu-nbd) */
     VD_NODE_PROTOCOL = 1u << 8, /* opening as a protocol (file) child */
+    VD_NODE_UNDER_FORMAT = 1u << 9, /* a non-raw format sits on top */
 };
 
 /* Block status flags a driver returns (same values as the public ones). */
@@ -271,8 +274,12 @@ enum {
     VD_BLOCK_ALLOCATED = VD_BS_ALLOCATED,
     VD_BLOCK_COMPRESSED = VD_BS_COMPRESSED,
     /* the answer is *file's at *map, verbatim (raw, filters): the core asks
-     * *file and returns what it says */
+     * *file and returns what it says (QEMU's BDRV_BLOCK_RAW) */
     VD_BLOCK_RECURSE = 1u << 8,
+    /* DATA at *map in *file may be a host hole: with want_zero the core asks
+     * *file and adds ZERO (QEMU's BDRV_BLOCK_RECURSE, used for metadata
+     * preallocation) */
+    VD_BLOCK_PROBE_ZERO = 1u << 9,
 };
 
 typedef struct vd_req vd_req; /* an in-flight request (io.c) */
@@ -394,8 +401,8 @@ struct vd_driver {
      * Status of [offset, offset+len) (want_zero: spend effort to find
      * zeroes).  Returns VD_BLOCK_* flags and sets *pnum (1..len bytes that
      * share the answer).  With VD_BLOCK_OFFSET_VALID, *map is the offset in
-     * *file (a node); with want_zero the core then asks *file whether the
-     * range is a hole and adds VD_BLOCK_ZERO (as QEMU does).  Return 0
+     * *file (a node); with VD_BLOCK_PROBE_ZERO and want_zero the core then
+     * asks *file whether the range is a hole and adds VD_BLOCK_ZERO.  Return 0
      * (neither DATA nor ZERO) for "not allocated in this layer".
      * VD_BLOCK_RECURSE makes the core return *file's answer at *map verbatim.
      * The core adds ALLOCATED to DATA/ZERO answers.  NULL callback: the

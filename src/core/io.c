@@ -575,11 +575,8 @@ int vd_node_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64_t 
     if (*pnum == 0 || *pnum > len) {
         *pnum = len; /* a driver bug must not make callers loop forever */
     }
-    if (bs->drv->kind == VD_DRV_PROTOCOL) {
-        ret |= VD_BLOCK_ALLOCATED;
-        if (!*file) {
-            *file = bs;
-        }
+    if (bs->drv->kind == VD_DRV_PROTOCOL && !*file) {
+        *file = bs;
     }
     if ((ret & VD_BLOCK_RECURSE) && *file && *file != bs) {
         /* the file's answer, verbatim (raw, filters) */
@@ -590,9 +587,10 @@ int vd_node_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64_t 
             f->drv->kind != VD_DRV_PROTOCOL) {
             return ret; /* unallocated in a filtered format: stays so */
         }
-    } else if (want_zero && *file && *file != bs && (ret & VD_BLOCK_DATA) &&
-               (ret & VD_BLOCK_OFFSET_VALID) && !(ret & VD_BLOCK_ZERO)) {
-        /* data stored in a hole of the protocol reads as zeroes */
+    } else if (want_zero && (ret & VD_BLOCK_PROBE_ZERO) && *file && *file != bs &&
+               (ret & VD_BLOCK_DATA) && (ret & VD_BLOCK_OFFSET_VALID) &&
+               !(ret & VD_BLOCK_ZERO)) {
+        /* preallocated data stored in a hole of the protocol reads as zeroes */
         uint64_t pnum2, map2;
         vd_node *file2;
         int r2 = vd_node_block_status(*file, want_zero, *map, *pnum, &pnum2, &map2, &file2);
@@ -610,5 +608,5 @@ int vd_node_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64_t 
     if (ret & VD_BLOCK_DATA) {
         ret |= VD_BLOCK_ALLOCATED;
     }
-    return ret & ~VD_BLOCK_RECURSE;
+    return ret & ~(VD_BLOCK_RECURSE | VD_BLOCK_PROBE_ZERO);
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "../protocols/file.h"
 
 static const vd_opt_desc generic_open_opts[] = {
     {"driver", VD_OPT_STRING, "driver name", NULL},
@@ -158,27 +159,16 @@ static void inherit_opts(vd_opts *child, const vd_opts *parent)
     }
 }
 
-static bool is_block_device(const char *filename)
-{
-    struct stat st;
-    return filename && stat(filename, &st) == 0 && S_ISBLK(st.st_mode);
-}
-
-/* The protocol driver a filename names: its prefix, a block device, or file. */
+/* The protocol driver a filename names: its prefix, else the file family's
+ * choice (file, host_device or host_cdrom by what the path is). */
 static const vd_driver *protocol_for(const char *filename)
 {
     const vd_driver *drv = filename ? vd_driver_find_protocol(filename) : NULL;
-    if (drv) {
-        return drv;
-    }
-    if (is_block_device(filename)) {
-        return vd_driver_find("host_device");
-    }
-    return vd_driver_find("file");
+    return drv ? drv : vd_file_protocol_for(filename);
 }
 
 static vd_node *open_protocol(const vd_driver *drv, const char *filename, vd_opts *opts,
-                              unsigned flags, bool under_format, vd_error **errp)
+                              unsigned flags, vd_error **errp)
 {
     vd_node *bs = node_new(drv, errp);
     if (!bs) {
@@ -208,7 +198,8 @@ static vd_node *open_protocol(const vd_driver *drv, const char *filename, vd_opt
         apply_generic_opts(bs, opts, errp) < 0) {
         goto fail;
     }
-    vd_lock_perms(bs->flags, under_format, &bs->perm, &bs->shared_perm);
+    vd_lock_perms(bs->flags, (bs->flags & VD_NODE_UNDER_FORMAT) != 0, &bs->perm,
+                  &bs->shared_perm);
     bs->options = vd_opts_clone(opts);
     if (drv->open(bs, opts, errp) < 0) {
         goto fail;
@@ -376,7 +367,16 @@ static vd_node *open_format(const vd_driver *drv, const char *filename, vd_opts 
         }
         vd_opts_set(file_opts, "filename", NULL);
         const char *child_drv = vd_opts_get(file_opts, "driver");
-        unsigned cflags = (flags & ~(VD_NODE_NO_BACKING)) | VD_NODE_PROTOCOL;
+        /* a known non-raw format takes qcow2-like locks on its file; raw
+         * (and a format still to be probed) takes the plain ones, and a
+         * filter passes on what its parent asked */
+        unsigned cflags = (flags & ~(VD_NODE_NO_BACKING | VD_NODE_UNDER_FORMAT)) |
+                          VD_NODE_PROTOCOL;
+        if (drv && (drv->is_filter || drv->kind == VD_DRV_FILTER)) {
+            cflags |= flags & VD_NODE_UNDER_FORMAT;
+        } else if (drv && strcmp(drv->name, "raw") != 0) {
+            cflags |= VD_NODE_UNDER_FORMAT;
+        }
         if (child_drv) {
             file = vd_node_open(child_fn, child_drv, file_opts, cflags, errp);
         } else {
@@ -402,6 +402,14 @@ static vd_node *open_format(const vd_driver *drv, const char *filename, vd_opts 
             }
             if (!drv) {
                 goto fail;
+            }
+            if (!probed_raw) {
+                /* the probe found a real format: take its locks now */
+                unsigned p, sh;
+                vd_lock_perms(file->flags | VD_NODE_UNDER_FORMAT, true, &p, &sh);
+                if (vd_file_set_perm(file, p, sh, errp) < 0) {
+                    goto fail;
+                }
             }
         }
     }
@@ -486,8 +494,7 @@ vd_node *vd_node_open_file(const char *filename, const vd_opts *opts, unsigned f
     } else if (drv->kind != VD_DRV_PROTOCOL) {
         bs = vd_node_open(filename, drv->name, o, flags | VD_NODE_PROTOCOL, errp);
     } else {
-        bs = open_protocol(drv, filename, o, flags | VD_NODE_PROTOCOL,
-                           (flags & VD_NODE_PROTOCOL) != 0, errp);
+        bs = open_protocol(drv, filename, o, flags | VD_NODE_PROTOCOL, errp);
     }
     vd_opts_free(o);
     return bs;
@@ -536,7 +543,7 @@ vd_node *vd_node_open(const char *filename, const char *driver, const vd_opts *o
     }
     char *fn = filename ? strdup(filename) : NULL; /* o may change below */
     if (drv && drv->kind == VD_DRV_PROTOCOL) {
-        bs = open_protocol(drv, fn, o, flags, (flags & VD_NODE_PROTOCOL) != 0, errp);
+        bs = open_protocol(drv, fn, o, flags, errp);
     } else {
         /* a format's "filename" is its file child's */
         vd_opts_set(o, "filename", NULL);

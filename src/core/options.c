@@ -728,27 +728,32 @@ static int size_parse(const char *str, uint64_t *out)
             overflow |= vd_mul_overflow(val, 10, &val) ||
                         vd_add_overflow(val, (uint64_t)(*p - '0'), &val);
         }
-        if (*p == '.') {
-            /* QEMU converts the fraction with strtod; doing the same (in
-             * the C locale, whatever the application's) gives the same
-             * rounding for P and E multiples.  An exponent is refused,
-             * as QEMU does; an 'e' right after the digits is the suffix. */
-            const char *f = p++;
-            while (isdigit((unsigned char)*p)) {
-                p++;
+    }
+    /* QEMU stops at an integer that overflows: anything after it makes
+     * the input invalid rather than too large ("99999999999999999999k"). */
+    if (overflow) {
+        return *p ? -EINVAL : -ERANGE;
+    }
+    if (*p == '.') {
+        /* QEMU converts the fraction with strtod; doing the same (in
+         * the C locale, whatever the application's) gives the same
+         * rounding for P and E multiples.  An exponent is refused,
+         * as QEMU does; an 'e' right after the digits is the suffix. */
+        const char *f = p++;
+        while (isdigit((unsigned char)*p)) {
+            p++;
+        }
+        if (p > f + 1) {
+            char *fend;
+            locale_t loc = size_c_locale();
+            double fraction = loc ? strtod_l(f, &fend, loc) : strtod(f, &fend);
+            if (fend != p) {
+                return -EINVAL;
             }
-            if (p > f + 1) {
-                char *fend;
-                locale_t loc = size_c_locale();
-                double fraction = loc ? strtod_l(f, &fend, loc) : strtod(f, &fend);
-                if (fend != p) {
-                    return -EINVAL;
-                }
-                if (fraction >= 1.0) {
-                    valf = UINT64_MAX;
-                } else if (fraction > 0) {
-                    valf = (uint64_t)(fraction * 0x1p64);
-                }
+            if (fraction >= 1.0) {
+                valf = UINT64_MAX;
+            } else if (fraction > 0) {
+                valf = (uint64_t)(fraction * 0x1p64);
             }
         }
     }
@@ -764,9 +769,6 @@ static int size_parse(const char *str, uint64_t *out)
     }
     if (mul == 1 && valf) {
         return -EINVAL;
-    }
-    if (overflow) {
-        return -ERANGE;
     }
     unsigned __int128 r = (unsigned __int128)val * mul;
     r += (((unsigned __int128)valf * mul) + (1ull << 63)) >> 64;

@@ -47,8 +47,8 @@ struct vd_nbd_client {
 
     pthread_mutex_t lock; /* slots, dead */
     pthread_cond_t slot_free;
-    pthread_mutex_t wlock;  /* one request on the wire at a time */
-    pthread_rwlock_t link;  /* requests: read; reconnect: write */
+    pthread_mutex_t wlock; /* one request on the wire at a time */
+    pthread_rwlock_t link; /* requests: read; reconnect: write */
     cli_slot slots[CLI_SLOTS];
     bool dead;
     bool closing;
@@ -108,10 +108,10 @@ static int cli_read_rep(vd_nbd_conn *conn, uint32_t opt, uint32_t *type, uint8_t
 static int cli_rep_error(uint32_t opt, uint32_t type, const uint8_t *data, uint32_t len,
                          vd_error **errp)
 {
-    int err = type == NBD_REP_ERR_UNKNOWN ? ENOENT
+    int err = type == NBD_REP_ERR_UNKNOWN                                  ? ENOENT
               : type == NBD_REP_ERR_TLS_REQD || type == NBD_REP_ERR_POLICY ? EACCES
-              : type == NBD_REP_ERR_UNSUP ? ENOTSUP
-                                          : EINVAL;
+              : type == NBD_REP_ERR_UNSUP                                  ? ENOTSUP
+                                                                           : EINVAL;
     const char *what = type == NBD_REP_ERR_UNKNOWN    ? "Requested export not available"
                        : type == NBD_REP_ERR_TLS_REQD ? "Server requires TLS"
                                                       : vd_nbd_rep_name(type);
@@ -177,8 +177,8 @@ static int cli_greeting(vd_nbd_conn *conn, vd_nbd_tls_creds *tls, const char *tl
     uint16_t hflags = vd_ld_be16(buf);
     *fixed = hflags & NBD_FLAG_FIXED_NEWSTYLE;
     *no_zeroes = hflags & NBD_FLAG_NO_ZEROES;
-    uint32_t cflags = (*fixed ? NBD_FLAG_C_FIXED_NEWSTYLE : 0) |
-                      (*no_zeroes ? NBD_FLAG_C_NO_ZEROES : 0);
+    uint32_t cflags =
+        (*fixed ? NBD_FLAG_C_FIXED_NEWSTYLE : 0) | (*no_zeroes ? NBD_FLAG_C_NO_ZEROES : 0);
     vd_st_be32(buf, cflags);
     r = vd_nbd_conn_write(conn, buf, 4);
     if (r < 0) {
@@ -186,7 +186,8 @@ static int cli_greeting(vd_nbd_conn *conn, vd_nbd_tls_creds *tls, const char *tl
     }
     if (tls) {
         if (!*fixed) {
-            return vd_error_set(errp, ENOTSUP, "server does not support TLS (no fixed newstyle)");
+            return vd_error_set(errp, ENOTSUP,
+                                "server does not support TLS (no fixed newstyle)");
         }
         r = cli_simple_opt(conn, NBD_OPT_STARTTLS, errp);
         if (r < 0) {
@@ -316,8 +317,9 @@ static int cli_go(vd_nbd_client *c, bool fixed, bool no_zeroes, vd_error **errp)
     uint8_t b[134];
     r = vd_nbd_conn_read(&c->conn, b, no_zeroes ? 10 : 134);
     if (r < 0) {
-        return vd_error_set(errp, ENOENT, "Requested export not available: server closed "
-                                          "the connection on export '%s'",
+        return vd_error_set(errp, ENOENT,
+                            "Requested export not available: server closed "
+                            "the connection on export '%s'",
                             c->export_name);
     }
     c->size = vd_ld_be64(b);
@@ -722,7 +724,8 @@ int vd_nbd_client_connect(const vd_nbd_client_cfg *cfg, vd_nbd_client **out, vd_
         pthread_cond_init(&c->slots[i].cond, NULL);
     }
     c->dead = true;
-    int r = c->export_name ? cli_open_link(c, errp) : vd_error_set(errp, ENOMEM, "out of memory");
+    int r =
+        c->export_name ? cli_open_link(c, errp) : vd_error_set(errp, ENOMEM, "out of memory");
     if (r == 0) {
         r = cli_start_reader(c);
         if (r < 0) {
@@ -830,15 +833,15 @@ int vd_nbd_client_cache(vd_nbd_client *c, uint64_t off, uint64_t len)
     return cli_request(c, NBD_CMD_CACHE, 0, off, len, NULL, NULL, NULL);
 }
 
-int vd_nbd_client_block_status(vd_nbd_client *c, uint64_t off, uint64_t len,
-                               uint64_t *ext_len, uint32_t *ext_flags)
+int vd_nbd_client_block_status(vd_nbd_client *c, uint64_t off, uint64_t len, uint64_t *ext_len,
+                               uint32_t *ext_flags)
 {
     cli_slot res = {0};
     if (!c->extended) {
         len = VD_MIN(len, (uint64_t)UINT32_MAX & ~(uint64_t)(c->min_block - 1));
     }
-    int r = cli_request(c, NBD_CMD_BLOCK_STATUS, NBD_CMD_FLAG_REQ_ONE, off, len, NULL, NULL,
-                        &res);
+    int r =
+        cli_request(c, NBD_CMD_BLOCK_STATUS, NBD_CMD_FLAG_REQ_ONE, off, len, NULL, NULL, &res);
     if (r < 0) {
         return r;
     }
@@ -876,8 +879,7 @@ static int list_add(vd_nbd_export_info **list, size_t *n, const uint8_t *data, u
     return e->name ? 0 : -ENOMEM;
 }
 
-static int list_info(vd_nbd_conn *conn, vd_nbd_export_info *e, bool structured,
-                     vd_error **errp)
+static int list_info(vd_nbd_conn *conn, vd_nbd_export_info *e, bool structured, vd_error **errp)
 {
     size_t nl = strlen(e->name);
     uint8_t b[4 + NBD_MAX_STRING + 2 + 6];
@@ -931,8 +933,7 @@ static int list_info(vd_nbd_conn *conn, vd_nbd_export_info *e, bool structured,
     for (;;) {
         uint32_t type, len;
         uint8_t *data;
-        if ((r = cli_read_rep(conn, NBD_OPT_LIST_META_CONTEXT, &type, &data, &len, errp)) <
-            0) {
+        if ((r = cli_read_rep(conn, NBD_OPT_LIST_META_CONTEXT, &type, &data, &len, errp)) < 0) {
             return r;
         }
         if (type == NBD_REP_META_CONTEXT && len >= 4 && e->ncontexts < 1024) {
@@ -975,8 +976,11 @@ int vd_nbd_list_exports(const char *host, const char *port, const char *path,
         return -1;
     }
     bool fixed, no_zeroes, structured = false;
-    int r = cli_greeting(&conn, tls, tls_hostname ? tls_hostname : path ? NULL : host, &fixed,
-                         &no_zeroes, &err);
+    int r = cli_greeting(&conn, tls,
+                         tls_hostname ? tls_hostname
+                         : path       ? NULL
+                                      : host,
+                         &fixed, &no_zeroes, &err);
     if (r >= 0 && !fixed) {
         r = vd_error_set(&err, ENOTSUP, "server does not support listing exports");
     }

@@ -25,22 +25,20 @@ typedef struct vd_nbd_client_cfg {
     const char *tls_hostname;
     bool no_extended; /* do not ask for extended headers */
     bool no_structured;
-    const char *context; /* metadata context to select, or NULL */
+    const char *context;      /* metadata context to select, or NULL */
     unsigned reconnect_delay; /* seconds to keep retrying a lost server */
 } vd_nbd_client_cfg;
 
 typedef struct vd_nbd_client vd_nbd_client;
 
-int vd_nbd_client_connect(const vd_nbd_client_cfg *cfg, vd_nbd_client **out,
-                          vd_error **errp);
+int vd_nbd_client_connect(const vd_nbd_client_cfg *cfg, vd_nbd_client **out, vd_error **errp);
 /* NBD_CMD_DISC, then close. */
 void vd_nbd_client_close(vd_nbd_client *c);
 
 uint64_t vd_nbd_client_size(vd_nbd_client *c);
 uint16_t vd_nbd_client_flags(vd_nbd_client *c);
 /* Block sizes (defaults filled in when the server gave none). */
-void vd_nbd_client_block_sizes(vd_nbd_client *c, uint32_t *min, uint32_t *pref,
-                               uint32_t *max);
+void vd_nbd_client_block_sizes(vd_nbd_client *c, uint32_t *min, uint32_t *pref, uint32_t *max);
 bool vd_nbd_client_has_context(vd_nbd_client *c);
 bool vd_nbd_client_extended(vd_nbd_client *c);
 
@@ -53,7 +51,7 @@ int vd_nbd_client_trim(vd_nbd_client *c, uint64_t off, uint64_t len, uint16_t fl
 int vd_nbd_client_flush(vd_nbd_client *c);
 int vd_nbd_client_cache(vd_nbd_client *c, uint64_t off, uint64_t len);
 /* First extent of the selected context at off (REQ_ONE). */
-int vd_nbd_client_block_status(vd_nbd_client *c, uint64_t off, uint64_t len,
-                               uint64_t *ext_len, uint32_t *ext_flags);
+int vd_nbd_client_block_status(vd_nbd_client *c, uint64_t off, uint64_t len, uint64_t *ext_len,
+                               uint32_t *ext_flags);
 
 #endif

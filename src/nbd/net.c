@@ -71,8 +71,8 @@ int vd_nbd_connect_tcp(const char *host, const char *port, vd_error **errp)
     }
     int r = getaddrinfo(host, port, &hints, &res);
     if (r) {
-        return vd_error_set(errp, EHOSTUNREACH, "address resolution failed for %s:%s: %s",
-                            host, port, gai_strerror(r));
+        return vd_error_set(errp, EHOSTUNREACH, "address resolution failed for %s:%s: %s", host,
+                            port, gai_strerror(r));
     }
     int err = ECONNREFUSED;
     for (struct addrinfo *a = res; a; a = a->ai_next) {

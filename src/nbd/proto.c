@@ -274,9 +274,8 @@ bool vd_nbd_valid_string(const char *s, size_t len)
     return len <= NBD_MAX_STRING && !memchr(s, 0, len);
 }
 
-int vd_nbd_parse_meta_body(const uint8_t *buf, size_t len, const char **name,
-                           size_t *name_len, uint32_t *nqueries, vd_nbd_query_fn *fn,
-                           void *opaque)
+int vd_nbd_parse_meta_body(const uint8_t *buf, size_t len, const char **name, size_t *name_len,
+                           uint32_t *nqueries, vd_nbd_query_fn *fn, void *opaque)
 {
     if (len < 4) {
         return -EINVAL;
@@ -327,8 +326,8 @@ int vd_nbd_parse_meta_body(const uint8_t *buf, size_t len, const char **name,
     return 0;
 }
 
-int vd_nbd_parse_info_body(const uint8_t *buf, size_t len, const char **name,
-                           size_t *name_len, const uint8_t **reqs, uint16_t *nreqs)
+int vd_nbd_parse_info_body(const uint8_t *buf, size_t len, const char **name, size_t *name_len,
+                           const uint8_t **reqs, uint16_t *nreqs)
 {
     if (len < 6) {
         return -EINVAL;

@@ -174,9 +174,9 @@ typedef struct vd_nbd_request {
 /* A reply header as decoded (simple, structured or extended). */
 typedef struct vd_nbd_reply {
     uint32_t magic;
-    uint32_t error;  /* simple replies */
-    uint16_t flags;  /* chunks */
-    uint16_t type;   /* chunks */
+    uint32_t error; /* simple replies */
+    uint16_t flags; /* chunks */
+    uint16_t type;  /* chunks */
     uint64_t cookie;
     uint64_t offset; /* extended chunks */
     uint64_t length; /* chunk payload length */
@@ -229,15 +229,14 @@ bool vd_nbd_valid_string(const char *s, size_t len);
  * then NBD_REP_ERR_INVALID).  name/name_len point into buf.
  */
 typedef int vd_nbd_query_fn(void *opaque, const char *query, size_t len);
-int vd_nbd_parse_meta_body(const uint8_t *buf, size_t len, const char **name,
-                           size_t *name_len, uint32_t *nqueries, vd_nbd_query_fn *fn,
-                           void *opaque);
+int vd_nbd_parse_meta_body(const uint8_t *buf, size_t len, const char **name, size_t *name_len,
+                           uint32_t *nqueries, vd_nbd_query_fn *fn, void *opaque);
 
 /*
  * Parse the body of NBD_OPT_INFO/GO: export name and information
  * requests.  *reqs points into buf (nreqs big-endian 16-bit values).
  */
-int vd_nbd_parse_info_body(const uint8_t *buf, size_t len, const char **name,
-                           size_t *name_len, const uint8_t **reqs, uint16_t *nreqs);
+int vd_nbd_parse_info_body(const uint8_t *buf, size_t len, const char **name, size_t *name_len,
+                           const uint8_t **reqs, uint16_t *nreqs);
 
 #endif /* VD_NBD_PROTO_H */

@@ -122,8 +122,8 @@ struct srv_client {
     bool structured;
     bool extended;
     bool tls_active;
-    bool meta_set;       /* SET_META_CONTEXT succeeded ... */
-    char *meta_export;   /* ... for this export name */
+    bool meta_set;     /* SET_META_CONTEXT succeeded ... */
+    char *meta_export; /* ... for this export name */
     bool meta[META_COUNT];
     srv_export *exp;
     bool transmission;
@@ -153,7 +153,7 @@ static void srv_log(vd_nbd_server *srv, vd_nbd_log_level level, const char *fmt,
     srv->log_fn(srv->log_opaque, level, msg);
 }
 
-#define CLOG(c, level, fmt, ...)                                                              \
+#define CLOG(c, level, fmt, ...)                                                               \
     srv_log((c)->srv, level, "client %u (%s): " fmt, (c)->id, (c)->peer, ##__VA_ARGS__)
 
 /* ------------------------------------------------------------- exports */
@@ -269,8 +269,7 @@ int vd_nbd_server_add_export(vd_nbd_server *srv, const vd_nbd_export_opts *o)
         vd_set_public_error(ENOTSUP,
                             "Bitmap '%s' cannot be exported: format '%s' of '%s' offers no "
                             "readable persistent dirty bitmaps",
-                            o->bitmap, vd_image_format(o->image),
-                            vd_image_filename(o->image));
+                            o->bitmap, vd_image_format(o->image), vd_image_filename(o->image));
         return -1;
     }
     srv_export *n = realloc(srv->exports, (srv->nexports + 1) * sizeof(*n));
@@ -388,8 +387,8 @@ static int srv_rep_err(srv_client *c, uint32_t opt, uint32_t type, const char *f
 static uint16_t srv_tflags(srv_client *c, srv_export *e)
 {
     vd_nbd_server *srv = c->srv;
-    uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
-                 NBD_FLAG_SEND_CACHE;
+    uint16_t f =
+        NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_CACHE;
     if (e->read_only) {
         f |= NBD_FLAG_READ_ONLY;
     } else {
@@ -725,8 +724,7 @@ static int srv_handshake(srv_client *c)
             CLOG(c, VD_NBD_LOG_WARNING, "option %u without fixed newstyle", opt);
             return -EPROTO;
         }
-        if (srv->tls && !c->tls_active && opt != NBD_OPT_STARTTLS &&
-            opt != NBD_OPT_ABORT) {
+        if (srv->tls && !c->tls_active && opt != NBD_OPT_STARTTLS && opt != NBD_OPT_ABORT) {
             if (opt == NBD_OPT_EXPORT_NAME) {
                 CLOG(c, VD_NBD_LOG_WARNING, "NBD_OPT_EXPORT_NAME without TLS");
                 return -EPROTO;
@@ -845,12 +843,12 @@ static void srv_reply_ok(srv_client *c, const vd_nbd_request *req)
     srv_send(c, &iov, 1);
 }
 
-static void srv_reply_err(srv_client *c, const vd_nbd_request *req, int err,
-                          const char *fmt, ...) VD_PRINTF(4, 5);
+static void srv_reply_err(srv_client *c, const vd_nbd_request *req, int err, const char *fmt,
+                          ...) VD_PRINTF(4, 5);
 
 /* Failure with errno err (positive) and a message for structured clients. */
-static void srv_reply_err(srv_client *c, const vd_nbd_request *req, int err,
-                          const char *fmt, ...)
+static void srv_reply_err(srv_client *c, const vd_nbd_request *req, int err, const char *fmt,
+                          ...)
 {
     uint32_t werr = vd_nbd_errno_to_wire(err);
     if (!werr) {
@@ -1101,8 +1099,8 @@ static void srv_cmd_block_status(srv_client *c, srv_worker *w, const vd_nbd_requ
     }
     bool one = req->flags & NBD_CMD_FLAG_REQ_ONE;
     size_t per = c->extended ? 16 : 8;
-    size_t need = (size_t)META_COUNT * (SRV_MAX_BS_EXTENTS * (per + sizeof(srv_extent)) +
-                                        NBD_EXT_CHUNK_LEN + 8);
+    size_t need = (size_t)META_COUNT *
+                  (SRV_MAX_BS_EXTENTS * (per + sizeof(srv_extent)) + NBD_EXT_CHUNK_LEN + 8);
     if (srv_worker_buf(w, need) < 0) {
         srv_reply_err(c, req, ENOMEM, "out of memory");
         return;
@@ -1226,7 +1224,7 @@ static void srv_handle(srv_client *c, srv_worker *w, const vd_nbd_request *req, 
     if (range && (req->offset > e->size || req->length > e->size - req->offset)) {
         srv_reply_err(c, req,
                       req->type == NBD_CMD_WRITE || req->type == NBD_CMD_WRITE_ZEROES ? ENOSPC
-                                                                                       : EINVAL,
+                                                                                      : EINVAL,
                       "request [%llu, +%llu) is beyond the end of the export (%llu bytes)",
                       (unsigned long long)req->offset, (unsigned long long)req->length,
                       (unsigned long long)e->size);
@@ -1443,8 +1441,9 @@ static void srv_client_run(srv_client *c)
     c->conn.deadline = 0;
     if (r == 1 && !__atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) {
         CLOG(c, VD_NBD_LOG_INFO, "serving export '%s'%s%s", c->exp->name,
-             c->extended ? " with extended headers"
-                         : c->structured ? " with structured replies" : "",
+             c->extended     ? " with extended headers"
+             : c->structured ? " with structured replies"
+                             : "",
              c->tls_active ? " over TLS" : "");
         srv_transmission(c);
     } else if (r < 0) {
@@ -1538,8 +1537,8 @@ int vd_nbd_server_serve(vd_nbd_server *srv, const int *fds, size_t n)
         vd_set_public_error(ENOMEM, "out of memory");
         return -1;
     }
-    unsigned limit = srv->max_conns ? VD_MIN(srv->max_conns, SRV_HARD_MAX_CONNS)
-                                    : SRV_HARD_MAX_CONNS;
+    unsigned limit =
+        srv->max_conns ? VD_MIN(srv->max_conns, SRV_HARD_MAX_CONNS) : SRV_HARD_MAX_CONNS;
     int ret = 0;
     for (;;) {
         char drain[64];

@@ -99,8 +99,7 @@ static int tls_x509_load(vd_nbd_tls_creds *c, const char *dir, vd_error **errp)
             }
         }
     } else if (c->server && c->verify_peer) {
-        return vd_error_set(errp, ENOENT,
-                            "%s is needed to verify client certificates", path);
+        return vd_error_set(errp, ENOENT, "%s is needed to verify client certificates", path);
     } else if (!c->server) {
         /* no private CA: trust the system's */
         gnutls_certificate_set_x509_system_trust(c->x509);
@@ -115,8 +114,8 @@ static int tls_x509_load(vd_nbd_tls_creds *c, const char *dir, vd_error **errp)
     if (have_cert && have_key) {
         r = gnutls_certificate_set_x509_key_file(c->x509, path, key, GNUTLS_X509_FMT_PEM);
         if (r < 0) {
-            return vd_error_set(errp, EINVAL, "cannot load certificate %s / key %s: %s",
-                                path, key, gnutls_strerror(r));
+            return vd_error_set(errp, EINVAL, "cannot load certificate %s / key %s: %s", path,
+                                key, gnutls_strerror(r));
         }
     }
     snprintf(path, sizeof(path), "%s/dh-params.pem", dir);
@@ -170,8 +169,7 @@ static int tls_psk_load(vd_nbd_tls_creds *c, const char *file, vd_error **errp)
         char *colon = strchr(line, ':');
         size_t hexlen = colon ? strlen(colon + 1) : 0;
         if (!colon || colon == line || !hexlen || hexlen % 2 || hexlen / 2 > 1024) {
-            ret = vd_error_set(errp, EINVAL, "%s:%d: expected username:hexkey", file,
-                               lineno);
+            ret = vd_error_set(errp, EINVAL, "%s:%d: expected username:hexkey", file, lineno);
             break;
         }
         *colon = 0;
@@ -229,8 +227,7 @@ static int tls_psk_server_cb(gnutls_session_t s, const char *user, gnutls_datum_
     return -1;
 }
 
-static vd_nbd_tls_creds *tls_creds_alloc(int type, bool server, bool verify,
-                                         const char *dir)
+static vd_nbd_tls_creds *tls_creds_alloc(int type, bool server, bool verify, const char *dir)
 {
     vd_nbd_tls_creds *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -297,8 +294,7 @@ static vd_nbd_tls_creds *tls_new_psk(const char *file, const char *user, bool se
         r = gnutls_psk_allocate_client_credentials(&c->psk_client);
         if (r >= 0) {
             gnutls_datum_t k = {.data = c->keys[i].key, .size = (unsigned)c->keys[i].len};
-            r = gnutls_psk_set_client_credentials(c->psk_client, user, &k,
-                                                  GNUTLS_PSK_KEY_RAW);
+            r = gnutls_psk_set_client_credentials(c->psk_client, user, &k, GNUTLS_PSK_KEY_RAW);
         }
     }
     if (r < 0) {
@@ -342,8 +338,7 @@ int vd_nbd_tls_session_setup(gnutls_session_t s, vd_nbd_tls_creds *c, const char
     const char *prio = c->type == VD_NBD_TLS_PSK ? TLS_PRIORITY_PSK : TLS_PRIORITY_X509;
     int r = gnutls_priority_set_direct(s, prio, NULL);
     if (r < 0) {
-        return vd_error_set(errp, EINVAL, "cannot set TLS priorities: %s",
-                            gnutls_strerror(r));
+        return vd_error_set(errp, EINVAL, "cannot set TLS priorities: %s", gnutls_strerror(r));
     }
     gnutls_session_set_ptr(s, c);
     if (c->type == VD_NBD_TLS_PSK) {
@@ -362,8 +357,7 @@ int vd_nbd_tls_session_setup(gnutls_session_t s, vd_nbd_tls_creds *c, const char
         }
     }
     if (r < 0) {
-        return vd_error_set(errp, EINVAL, "cannot set TLS credentials: %s",
-                            gnutls_strerror(r));
+        return vd_error_set(errp, EINVAL, "cannot set TLS credentials: %s", gnutls_strerror(r));
     }
     return 0;
 }
@@ -427,11 +421,11 @@ int vd_nbd_tls_object_add_opts(const vd_opts *opts, vd_error **errp)
         return vd_error_set(errp, EINVAL, "%s '%s': parameter 'dir' is missing", type, id);
     }
     static const vd_opt_desc known[] = {
-        {"qom-type", VD_OPT_STRING, NULL, NULL}, {"id", VD_OPT_STRING, NULL, NULL},
-        {"dir", VD_OPT_STRING, NULL, NULL},      {"endpoint", VD_OPT_STRING, NULL, NULL},
+        {"qom-type", VD_OPT_STRING, NULL, NULL},  {"id", VD_OPT_STRING, NULL, NULL},
+        {"dir", VD_OPT_STRING, NULL, NULL},       {"endpoint", VD_OPT_STRING, NULL, NULL},
         {"verify-peer", VD_OPT_BOOL, NULL, NULL}, {"username", VD_OPT_STRING, NULL, NULL},
-        {"priority", VD_OPT_STRING, NULL, NULL}, {"sanity-check", VD_OPT_BOOL, NULL, NULL},
-        {"loaded", VD_OPT_BOOL, NULL, NULL},     {NULL, 0, NULL, NULL},
+        {"priority", VD_OPT_STRING, NULL, NULL},  {"sanity-check", VD_OPT_BOOL, NULL, NULL},
+        {"loaded", VD_OPT_BOOL, NULL, NULL},      {NULL, 0, NULL, NULL},
     };
     for (size_t i = 0; i < vd_opts_count(opts); i++) {
         const char *k = vd_opts_key(opts, i);

@@ -22,7 +22,7 @@ typedef struct vd_nbd_psk_key {
 } vd_nbd_psk_key;
 
 struct vd_nbd_tls_creds {
-    int type;  /* VD_NBD_TLS_X509 / VD_NBD_TLS_PSK */
+    int type; /* VD_NBD_TLS_X509 / VD_NBD_TLS_PSK */
     bool server;
     bool verify_peer;
     char *id;  /* object id, or NULL */
@@ -36,8 +36,8 @@ struct vd_nbd_tls_creds {
 };
 
 /* Set up a session's credentials and priorities for creds. */
-int vd_nbd_tls_session_setup(gnutls_session_t s, vd_nbd_tls_creds *creds,
-                             const char *hostname, vd_error **errp);
+int vd_nbd_tls_session_setup(gnutls_session_t s, vd_nbd_tls_creds *creds, const char *hostname,
+                             vd_error **errp);
 
 /* New reference. */
 vd_nbd_tls_creds *vd_nbd_tls_creds_ref(vd_nbd_tls_creds *c);

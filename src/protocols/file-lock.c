@@ -67,6 +67,12 @@ void vd_lock_perms(unsigned node_flags, bool under_format, unsigned *perm, unsig
         }
         s &= ~(VD_PERM_WRITE | VD_PERM_RESIZE);
     }
+    if (node_flags & VD_NODE_NO_SHARE) {
+        s &= VD_PERM_CONSISTENT_READ | VD_PERM_WRITE_UNCHANGED;
+    }
+    if (node_flags & VD_NODE_EXPORT) {
+        s &= ~VD_PERM_RESIZE;
+    }
     if (node_flags & VD_NODE_FORCE_SHARE) {
         s = VD_PERM_ALL;
     }

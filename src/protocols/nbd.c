@@ -107,8 +107,8 @@ static int nbd_parse_uri(const char *filename, vd_opts *opts, vd_error **errp)
         /* nbds://USER@host/: the TLS-PSK user name, as libnbd takes it */
         *at = 0;
         if (!tls || !*auth || nbd_unescape(auth) < 0) {
-            ret = vd_error_set(errp, EINVAL, "NBD URI '%s': a user name needs nbds://",
-                               filename);
+            ret =
+                vd_error_set(errp, EINVAL, "NBD URI '%s': a user name needs nbds://", filename);
             goto out;
         }
         vd_opts_set(opts, "tls-username", auth);
@@ -297,8 +297,9 @@ static int nbd_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         type = path ? "unix" : host ? "inet" : NULL;
     }
     if (!type) {
-        return vd_error_set(errp, EINVAL, "NBD server address missing (server.host or "
-                                          "server.path)");
+        return vd_error_set(errp, EINVAL,
+                            "NBD server address missing (server.host or "
+                            "server.path)");
     }
     if (!strcmp(type, "unix")) {
         if (!path) {
@@ -357,8 +358,8 @@ static int nbd_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         .context = ctx ? ctx : "base:allocation",
         .reconnect_delay = (unsigned)delay,
     };
-    char *name = nbd_canonical_name(type, host ? host : "", port, path ? path : "", exp,
-                                    creds != NULL);
+    char *name =
+        nbd_canonical_name(type, host ? host : "", port, path ? path : "", exp, creds != NULL);
     int r = vd_nbd_client_connect(&cfg, &s->client, errp);
     vd_nbd_tls_creds_free(creds);
     free(ctx);
@@ -530,8 +531,8 @@ static int nbd_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64
         return r;
     }
     *pnum = el;
-    return (ef & NBD_STATE_HOLE ? 0 : VD_BLOCK_DATA) | (ef & NBD_STATE_ZERO ? VD_BLOCK_ZERO : 0) |
-           VD_BLOCK_OFFSET_VALID;
+    return (ef & NBD_STATE_HOLE ? 0 : VD_BLOCK_DATA) |
+           (ef & NBD_STATE_ZERO ? VD_BLOCK_ZERO : 0) | VD_BLOCK_OFFSET_VALID;
 }
 
 const vd_driver vd_drv_nbd = {

@@ -48,7 +48,8 @@ static void *feed(void *opaque)
             }
         }
         if (wr_open && (p.revents & POLLOUT)) {
-            ssize_t n = send(f->fd, f->data + done, f->size - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+            ssize_t n =
+                send(f->fd, f->data + done, f->size - done, MSG_DONTWAIT | MSG_NOSIGNAL);
             if (n > 0) {
                 done += (size_t)n;
             }
@@ -79,10 +80,14 @@ static void fuzz_init(void)
         abort();
     }
     fuzz_srv = vd_nbd_server_new();
-    vd_nbd_export_opts e = {.name = "", .image = img, .allocation_depth = true,
-                            .multi_conn = -1};
-    vd_nbd_export_opts e2 = {.name = "ro", .description = "read-only", .image = img,
-                             .offset = 4096, .read_only = true, .multi_conn = -1};
+    vd_nbd_export_opts e = {
+        .name = "", .image = img, .allocation_depth = true, .multi_conn = -1};
+    vd_nbd_export_opts e2 = {.name = "ro",
+                             .description = "read-only",
+                             .image = img,
+                             .offset = 4096,
+                             .read_only = true,
+                             .multi_conn = -1};
     if (!fuzz_srv || vd_nbd_server_add_export(fuzz_srv, &e) < 0 ||
         vd_nbd_server_add_export(fuzz_srv, &e2) < 0) {
         abort();

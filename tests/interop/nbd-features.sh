@@ -62,6 +62,26 @@ qemu-io -r -f qcow2 -c "read -q -P 0x21 1M 2M" top.qcow2 | grep -q "verification
     fail "-s image content changed"
 ls /var/tmp/vdisk-nbd.* 2>/dev/null | grep -q . && fail "temporary overlay left behind"
 
+# --- -e 1: a second client waits until the first one leaves ----------------------
+start_vdisk_nbd "$PWD/e.sock" -f qcow2 -t -r top.qcow2
+/usr/bin/python3 - "$PWD/e.sock" <<'PY' || fail "-e 1 connection limit"
+import subprocess, sys, time
+import nbd
+uri = "nbd+unix:///?socket=" + sys.argv[1]
+first = nbd.NBD()
+first.connect_uri(uri)
+second = subprocess.Popen(["nbdinfo", "--size", uri], stdout=subprocess.PIPE)
+time.sleep(1)
+if second.poll() is not None:
+    sys.exit("second client served while the first was connected")
+first.shutdown()
+del first
+out, _ = second.communicate(timeout=10)
+if second.returncode != 0 or not out.strip():
+    sys.exit("second client not served after the first left")
+PY
+stop_last
+
 # --- --handshake-limit ----------------------------------------------------------
 start_vdisk_nbd "$PWD/h.sock" -f qcow2 -t -r --handshake-limit 1 top.qcow2
 start=$(date +%s%N)

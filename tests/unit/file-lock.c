@@ -42,7 +42,7 @@ static vd_node *open_mode(const char *fn, unsigned flags, bool fmt, const char *
     if (locking) {
         vd_opts_set(o, "locking", locking);
     }
-    vd_node *bs = vd_node_open_file(fn, o, flags | (fmt ? VD_NODE_PROTOCOL : 0), err);
+    vd_node *bs = vd_node_open_file(fn, o, flags | (fmt ? VD_NODE_UNDER_FORMAT : 0), err);
     vd_opts_free(o);
     return bs;
 }

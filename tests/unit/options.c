@@ -353,6 +353,7 @@ static void test_size(void)
         {"1 k", EINVAL, 0},
         {"1k5", EINVAL, 0},
         {"99999999999999999999x", EINVAL, 0},
+        {"99999999999999999999k", EINVAL, 0},
         {"8E", ERANGE, 0},
         {"16E", ERANGE, 0},
         {"9223372036854775808", ERANGE, 0},
@@ -380,6 +381,96 @@ static void test_size(void)
     CHECK(vd_parse_size(NULL, &v) == -1);
     CHECK(vd_parse_size("12x", &v) == -1);
     CHECK_MSG("12x");
+}
+
+/*
+ * Sizes qemu-img itself parses: a seeded, generated set of strings run
+ * through `qemu-img create -f raw F -- SIZE`, whose "size=N" line, "Must be
+ * between" (range) or "You may use k, M, ..." (invalid) message must match
+ * vd_parse_size.
+ */
+static void test_size_vs_qemu(void)
+{
+    static const char digits[] = "0123456789";
+    static const char suffixes[] = "bBkKmMgGtTpPeEx";
+    unsigned seed = 12345;
+    int compared = 0;
+    for (int i = 0; i < 120; i++) {
+        char s[64];
+        size_t n = 0;
+        seed = seed * 1103515245u + 12345u;
+        unsigned r = seed >> 8;
+        if (r % 13 == 0) {
+            s[n++] = "+ -"[r / 13 % 3];
+        }
+        if (r % 7 == 0) {
+            n += (size_t)snprintf(s + n, sizeof(s) - n, "0x%x", r % 4096);
+        } else {
+            int len = 1 + (int)(r % 5 == 0 ? 18 + r % 4 : r % 4);
+            for (int k = 0; k < len; k++) {
+                seed = seed * 1103515245u + 12345u;
+                s[n++] = digits[(seed >> 8) % 10];
+            }
+        }
+        seed = seed * 1103515245u + 12345u;
+        r = seed >> 8;
+        if (r % 3 == 0) {
+            s[n++] = '.';
+            for (unsigned k = 0; k < r % 5; k++) {
+                s[n++] = digits[(r >> (k + 3)) % 10];
+            }
+        }
+        if (r % 4 != 0) {
+            s[n++] = suffixes[(r >> 4) % (sizeof(suffixes) - 1)];
+        }
+        s[n] = 0;
+
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), "qemu-img create -f raw qemu-size.img -- '%s' 2>&1", s);
+        FILE *f = popen(cmd, "r");
+        if (!f) {
+            failures++;
+            return;
+        }
+        char line[512];
+        int qerr = -1;
+        uint64_t qval = 0;
+        while (fgets(line, sizeof(line), f)) {
+            const char *p = strstr(line, " size=");
+            if (strncmp(line, "Formatting", 10) == 0 && p) {
+                qerr = 0;
+                qval = strtoull(p + 6, NULL, 10);
+            } else if (strstr(line, "Must be between")) {
+                qerr = ERANGE;
+            } else if (strstr(line, "You may use k")) {
+                qerr = EINVAL;
+            } else if (strstr(line, "not found")) {
+                fprintf(stderr, "qemu-img is missing (scripts/deps.sh test installs it)\n");
+                failures++;
+                pclose(f);
+                return;
+            }
+        }
+        pclose(f);
+        if (qerr < 0) {
+            fprintf(stderr, "size '%s': no answer from qemu-img\n", s);
+            failures++;
+            continue;
+        }
+        uint64_t v = 0;
+        int mine = vd_parse_size(s, &v) == 0 ? 0 : vd_get_errno();
+        if (mine != qerr || (qerr == 0 && v != qval)) {
+            fprintf(stderr, "size '%s': qemu-img %d/%" PRIu64 ", vd_parse_size %d/%" PRIu64 "\n",
+                    s, qerr, qval, mine, v);
+            failures++;
+        }
+        if (getenv("VDISK_TEST_VERBOSE")) {
+            fprintf(stderr, "size '%s': %d %" PRIu64 "\n", s, qerr, qval);
+        }
+        compared++;
+    }
+    unlink("qemu-size.img");
+    CHECK(compared == 120);
 }
 
 static void test_getters(void)
@@ -692,6 +783,7 @@ int main(void)
     test_parse();
     test_json();
     test_size();
+    test_size_vs_qemu();
     test_getters();
     test_prefix_validate();
     test_secrets();

@@ -226,19 +226,21 @@ static vd_nbd_tls_creds *get_tls(const char *creds, const char *psk, bool server
 
 /* ---------------------------------------------------------------- list */
 
-static int do_list(const char *host, const char *port, const char *sock,
-                   vd_nbd_tls_creds *tls, const char *tls_hostname)
+static int do_list(const char *host, const char *port, const char *sock, vd_nbd_tls_creds *tls,
+                   const char *tls_hostname)
 {
     vd_nbd_export_info *list;
     size_t n;
-    if (vd_nbd_list_exports(sock ? NULL : host ? host : "localhost", port, sock, tls,
-                            tls_hostname, &list, &n) < 0) {
+    if (vd_nbd_list_exports(sock   ? NULL
+                            : host ? host
+                                   : "localhost",
+                            port, sock, tls, tls_hostname, &list, &n) < 0) {
         tool_error("%s", vd_get_error());
         return EXIT_FAILURE;
     }
     static const char *const flag_names[] = {
-        "readonly", "flush", "fua", "rotational", "trim", "zeroes", "df", "multi",
-        "resize", "cache", "fast-zero", "block-status-payload",
+        "readonly", "flush", "fua",    "rotational", "trim",      "zeroes",
+        "df",       "multi", "resize", "cache",      "fast-zero", "block-status-payload",
     };
     printf("exports available: %zu\n", n);
     for (size_t i = 0; i < n; i++) {
@@ -297,7 +299,8 @@ static vd_image *open_snapshot_overlay(const char *filename, const char *fmt,
     }
     const char *tmpdir = getenv("TMPDIR");
     char tmpl[PATH_MAX];
-    snprintf(tmpl, sizeof(tmpl), "%s/vdisk-nbd.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/var/tmp");
+    snprintf(tmpl, sizeof(tmpl), "%s/vdisk-nbd.XXXXXX",
+             tmpdir && *tmpdir ? tmpdir : "/var/tmp");
     int fd = mkstemp(tmpl);
     if (fd < 0) {
         tool_error("Could not create a temporary overlay in %s: %s",
@@ -574,8 +577,8 @@ int main(int argc, char **argv)
             tool_error("List mode is incompatible with a file name");
             return EXIT_FAILURE;
         }
-        if (export_name || desc || offset || depth || bitmap || read_only || snapshot ||
-            fmt || image_opts || do_fork || persistent) {
+        if (export_name || desc || offset || depth || bitmap || read_only || snapshot || fmt ||
+            image_opts || do_fork || persistent) {
             tool_error("List mode is incompatible with per-device settings");
             return EXIT_FAILURE;
         }

@@ -24,7 +24,7 @@
 #include "cmds.h"
 #include "tool.h"
 
-#define SECTOR 512ULL
+#define SECTOR ((uint64_t)512)
 #define BUF_SECTORS 4096             /* 2 MiB: qemu-img's IO_BUF_SIZE */
 #define MAX_BUF_SECTORS 32768        /* -S upper bound (16 MiB) */
 #define MAX_WORKERS 16               /* qemu-img's MAX_COROUTINES */
@@ -533,3 +533,840 @@ static void *convert_worker(void *opaque)
     return NULL;
 }
 
+static int convert_do_copy(convert_state *s, int num_workers, bool progress)
+{
+    if (!s->has_zero_init && s->target_is_new && s->min_sparse && !s->target_has_backing) {
+        s->has_zero_init = vd_image_has_zero_init(s->target);
+    }
+
+    if (s->compressed) {
+        if (s->cluster_sectors <= 0 || s->cluster_sectors > s->buf_sectors) {
+            tool_error("invalid cluster size");
+            return -EINVAL;
+        }
+        s->buf_sectors = s->cluster_sectors;
+    }
+
+    /*
+     * qemu-img walks the block status once to size the progress bar.
+     * Without -p the bar is only seen on SIGUSR1; the walk is skipped and
+     * every sector counts.
+     */
+    if (progress) {
+        uint64_t sector_num = 0;
+        while (sector_num < s->total_sectors) {
+            int64_t n = convert_iteration_sectors(s, sector_num);
+            if (n < 0) {
+                return (int)n;
+            }
+            if (s->status == ST_DATA || (!s->min_sparse && s->status == ST_ZERO)) {
+                s->allocated_sectors += (uint64_t)n;
+            }
+            sector_num += (uint64_t)n;
+        }
+    } else {
+        s->allocated_sectors = s->total_sectors;
+    }
+
+    s->sector_num = 0;
+    s->sector_next_status = 0;
+    s->wr_offs = 0;
+    s->ret = 0;
+    clock_gettime(CLOCK_MONOTONIC, &s->rate_start);
+
+    pthread_t tids[MAX_WORKERS];
+    int started = 0;
+    for (int i = 0; i < num_workers; i++) {
+        if (pthread_create(&tids[i], NULL, convert_worker, s) != 0) {
+            if (started == 0) {
+                tool_error("Could not start a worker thread");
+                return -EAGAIN;
+            }
+            break; /* fewer workers still finish the job */
+        }
+        started++;
+    }
+    for (int i = 0; i < started; i++) {
+        pthread_join(tids[i], NULL);
+    }
+    if (s->ret) {
+        return s->ret;
+    }
+    if (vd_flush(s->target) < 0) {
+        tool_error_lib("error while flushing the target");
+        return -EIO;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- -o help */
+
+static bool convert_has_help_option(const char *list)
+{
+    const char *p = list;
+    while (p && *p) {
+        char item[64];
+        size_t k = 0;
+        while (*p) {
+            if (*p == ',') {
+                if (p[1] == ',') {
+                    if (k < sizeof(item) - 1) {
+                        item[k++] = ',';
+                    }
+                    p += 2;
+                    continue;
+                }
+                p++;
+                break;
+            }
+            if (k < sizeof(item) - 1) {
+                item[k++] = *p;
+            }
+            p++;
+        }
+        item[k] = '\0';
+        if (!strcmp(item, "help") || !strcmp(item, "?")) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int convert_opt_cmp(const void *a, const void *b)
+{
+    return strcmp(((const vd_opt_desc *)a)->name, ((const vd_opt_desc *)b)->name);
+}
+
+static int convert_print_option_help(const char *filename, const char *fmt)
+{
+    const vd_opt_desc *d = vd_driver_create_opts(fmt, filename);
+    if (!d) {
+        tool_error("Unknown file format '%s'", fmt);
+        return 1;
+    }
+    size_t n = 0;
+    while (d[n].name) {
+        n++;
+    }
+    vd_opt_desc *sorted = calloc(n + 1, sizeof(*sorted));
+    if (!sorted) {
+        tool_error("Out of memory");
+        return 1;
+    }
+    memcpy(sorted, d, n * sizeof(*sorted));
+    qsort(sorted, n, sizeof(*sorted), convert_opt_cmp);
+
+    if (filename) {
+        printf("Supported options:\n");
+    } else {
+        printf("Supported %s options:\n", fmt);
+    }
+    for (size_t i = 0; i < n; i++) {
+        static const char *const types[] = {"str", "bool (on/off)", "num", "size"};
+        char left[256];
+        unsigned t = (unsigned)sorted[i].type;
+        snprintf(left, sizeof(left), "%s=<%s>", sorted[i].name, t < 4 ? types[t] : "str");
+        printf("  %-22s - %s\n", left, sorted[i].help ? sorted[i].help : "");
+    }
+    if (!filename) {
+        printf("\nThe protocol level may support further options.\n"
+               "Specify the target filename to include those options.\n");
+    }
+    free(sorted);
+    return 0;
+}
+
+/* ------------------------------------------------------------- bitmaps */
+
+typedef struct convert_bitmap {
+    char *name;
+    uint32_t granularity;
+    bool in_use;
+    bool enabled;
+} convert_bitmap;
+
+/*
+ * The source's persistent bitmaps, read from its format-specific info
+ * (qcow2 v3 is the one format that has them).  Returns -1 (message
+ * printed) when the source cannot have bitmaps.
+ */
+static int convert_list_bitmaps(vd_image *src, convert_bitmap **out, size_t *count)
+{
+    *out = NULL;
+    *count = 0;
+    vd_info *info = NULL;
+    if (vd_get_info(src, &info) < 0) {
+        tool_error_lib("Could not read the bitmaps of '%s'", vd_image_filename(src));
+        return -1;
+    }
+    json_object *root = info->format_specific_json
+                            ? json_tokener_parse(info->format_specific_json)
+                            : NULL;
+    json_object *data = NULL, *compat = NULL, *bitmaps = NULL;
+    bool supported = root && json_object_object_get_ex(root, "data", &data) &&
+                     strcmp(info->format ? info->format : "", "qcow2") == 0 &&
+                     json_object_object_get_ex(data, "compat", &compat) &&
+                     strcmp(json_object_get_string(compat), "0.10") != 0;
+    if (!supported) {
+        tool_error("Source lacks bitmap support");
+        json_object_put(root);
+        vd_info_free(info);
+        return -1;
+    }
+    if (json_object_object_get_ex(data, "bitmaps", &bitmaps) &&
+        json_object_is_type(bitmaps, json_type_array)) {
+        size_t n = json_object_array_length(bitmaps);
+        convert_bitmap *list = calloc(n ? n : 1, sizeof(*list));
+        if (!list) {
+            tool_error("Out of memory");
+            json_object_put(root);
+            vd_info_free(info);
+            return -1;
+        }
+        for (size_t i = 0; i < n; i++) {
+            json_object *bm = json_object_array_get_idx(bitmaps, i), *v;
+            if (json_object_object_get_ex(bm, "name", &v)) {
+                list[i].name = strdup(json_object_get_string(v));
+            }
+            if (json_object_object_get_ex(bm, "granularity", &v)) {
+                list[i].granularity = (uint32_t)json_object_get_int64(v);
+            }
+            if (json_object_object_get_ex(bm, "flags", &v) &&
+                json_object_is_type(v, json_type_array)) {
+                for (size_t k = 0; k < json_object_array_length(v); k++) {
+                    const char *f = json_object_get_string(json_object_array_get_idx(v, k));
+                    if (f && !strcmp(f, "in-use")) {
+                        list[i].in_use = true;
+                    } else if (f && !strcmp(f, "auto")) {
+                        list[i].enabled = true;
+                    }
+                }
+            }
+        }
+        *out = list;
+        *count = n;
+    }
+    json_object_put(root);
+    vd_info_free(info);
+    return 0;
+}
+
+static void convert_free_bitmaps(convert_bitmap *list, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        free(list[i].name);
+    }
+    free(list);
+}
+
+static int convert_copy_bitmaps(vd_image *src, vd_image *dst, const convert_bitmap *list,
+                                size_t count, bool skip_broken)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (!list[i].name) {
+            continue;
+        }
+        if (list[i].in_use) {
+            if (skip_broken) {
+                tool_warn("Skipping inconsistent bitmap '%s'", list[i].name);
+            }
+            continue;
+        }
+        if (vd_bitmap_add(dst, list[i].name, list[i].granularity, !list[i].enabled) < 0 ||
+            vd_bitmap_merge(dst, list[i].name, src, list[i].name) < 0) {
+            tool_error_lib("Failed to populate bitmap %s", list[i].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- command */
+
+/* Formats whose drivers can write compressed clusters (qemu's list). */
+static bool convert_format_can_compress(const char *fmt)
+{
+    return !strcmp(fmt, "qcow2") || !strcmp(fmt, "qcow") || !strcmp(fmt, "vmdk");
+}
+
+static bool convert_parse_count(const char *what, const char *arg, uint64_t *out)
+{
+    /* qemu's cvtnum: sizes with suffixes, named in the message */
+    char name[64];
+    snprintf(name, sizeof(name), "%s", what);
+    return tool_parse_size(name, arg, out);
+}
+
+int cmd_convert(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        {"help", no_argument, 0, 'h'},
+        {"object", required_argument, 0, OPT_OBJECT},
+        {"image-opts", no_argument, 0, OPT_IMAGE_OPTS},
+        {"force-share", no_argument, 0, 'U'},
+        {"target-image-opts", no_argument, 0, OPT_TARGET_IMAGE_OPTS},
+        {"salvage", no_argument, 0, OPT_SALVAGE},
+        {"target-is-zero", no_argument, 0, OPT_TARGET_IS_ZERO},
+        {"bitmaps", no_argument, 0, OPT_BITMAPS},
+        {"skip-broken-bitmaps", no_argument, 0, OPT_SKIP_BROKEN},
+        {0, 0, 0, 0},
+    };
+    const char *fmt = NULL, *out_fmt = NULL, *cache = "unsafe", *src_cache = "writeback";
+    const char *out_baseimg = NULL, *backing_fmt = NULL, *snapshot_name = NULL;
+    char *options = NULL;
+    vd_opts *sn_opts = NULL;
+    bool image_opts = false, tgt_image_opts = false, skip_create = false, progress = false;
+    bool force_share = false, explicit_min_sparse = false, copy_range = false;
+    bool bitmaps = false, skip_broken = false, target_is_zero = false;
+    int num_workers = 8;
+    uint64_t rate_limit = 0;
+    int ret = 1;
+    convert_state s = {
+        .min_sparse = 8, /* 4 KiB */
+        .buf_sectors = BUF_SECTORS,
+        .wr_in_order = true,
+        .target_backing_sectors = -1,
+    };
+    vd_opts *create_opts = NULL, *tgt_opts = NULL, *src_opts = NULL;
+    convert_bitmap *bm_list = NULL;
+    size_t bm_count = 0;
+    bool writethrough = false, src_writethrough = false;
+
+    optind = 0;
+    opterr = 0;
+    for (;;) {
+        int c = getopt_long(argc, argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", long_options, NULL);
+        if (c == -1) {
+            break;
+        }
+        switch (c) {
+        case ':':
+            convert_usage_error("missing argument for option '%s'", argv[optind - 1]);
+            goto out;
+        case '?':
+            convert_usage_error("unrecognized option '%s'", argv[optind - 1]);
+            goto out;
+        case 'h':
+            printf("usage: %s convert [--object objectdef] [--image-opts] "
+                   "[--target-image-opts] [--target-is-zero] [--bitmaps "
+                   "[--skip-broken-bitmaps]] [-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] "
+                   "[-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F "
+                   "backing_fmt]] [-o options] [-l snapshot_param] [-S sparse_size] "
+                   "[-r rate_limit] [-m num_coroutines] [-W] [--salvage] filename "
+                   "[filename2 [...]] output_filename\n",
+                   tool_progname());
+            ret = 0;
+            goto out;
+        case 'f':
+            fmt = optarg;
+            break;
+        case 'O':
+            out_fmt = optarg;
+            break;
+        case 'B':
+            out_baseimg = optarg;
+            break;
+        case 'C':
+            copy_range = true;
+            break;
+        case 'c':
+            s.compressed = true;
+            break;
+        case 'F':
+            backing_fmt = optarg;
+            break;
+        case 'o': {
+            /* same validity rule as qemu: no empty element, no trailing
+             * single comma */
+            size_t l = strlen(optarg);
+            if (!l || optarg[0] == ',' ||
+                (optarg[l - 1] == ',' && (l < 2 || optarg[l - 2] != ','))) {
+                tool_error("Invalid option list: %s", optarg);
+                goto out;
+            }
+            if (!options) {
+                options = strdup(optarg);
+            } else {
+                char *old = options;
+                size_t need = strlen(old) + l + 2;
+                options = malloc(need);
+                if (options) {
+                    snprintf(options, need, "%s,%s", old, optarg);
+                }
+                free(old);
+            }
+            if (!options) {
+                tool_error("Out of memory");
+                goto out;
+            }
+            break;
+        }
+        case 'l':
+            if (!strncmp(optarg, "snapshot.", 9)) {
+                vd_opts_free(sn_opts);
+                sn_opts = vd_opts_new();
+                bool ok = sn_opts && vd_opts_parse(sn_opts, optarg, NULL) == 0;
+                for (size_t i = 0; ok && i < vd_opts_count(sn_opts); i++) {
+                    const char *k = vd_opts_key(sn_opts, i);
+                    if (strcmp(k, "snapshot.id") && strcmp(k, "snapshot.name")) {
+                        tool_error("Invalid parameter '%s'", k);
+                        ok = false;
+                    }
+                }
+                if (!ok) {
+                    tool_error("Failed in parsing snapshot param '%s'", optarg);
+                    goto out;
+                }
+            } else {
+                snapshot_name = optarg;
+            }
+            break;
+        case 'S': {
+            uint64_t sval;
+            if (!convert_parse_count("buffer size for sparse output", optarg, &sval)) {
+                goto out;
+            }
+            if (sval % SECTOR || sval / SECTOR > MAX_BUF_SECTORS) {
+                tool_error("Invalid buffer size for sparse output specified. Valid sizes are "
+                           "multiples of %" PRIu64 " up to %" PRIu64 ". Select 0 to disable sparse detection "
+                           "(fully allocates output).",
+                           SECTOR, MAX_BUF_SECTORS * SECTOR);
+                goto out;
+            }
+            s.min_sparse = (int)(sval / SECTOR);
+            explicit_min_sparse = true;
+            break;
+        }
+        case 'p':
+            progress = true;
+            break;
+        case 't':
+            cache = optarg;
+            break;
+        case 'T':
+            src_cache = optarg;
+            break;
+        case 'q':
+            s.quiet = true;
+            break;
+        case 'n':
+            skip_create = true;
+            break;
+        case 'm': {
+            char *end;
+            errno = 0;
+            long v = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || v < 1 || v > MAX_WORKERS) {
+                tool_error("Invalid number of coroutines. Allowed number of coroutines is "
+                           "between 1 and %d",
+                           MAX_WORKERS);
+                goto out;
+            }
+            num_workers = (int)v;
+            break;
+        }
+        case 'W':
+            s.wr_in_order = false;
+            break;
+        case 'U':
+            force_share = true;
+            break;
+        case 'r':
+            if (!convert_parse_count("rate limit", optarg, &rate_limit)) {
+                goto out;
+            }
+            break;
+        case OPT_OBJECT:
+            if (!tool_object_add(optarg)) {
+                goto out;
+            }
+            break;
+        case OPT_IMAGE_OPTS:
+            image_opts = true;
+            break;
+        case OPT_TARGET_IMAGE_OPTS:
+            tgt_image_opts = true;
+            break;
+        case OPT_SALVAGE:
+            s.salvage = true;
+            break;
+        case OPT_TARGET_IS_ZERO:
+            target_is_zero = true;
+            break;
+        case OPT_BITMAPS:
+            bitmaps = true;
+            break;
+        case OPT_SKIP_BROKEN:
+            skip_broken = true;
+            break;
+        }
+    }
+
+    if (!out_fmt && !tgt_image_opts) {
+        out_fmt = "raw";
+    }
+    if (skip_broken && !bitmaps) {
+        tool_error("Use of --skip-broken-bitmaps requires --bitmaps");
+        goto out;
+    }
+    if (s.compressed && copy_range) {
+        tool_error("Cannot enable copy offloading when -c is used");
+        goto out;
+    }
+    if (explicit_min_sparse && copy_range) {
+        tool_error("Cannot enable copy offloading when -S is used");
+        goto out;
+    }
+    if (copy_range && s.salvage) {
+        tool_error("Cannot use copy offloading in salvaging mode");
+        goto out;
+    }
+    if (tgt_image_opts && !skip_create) {
+        tool_error("--target-image-opts requires use of -n flag");
+        goto out;
+    }
+    if (skip_create && options) {
+        tool_error("-o has no effect when skipping image creation");
+        goto out;
+    }
+    if (target_is_zero && !skip_create) {
+        tool_error("--target-is-zero requires use of -n flag");
+        goto out;
+    }
+    s.has_zero_init = target_is_zero;
+
+    s.src_num = argc - optind - 1;
+    const char *out_filename = s.src_num >= 1 ? argv[argc - 1] : NULL;
+
+    if (options && convert_has_help_option(options)) {
+        if (out_fmt) {
+            ret = convert_print_option_help(out_filename, out_fmt);
+        } else {
+            tool_error("Option help requires a format be specified");
+        }
+        goto out;
+    }
+    if (s.src_num < 1) {
+        tool_error("Must specify image file name");
+        goto out;
+    }
+
+    src_opts = vd_opts_new();
+    tgt_opts = vd_opts_new();
+    if (!src_opts || !tgt_opts) {
+        tool_error("Out of memory");
+        goto out;
+    }
+    if (!tool_parse_cache(src_cache, src_opts, &src_writethrough)) {
+        goto out;
+    }
+
+    if (s.quiet) {
+        progress = false;
+    }
+    tool_progress_init(progress);
+
+    s.src = calloc((size_t)s.src_num, sizeof(*s.src));
+    s.src_sectors = calloc((size_t)s.src_num, sizeof(*s.src_sectors));
+    s.src_bytes = calloc((size_t)s.src_num, sizeof(*s.src_bytes));
+    s.src_alignment = calloc((size_t)s.src_num, sizeof(*s.src_alignment));
+    if (!s.src || !s.src_sectors || !s.src_bytes || !s.src_alignment) {
+        tool_error("Out of memory");
+        goto out_progress;
+    }
+    for (int i = 0; i < s.src_num; i++) {
+        const char *name = argv[optind + i];
+        s.src[i] = tool_open(name, fmt, image_opts, src_opts,
+                             force_share ? VD_OPEN_FORCE_SHARE : 0, s.quiet);
+        if (!s.src[i]) {
+            goto out_progress;
+        }
+        int64_t len = vd_get_length(s.src[i]);
+        if (len < 0) {
+            tool_error("Could not get size of %s: %s", name, vd_get_error());
+            goto out_progress;
+        }
+        s.src_bytes[i] = (uint64_t)len;
+        s.src_sectors[i] = ((uint64_t)len + SECTOR - 1) / SECTOR;
+        uint32_t a = vd_image_alignment(s.src[i]);
+        uint32_t cl = vd_image_cluster_size(s.src[i]);
+        int al = (int)((a + SECTOR - 1) / SECTOR);
+        if ((int)(cl / SECTOR) > al) {
+            al = (int)(cl / SECTOR);
+        }
+        s.src_alignment[i] = al > 0 ? al : 1;
+        s.total_sectors += s.src_sectors[i];
+    }
+
+    if (sn_opts || snapshot_name) {
+        vd_image *snap = NULL;
+        if (sn_opts) {
+            snap = vd_snapshot_open(s.src[0], vd_opts_get(sn_opts, "snapshot.name"),
+                                    vd_opts_get(sn_opts, "snapshot.id"));
+        } else if (s.src_num > 1) {
+            tool_error("No support for concatenating multiple snapshot");
+            goto out_progress;
+        } else {
+            /* an id first, then a name, as qemu-img does */
+            snap = vd_snapshot_open(s.src[0], NULL, snapshot_name);
+            if (!snap && vd_get_errno() == ENOENT) {
+                snap = vd_snapshot_open(s.src[0], snapshot_name, NULL);
+            }
+        }
+        if (!snap) {
+            tool_error("Failed to load snapshot: %s", vd_get_error());
+            goto out_progress;
+        }
+        /* the snapshot may have another size */
+        int64_t len = vd_get_length(snap);
+        if (len >= 0 && s.src_num == 1) {
+            s.src[0] = snap;
+            s.src_bytes[0] = (uint64_t)len;
+            s.src_sectors[0] = ((uint64_t)len + SECTOR - 1) / SECTOR;
+            s.total_sectors = s.src_sectors[0];
+        }
+    }
+
+    if (!skip_create) {
+        const char *type = vd_driver_type(out_fmt);
+        if (!type) {
+            tool_error("Unknown file format '%s'", out_fmt);
+            goto out_progress;
+        }
+        const vd_opt_desc *desc = vd_driver_create_opts(out_fmt, out_filename);
+        create_opts = vd_opts_new();
+        if (!create_opts) {
+            tool_error("Out of memory");
+            goto out_progress;
+        }
+        if (options && vd_opts_parse(create_opts, options, NULL) < 0) {
+            tool_error("%s", vd_get_error());
+            goto out_progress;
+        }
+        bool has_backing_opt = false, has_backing_fmt_opt = false;
+        for (size_t i = 0; desc && desc[i].name; i++) {
+            if (!strcmp(desc[i].name, "backing_file")) {
+                has_backing_opt = true;
+            } else if (!strcmp(desc[i].name, "backing_fmt")) {
+                has_backing_fmt_opt = true;
+            }
+        }
+        if (desc) {
+            for (size_t i = 0; i < vd_opts_count(create_opts); i++) {
+                const char *k = vd_opts_key(create_opts, i);
+                size_t j = 0;
+                while (desc[j].name && strcmp(desc[j].name, k)) {
+                    j++;
+                }
+                if (!desc[j].name) {
+                    tool_error("Invalid parameter '%s'", k);
+                    goto out_progress;
+                }
+            }
+        }
+        char sizebuf[32];
+        snprintf(sizebuf, sizeof(sizebuf), "%" PRIu64, s.total_sectors * SECTOR);
+        vd_opts_set(create_opts, "size", sizebuf);
+        if (out_baseimg) {
+            if (!has_backing_opt) {
+                tool_error("Backing file not supported for file format '%s'", out_fmt);
+                goto out_progress;
+            }
+            vd_opts_set(create_opts, "backing_file", out_baseimg);
+        }
+        if (backing_fmt) {
+            if (!has_backing_fmt_opt) {
+                tool_error("Backing file format not supported for file format '%s'", out_fmt);
+                goto out_progress;
+            }
+            vd_opts_set(create_opts, "backing_fmt", backing_fmt);
+        }
+        if (vd_opts_get(create_opts, "backing_file")) {
+            out_baseimg = vd_opts_get(create_opts, "backing_file");
+        }
+    }
+    s.target_has_backing = out_baseimg != NULL;
+
+    if (s.has_zero_init && s.target_has_backing) {
+        tool_error("Cannot use --target-is-zero when the destination image has a backing file");
+        /* qemu-img 7.2 stops here with exit status 0; so do we */
+        ret = 0;
+        goto out_progress;
+    }
+    if (s.src_num > 1 && out_baseimg) {
+        tool_error("Having a backing file for the target makes no sense when concatenating "
+                   "multiple input images");
+        goto out_progress;
+    }
+    if (create_opts && vd_opts_get(create_opts, "backing_file") &&
+        !vd_opts_get(create_opts, "backing_fmt")) {
+        tool_error("Use of backing file requires explicit backing format");
+        goto out_progress;
+    }
+
+    if (s.compressed && create_opts) {
+        const char *enc = vd_opts_get(create_opts, "encryption");
+        const char *encfmt = vd_opts_get(create_opts, "encrypt.format");
+        const char *prealloc = vd_opts_get(create_opts, "preallocation");
+        if (!convert_format_can_compress(out_fmt)) {
+            tool_error("Compression not supported for this file format");
+            goto out_progress;
+        }
+        if ((enc && strcmp(enc, "off") && strcmp(enc, "false") &&
+             strcmp(enc, "no") && strcmp(enc, "0")) ||
+            encfmt) {
+            tool_error("Compression and encryption not supported at the same time");
+            goto out_progress;
+        }
+        if (prealloc && strcmp(prealloc, "off")) {
+            tool_error("Compression and preallocation not supported at the same time");
+            goto out_progress;
+        }
+    }
+
+    if (bitmaps) {
+        if (s.src_num > 1) {
+            tool_error("Copying bitmaps only possible with single source");
+            goto out_progress;
+        }
+        if (convert_list_bitmaps(s.src[0], &bm_list, &bm_count) < 0) {
+            goto out_progress;
+        }
+        for (size_t i = 0; i < bm_count && !skip_broken; i++) {
+            if (bm_list[i].in_use) {
+                tool_error("Cannot copy inconsistent bitmap '%s'\nTry --skip-broken-bitmaps, "
+                           "or use '%s bitmap --remove' to delete it",
+                           bm_list[i].name ? bm_list[i].name : "", tool_progname());
+                goto out_progress;
+            }
+        }
+    }
+
+    if (!skip_create) {
+        /* secrets named at creation are needed to open the result */
+        for (size_t i = 0; i < vd_opts_count(create_opts); i++) {
+            const char *k = vd_opts_key(create_opts, i);
+            size_t kl = strlen(k);
+            if (kl >= 10 && !strcmp(k + kl - 10, "key-secret")) {
+                vd_opts_set(tgt_opts, k, vd_opts_value(create_opts, i));
+            }
+        }
+        if (vd_create(out_filename, out_fmt, create_opts) < 0) {
+            tool_error("%s: error while converting %s: %s", out_filename, out_fmt,
+                       vd_get_error());
+            goto out_progress;
+        }
+    }
+    s.target_is_new = !skip_create;
+
+    /* like qemu-img, the target's cache mode is checked after creating it */
+    if (!tool_parse_cache(cache, tgt_opts, &writethrough)) {
+        goto out_progress;
+    }
+    s.writethrough = writethrough;
+
+    if (s.min_sparse) {
+        vd_opts_set(tgt_opts, "discard", "unmap");
+    }
+    unsigned tflags = VD_OPEN_RDWR;
+    if (vd_opts_get(tgt_opts, "cache.direct")) {
+        /* O_DIRECT may need the file grown to the physical sector size */
+        tflags |= VD_OPEN_RESIZE;
+    }
+    if (skip_create) {
+        s.target = tool_open(out_filename, out_fmt, tgt_image_opts, tgt_opts, tflags, s.quiet);
+    } else {
+        s.target = tool_open(out_filename, out_fmt, false, tgt_opts, tflags, s.quiet);
+    }
+    if (!s.target) {
+        goto out_progress;
+    }
+
+    if (bitmaps) {
+        const char *tf = vd_image_format(s.target);
+        if (!tf || strcmp(tf, "qcow2")) {
+            tool_error("Format driver '%s' does not support bitmaps", tf ? tf : "?");
+            goto out_progress;
+        }
+    }
+    if (s.compressed && !convert_format_can_compress(vd_image_format(s.target))) {
+        tool_error("Compression not supported for this file format");
+        goto out_progress;
+    }
+
+    /* align writes to the target to avoid read-modify-write cycles */
+    {
+        int p2 = 1;
+        while (s.min_sparse && p2 * 2 <= s.min_sparse) {
+            p2 *= 2;
+        }
+        int ta = (int)((vd_image_alignment(s.target) + SECTOR - 1) / SECTOR);
+        s.alignment = p2 > ta ? p2 : ta;
+        if (s.alignment < 1) {
+            s.alignment = 1;
+        }
+    }
+
+    if (skip_create) {
+        int64_t out_len = vd_get_length(s.target);
+        if (out_len < 0) {
+            tool_error("unable to get output image length: %s", vd_get_error());
+            goto out_progress;
+        }
+        if ((uint64_t)out_len < s.total_sectors * SECTOR) {
+            tool_error("output file is smaller than input file");
+            goto out_progress;
+        }
+    }
+
+    if (s.target_has_backing && s.target_is_new) {
+        /* only an optimisation: unknown (-1) is fine */
+        vd_image *b = vd_image_backing(s.target);
+        int64_t bl = b ? vd_get_length(b) : -1;
+        s.target_backing_sectors = bl >= 0 ? (int64_t)(((uint64_t)bl + SECTOR - 1) / SECTOR) : -1;
+    }
+
+    s.cluster_sectors = (int)(vd_image_cluster_size(s.target) / SECTOR);
+    s.rate_limit = rate_limit;
+    (void)copy_range; /* no offload path: plain copies, as qemu-img after a failed offload */
+
+    pthread_mutex_init(&s.lock, NULL);
+    pthread_cond_init(&s.cond, NULL);
+    int r = convert_do_copy(&s, num_workers, progress);
+    pthread_cond_destroy(&s.cond);
+    pthread_mutex_destroy(&s.lock);
+    if (r < 0) {
+        goto out_progress;
+    }
+
+    if (bitmaps && convert_copy_bitmaps(s.src[0], s.target, bm_list, bm_count, skip_broken) < 0) {
+        goto out_progress;
+    }
+    ret = 0;
+
+out_progress:
+    if (ret == 0) {
+        tool_progress_update(100.0);
+    }
+    tool_progress_end();
+    if (s.target) {
+        vd_close(s.target);
+    }
+    for (int i = 0; s.src && i < s.src_num; i++) {
+        if (s.src[i]) {
+            vd_close(s.src[i]);
+        }
+    }
+out:
+    convert_free_bitmaps(bm_list, bm_count);
+    free(s.src);
+    free(s.src_sectors);
+    free(s.src_bytes);
+    free(s.src_alignment);
+    vd_opts_free(create_opts);
+    vd_opts_free(tgt_opts);
+    vd_opts_free(src_opts);
+    vd_opts_free(sn_opts);
+    free(options);
+    return ret;
+}

@@ -344,6 +344,18 @@ static vd_node *open_format(const vd_driver *drv, const char *filename, vd_opts 
     }
     vd_opts_remove_prefix(opts, "file");
     vd_opts_remove_prefix(opts, "backing");
+    /* "backing": "" (or json null) means no backing file, as in QEMU */
+    const char *bk = vd_opts_get(opts, "backing");
+    if (bk) {
+        if (*bk) {
+            vd_error_set(errp, EINVAL,
+                         "A backing file can only be given as backing.* options or as "
+                         "an empty string (no backing file)");
+            goto fail;
+        }
+        flags |= VD_NODE_NO_BACKING;
+        vd_opts_set(opts, "backing", NULL);
+    }
     /* "file=NAME" (a string) is the file child's filename */
     const char *file_str = vd_opts_get(opts, "file");
     if (file_str) {

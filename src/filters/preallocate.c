@@ -117,8 +117,8 @@ static int preallocate_truncate_to_data_end(vd_node *bs, vd_error **errp)
         }
     }
     if (s->data_end < s->file_end) {
-        int ret = vd_node_truncate(bs->file, (uint64_t)s->data_end, true, VD_PREALLOC_OFF,
-                                   errp);
+        int ret =
+            vd_node_truncate(bs->file, (uint64_t)s->data_end, true, VD_PREALLOC_OFF, errp);
         if (ret < 0) {
             vd_error_prepend(errp, "Failed to drop preallocation");
             s->file_end = ret;
@@ -197,12 +197,11 @@ static bool preallocate_handle_write(vd_node *bs, uint64_t offset, uint64_t len,
         goto out;
     }
 
-    uint64_t start_from = want_merge_zero ? VD_MIN(offset, (uint64_t)s->file_end)
-                                          : (uint64_t)s->file_end;
+    uint64_t start_from =
+        want_merge_zero ? VD_MIN(offset, (uint64_t)s->file_end) : (uint64_t)s->file_end;
     uint64_t prealloc_start = prealloc_align_up(start_from, file_align);
-    uint64_t prealloc_end = prealloc_align_up(VD_MAX(prealloc_start, (uint64_t)end) +
-                                                  s->prealloc_size,
-                                              s->prealloc_align);
+    uint64_t prealloc_end = prealloc_align_up(
+        VD_MAX(prealloc_start, (uint64_t)end) + s->prealloc_size, s->prealloc_align);
     want_merge_zero = want_merge_zero && prealloc_start <= offset;
 
     /* Only a fast zero write is worth it: a slow one would write the
@@ -233,8 +232,7 @@ static int preallocate_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const 
     return vd_node_pwrite(bs->file, offset, len, buf, flags);
 }
 
-static int preallocate_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len,
-                                     unsigned flags)
+static int preallocate_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned flags)
 {
     /* a plain zero write may be folded into the preallocation */
     bool want_merge_zero = (flags & ~VD_REQ_NO_FALLBACK) == 0;
@@ -305,8 +303,8 @@ static int preallocate_truncate(vd_node *bs, uint64_t size, bool exact, vd_preal
             /* Drop the filter's preallocation first: "off" should keep the
              * file small, "full" should really write the whole region, and
              * a shrink below file_end would be refused by falloc modes. */
-            ret = vd_node_truncate(bs->file, (uint64_t)s->data_end, true, VD_PREALLOC_OFF,
-                                   errp);
+            ret =
+                vd_node_truncate(bs->file, (uint64_t)s->data_end, true, VD_PREALLOC_OFF, errp);
             if (ret < 0) {
                 s->file_end = ret;
                 vd_error_prepend(errp, "preallocate-filter: failed to drop write-zero "

@@ -142,8 +142,7 @@ static int raw_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     /* A size that is not a whole number of sectors would be rounded up by
      * sector-based users and leak bytes from beyond the window. */
     if (has_size && !vd_is_aligned(size, RAW_SECTOR)) {
-        return vd_error_set(errp, EINVAL, "Specified size is not multiple of %u",
-                            RAW_SECTOR);
+        return vd_error_set(errp, EINVAL, "Specified size is not multiple of %u", RAW_SECTOR);
     }
 
     s->offset = offset;
@@ -301,8 +300,8 @@ static int raw_get_info(vd_node *bs, vd_info *info, vd_error **errp)
     return 0;
 }
 
-static int raw_measure(const vd_opts *opts, vd_node *src, uint64_t size,
-                       vd_measure_info *out, vd_error **errp)
+static int raw_measure(const vd_opts *opts, vd_node *src, uint64_t size, vd_measure_info *out,
+                       vd_error **errp)
 {
     uint64_t required;
     (void)opts;

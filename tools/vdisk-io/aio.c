@@ -165,8 +165,7 @@ static void aio_report(aio_req *r)
             printf("readv failed: %s\n", strerror(-r->ret));
         } else {
             if (r->pflag && !buffer_is_pattern(r->buf, r->size, r->pattern)) {
-                printf("Pattern verification failed at offset %" PRId64 ", %" PRId64
-                       " bytes\n",
+                printf("Pattern verification failed at offset %" PRId64 ", %" PRId64 " bytes\n",
                        r->offset, r->size);
             }
             if (!r->qflag) {

@@ -27,12 +27,12 @@ static const vio_cmd vio_cmd_help = {
 
 /* Sorted by name: help lists them in this order. */
 static const vio_cmd *const cmdtab[] = {
-    &vio_cmd_abort,   &vio_cmd_aio_flush, &vio_cmd_aio_read, &vio_cmd_aio_write,
-    &vio_cmd_alloc,   &vio_cmd_close,     &vio_cmd_discard,  &vio_cmd_flush,
-    &vio_cmd_help,    &vio_cmd_info,      &vio_cmd_length,   &vio_cmd_map,
-    &vio_cmd_open,    &vio_cmd_quit,      &vio_cmd_read,     &vio_cmd_readv,
-    &vio_cmd_reopen,  &vio_cmd_sigraise,  &vio_cmd_sleep,    &vio_cmd_truncate,
-    &vio_cmd_write,   &vio_cmd_writev,
+    &vio_cmd_abort,  &vio_cmd_aio_flush, &vio_cmd_aio_read, &vio_cmd_aio_write,
+    &vio_cmd_alloc,  &vio_cmd_close,     &vio_cmd_discard,  &vio_cmd_flush,
+    &vio_cmd_help,   &vio_cmd_info,      &vio_cmd_length,   &vio_cmd_map,
+    &vio_cmd_open,   &vio_cmd_quit,      &vio_cmd_read,     &vio_cmd_readv,
+    &vio_cmd_reopen, &vio_cmd_sigraise,  &vio_cmd_sleep,    &vio_cmd_truncate,
+    &vio_cmd_write,  &vio_cmd_writev,
 };
 
 #define NCMDS (sizeof(cmdtab) / sizeof(cmdtab[0]))

@@ -51,8 +51,8 @@ const vio_cmd vio_cmd_length = {
 static bool has_block_info(vd_image *img)
 {
     static const char *const none[] = {
-        "parallels", "bochs", "cloop", "dmg", "vvfat", "null-co", "null-aio", "nbd",
-        "ssh", "gluster", "http", "https", "ftp", "ftps", NULL,
+        "parallels", "bochs",   "cloop", "dmg",   "vvfat", "null-co", "null-aio", "nbd",
+        "ssh",       "gluster", "http",  "https", "ftp",   "ftps",    NULL,
     };
     const char *fmt = vd_image_format(img);
     const char *kind = fmt ? vd_driver_type(fmt) : NULL;
@@ -328,8 +328,8 @@ static int map_f(int argc, char **argv)
         }
         vio_cvtstr((double)num, s1, sizeof(s1));
         vio_cvtstr((double)offset, s2, sizeof(s2));
-        printf("%s (0x%" PRIx64 ") bytes %s at offset %s (0x%" PRIx64 ")\n", s1,
-               (uint64_t)num, ret ? "    allocated" : "not allocated", s2, (uint64_t)offset);
+        printf("%s (0x%" PRIx64 ") bytes %s at offset %s (0x%" PRIx64 ")\n", s1, (uint64_t)num,
+               ret ? "    allocated" : "not allocated", s2, (uint64_t)offset);
         offset += num;
         bytes -= num;
     }

@@ -324,8 +324,8 @@ static int readv_f(int argc, char **argv)
         goto out;
     }
     if (pflag && !pattern_matches(buf, (size_t)count, pattern)) {
-        printf("Pattern verification failed at offset %" PRId64 ", %" PRId64 " bytes\n",
-               offset, count);
+        printf("Pattern verification failed at offset %" PRId64 ", %" PRId64 " bytes\n", offset,
+               count);
         ret = -EINVAL;
     }
     if (qflag) {

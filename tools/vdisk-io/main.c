@@ -32,8 +32,8 @@ int vio_open_image(const char *name, const char *fmt, const vio_open_args *args)
         vio_error("file open already, try 'help close'");
         return -EBUSY;
     }
-    unsigned flags = (args->read_only ? 0 : VD_OPEN_RDWR) |
-                     (args->force_share ? VD_OPEN_FORCE_SHARE : 0);
+    unsigned flags =
+        (args->read_only ? 0 : VD_OPEN_RDWR) | (args->force_share ? VD_OPEN_FORCE_SHARE : 0);
     /* The defaults (discard=unmap) must not override what an option
      * string names itself. */
     vd_opts *extra = args->opts ? vd_opts_clone(args->opts) : vd_opts_new();

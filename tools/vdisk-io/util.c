@@ -245,15 +245,14 @@ static void timestr(const struct timespec *t, char *ts, size_t size, bool verbos
 
     if (verbose || secs) {
         snprintf(ts, size, "%u:%02u:%02u.%02u", (unsigned)(secs / 3600),
-                 (unsigned)((secs % 3600) / 60), (unsigned)(secs % 60),
-                 (unsigned)(frac * 100));
+                 (unsigned)((secs % 3600) / 60), (unsigned)(secs % 60), (unsigned)(frac * 100));
     } else {
         snprintf(ts, size, "%05.2f sec", frac);
     }
 }
 
-void vio_print_report(const char *op, const struct timespec *t, int64_t offset,
-                      int64_t count, int64_t total, int cnt, bool cflag)
+void vio_print_report(const char *op, const struct timespec *t, int64_t offset, int64_t count,
+                      int64_t total, int cnt, bool cflag)
 {
     char s1[64], s2[64], ts[64];
 

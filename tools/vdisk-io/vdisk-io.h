@@ -42,7 +42,7 @@ typedef struct vio_image_state {
 } vio_image_state;
 
 extern vio_image_state vio;
-extern bool vio_misalign; /* -m */
+extern bool vio_misalign;   /* -m */
 extern bool vio_image_opts; /* --image-opts */
 
 /* Open options shared by the command line and the `open` command. */
@@ -98,8 +98,8 @@ int vio_usage(const vio_cmd *cmd);
 extern const vio_cmd vio_cmd_read, vio_cmd_readv, vio_cmd_write, vio_cmd_writev,
     vio_cmd_discard, vio_cmd_flush, vio_cmd_truncate;
 extern const vio_cmd vio_cmd_aio_read, vio_cmd_aio_write, vio_cmd_aio_flush;
-extern const vio_cmd vio_cmd_length, vio_cmd_info, vio_cmd_alloc, vio_cmd_map,
-    vio_cmd_sleep, vio_cmd_sigraise, vio_cmd_abort;
+extern const vio_cmd vio_cmd_length, vio_cmd_info, vio_cmd_alloc, vio_cmd_map, vio_cmd_sleep,
+    vio_cmd_sigraise, vio_cmd_abort;
 extern const vio_cmd vio_cmd_open, vio_cmd_close, vio_cmd_quit, vio_cmd_reopen;
 
 /* ------------------------------------------------------------------ aio */
@@ -133,8 +133,8 @@ int vio_parse_pattern(const char *arg);
 struct timespec vio_tsub(struct timespec end, struct timespec start);
 void vio_now(struct timespec *ts);
 /* "wrote 512/512 bytes at offset 0" + statistics line (or -C's CSV line). */
-void vio_print_report(const char *op, const struct timespec *t, int64_t offset,
-                      int64_t count, int64_t total, int cnt, bool cflag);
+void vio_print_report(const char *op, const struct timespec *t, int64_t offset, int64_t count,
+                      int64_t total, int cnt, bool cflag);
 /* qemu-io -v hex dump */
 void vio_dump_buffer(const void *buf, int64_t offset, int64_t len);
 

@@ -67,11 +67,15 @@ typedef struct convert_state {
 
     /* next chunk to hand out, and the cached block status (under lock) */
     pthread_mutex_t lock;
-    pthread_cond_t cond;
     uint64_t sector_num;
     uint64_t sector_next_status;
     blk_status status;
     uint64_t wr_offs; /* end of the last in-order write */
+    /* per worker: the chunk start it waits to write (UINT64_MAX: none) and
+     * its own condition, so a finished write wakes exactly the next one */
+    uint64_t wait_sector[MAX_WORKERS];
+    pthread_cond_t wait_cond[MAX_WORKERS];
+    int next_index;
     int ret;          /* 0 while fine, else -errno of the first failure */
 
     /* progress */
@@ -435,13 +439,21 @@ static int convert_write(convert_state *s, uint64_t sector_num, int nb_sectors,
     return 0;
 }
 
+/* Wake every waiting writer (on failure, so they all stop). Under lock. */
+static void convert_wake_all(convert_state *s)
+{
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        pthread_cond_signal(&s->wait_cond[i]);
+    }
+}
+
 static void convert_fail(convert_state *s, int err)
 {
     pthread_mutex_lock(&s->lock);
     if (!s->ret) {
         s->ret = err ? err : -EIO;
     }
-    pthread_cond_broadcast(&s->cond);
+    convert_wake_all(s);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -450,6 +462,10 @@ static void *convert_worker(void *opaque)
     convert_state *s = opaque;
     size_t bufsize = (size_t)s->buf_sectors * SECTOR;
     uint8_t *buf = NULL;
+
+    pthread_mutex_lock(&s->lock);
+    int index = s->next_index++;
+    pthread_mutex_unlock(&s->lock);
 
     if (posix_memalign((void **)&buf, 4096, bufsize)) {
         tool_error("Out of memory allocating a %zu byte buffer", bufsize);
@@ -468,7 +484,7 @@ static void *convert_worker(void *opaque)
             if (!s->ret) {
                 s->ret = (int)n64;
             }
-            pthread_cond_broadcast(&s->cond);
+            convert_wake_all(s);
             pthread_mutex_unlock(&s->lock);
             break;
         }
@@ -507,9 +523,11 @@ static void *convert_worker(void *opaque)
         pthread_mutex_lock(&s->lock);
         if (s->wr_in_order) {
             /* keep the writes in order: wait for our turn */
+            s->wait_sector[index] = sector_num;
             while (s->wr_offs != sector_num && !s->ret) {
-                pthread_cond_wait(&s->cond, &s->lock);
+                pthread_cond_wait(&s->wait_cond[index], &s->lock);
             }
+            s->wait_sector[index] = UINT64_MAX;
         }
         bool go = !s->ret;
         pthread_mutex_unlock(&s->lock);
@@ -525,7 +543,12 @@ static void *convert_worker(void *opaque)
         if (s->wr_in_order) {
             pthread_mutex_lock(&s->lock);
             s->wr_offs = sector_num + (uint64_t)n;
-            pthread_cond_broadcast(&s->cond);
+            for (int i = 0; i < MAX_WORKERS; i++) {
+                if (s->wait_sector[i] == s->wr_offs) {
+                    pthread_cond_signal(&s->wait_cond[i]);
+                    break;
+                }
+            }
             pthread_mutex_unlock(&s->lock);
         }
     }
@@ -1331,9 +1354,14 @@ int cmd_convert(int argc, char **argv)
     (void)copy_range; /* no offload path: plain copies, as qemu-img after a failed offload */
 
     pthread_mutex_init(&s.lock, NULL);
-    pthread_cond_init(&s.cond, NULL);
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        pthread_cond_init(&s.wait_cond[i], NULL);
+        s.wait_sector[i] = UINT64_MAX;
+    }
     int r = convert_do_copy(&s, num_workers, progress);
-    pthread_cond_destroy(&s.cond);
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        pthread_cond_destroy(&s.wait_cond[i]);
+    }
     pthread_mutex_destroy(&s.lock);
     if (r < 0) {
         goto out_progress;

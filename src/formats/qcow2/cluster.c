@@ -522,6 +522,14 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
         pthread_mutex_unlock(&s->lock);
         return -EIO;
     }
+    if (s->needs_repair) {
+        /* repair a dirty image before looking at its tables */
+        ret = qcow2_begin_metadata_change(s);
+        if (ret < 0) {
+            pthread_mutex_unlock(&s->lock);
+            return ret;
+        }
+    }
     qcow2_wait_inflight(s, cstart, req_end);
 
     uint32_t l1_index = qcow2_l1_index(s, offset);

@@ -1,0 +1,73 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# Shared helpers for the benchmarks (source it; bash).
+#   bench_init [BUILD]        sets VDISK (the vdisk binary), BENCH_SRC
+#   bench_time CMD...         runs CMD, prints its wall time in seconds
+#   bench_median N...         median of the numbers
+#   bench_ratio A B           A/B with two decimals ("-" when B is 0)
+#   bench_result NAME VDISK_S QEMU_S [NOTE]
+#                             prints the "RESULT|..." line bench/run.sh collects
+#   bench_sparse_raw FILE SIZE SEED [DATA_PERCENT]
+#                             a sparse raw image with scattered seeded data:
+#                             extents of random bytes, some with short zero
+#                             runs inside, some written zeroes (allocated
+#                             but zero), holes everywhere else
+
+bench_init() {
+    BENCH_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    local build=${1:-${VDISK_BUILD:-$BENCH_SRC/build}}
+    build=$(cd "$build" && pwd)
+    VDISK=${VDISK:-$build/tools/vdisk/vdisk}
+    [ -x "$VDISK" ] || { echo "missing $VDISK (build first)" >&2; exit 1; }
+    command -v qemu-img >/dev/null || { echo "missing qemu-img (scripts/deps.sh test)" >&2; exit 1; }
+    export VDISK BENCH_SRC
+}
+
+bench_time() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$@" >/dev/null
+    t1=$(date +%s.%N)
+    /usr/bin/python3 -c "import sys; print('%.3f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$t0" "$t1"
+}
+
+bench_median() {
+    /usr/bin/python3 -c "import sys, statistics; print('%.3f' % statistics.median(map(float, sys.argv[1:])))" "$@"
+}
+
+bench_ratio() {
+    /usr/bin/python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); print('%.2f' % (a / b) if b else '-')" "$1" "$2"
+}
+
+bench_result() {
+    echo "RESULT|$1|$2|$3|$(bench_ratio "$2" "$3")|${4:-}"
+}
+
+bench_sparse_raw() {
+    /usr/bin/python3 - "$1" "$2" "$3" "${4:-25}" <<'EOF'
+import os, random, sys
+path, size, seed, pct = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+units = {'k': 1 << 10, 'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
+size = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+r = random.Random(seed)
+target = int(size * pct / 100)
+written = 0
+with open(path, 'wb') as f:
+    f.truncate(size)
+    while written < target:
+        ln = r.choice([4096, 65536, 262144, 1 << 20, 3 << 20]) + r.randrange(0, 8) * 512
+        off = r.randrange(0, size - ln) // 512 * 512
+        kind = r.random()
+        if kind < 0.1:
+            data = bytes(ln)                      # allocated zeroes
+        else:
+            data = bytearray(r.randbytes(ln))
+            if kind < 0.4:                        # short zero runs inside
+                for _ in range(4):
+                    z = r.choice([512, 2048, 4096, 8192])
+                    p = r.randrange(0, max(1, ln - z))
+                    data[p:p + z] = bytes(z)
+        f.seek(off)
+        f.write(data)
+        written += ln
+EOF
+}

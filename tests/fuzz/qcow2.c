@@ -1,0 +1,11 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* The qcow2 driver on hostile bytes: open, read (plain, zero and compressed
+ * clusters), block status, info, check. */
+#include "image.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    return vd_fuzz_image(data, size, "qcow2");
+}

@@ -30,7 +30,7 @@ check: deps-test all
 check-asan: deps-test
 	@test -f build-asan/build.ninja || $(MESON) setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 	$(NINJA) -C build-asan
-	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 bash tests/run.sh build-asan
+	@VDISK_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 bash tests/run.sh build-asan
 
 # tests/fuzz/build.sh configures build-fuzz (clang, -Dfuzz=true, ASan + UBSan,
 # static) once and builds only the fuzz targets.

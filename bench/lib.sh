@@ -6,11 +6,12 @@
 #   bench_ratio A B           A/B with two decimals ("-" when B is 0)
 #   bench_result NAME VDISK_S QEMU_S [NOTE]
 #                             prints the "RESULT|..." line bench/run.sh collects
-#   bench_sparse_raw FILE SIZE SEED [DATA_PERCENT]
+#   bench_sparse_raw FILE SIZE SEED [DATA_PERCENT] [small]
 #                             a sparse raw image with scattered seeded data:
 #                             extents of random bytes, some with short zero
 #                             runs inside, some written zeroes (allocated
-#                             but zero), holes everywhere else
+#                             but zero), holes everywhere else; "small"
+#                             makes extents of 512 bytes to 128 KiB (tests)
 
 bench_init() {
     BENCH_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,9 +44,12 @@ bench_result() {
 }
 
 bench_sparse_raw() {
-    /usr/bin/python3 - "$1" "$2" "$3" "${4:-25}" <<'EOF'
+    /usr/bin/python3 - "$1" "$2" "$3" "${4:-25}" "${5:-}" <<'EOF'
 import os, random, sys
 path, size, seed, pct = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+lens = [4096, 65536, 262144, 1 << 20, 3 << 20]
+if sys.argv[5] == 'small':
+    lens = [512, 4096, 8192, 65536, 131072]
 units = {'k': 1 << 10, 'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
 size = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
 r = random.Random(seed)
@@ -54,7 +58,7 @@ written = 0
 with open(path, 'wb') as f:
     f.truncate(size)
     while written < target:
-        ln = r.choice([4096, 65536, 262144, 1 << 20, 3 << 20]) + r.randrange(0, 8) * 512
+        ln = r.choice(lens) + r.randrange(0, 8) * 512
         off = r.randrange(0, size - ln) // 512 * 512
         kind = r.random()
         if kind < 0.1:
@@ -64,7 +68,9 @@ with open(path, 'wb') as f:
             if kind < 0.4:                        # short zero runs inside
                 for _ in range(4):
                     z = r.choice([512, 2048, 4096, 8192])
-                    p = r.randrange(0, max(1, ln - z))
+                    if z >= ln:
+                        continue
+                    p = r.randrange(0, ln - z)
                     data[p:p + z] = bytes(z)
         f.seek(off)
         f.write(data)

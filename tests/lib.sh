@@ -33,3 +33,16 @@ expect_exit() {
 }
 # same_content A B: byte-identical files
 same_content() { cmp -s "$1" "$2" || fail "content differs: $1 $2"; }
+
+# bounded CMD...: run CMD with at most 256 MiB of memory and 20 s.  Under
+# the sanitizers (make check-asan sets VDISK_SANITIZED=1) an address-space
+# limit cannot work (ASan reserves terabytes of shadow), so the sanitizer's
+# own RSS limit is used instead, with room for the shadow memory.
+bounded() {
+    if [ -n "${VDISK_SANITIZED:-}" ]; then
+        ASAN_OPTIONS="${ASAN_OPTIONS:-}:hard_rss_limit_mb=1024:allocator_may_return_null=1" \
+            timeout -k 5 60 "$@"
+    else
+        prlimit --as=268435456 -- timeout -k 5 20 "$@"
+    fi
+}

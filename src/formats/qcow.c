@@ -373,6 +373,69 @@ static bool qcow_is_normal(uint64_t entry)
     return entry && !(entry & QCOW_OFLAG_COMPRESSED);
 }
 
+/*
+ * Lock held.  How many bytes from offset (at most len) belong to clusters
+ * like the one at offset, whose L2 entry is `entry`: unallocated, or
+ * normal at consecutive host offsets (a compressed cluster stands alone).
+ * Missing L2 tables are skipped whole and present ones scanned in place,
+ * so a sparse image of any size costs steps bounded by its tables.
+ */
+static int qcow_run(vd_node *bs, uint64_t offset, uint64_t len, uint64_t entry, uint64_t *pnum)
+{
+    qcow_state *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    unsigned shift = s->cluster_bits + s->l2_bits;
+    uint64_t n = VD_MIN(len, cs - (offset & (cs - 1)));
+    uint64_t pos = offset + n;
+    uint64_t expect = (entry & s->offset_mask) + cs;
+    bool normal = qcow_is_normal(entry);
+    int ret = 0;
+
+    if (entry && !normal) {
+        *pnum = n;
+        return 0;
+    }
+    while (n < len) {
+        uint64_t i = pos >> shift;
+        if (i >= s->l1_entries) {
+            break;
+        }
+        if (s->l1[i] == 0) {
+            if (normal) {
+                break;
+            }
+            uint64_t span = (1ull << shift) - (pos & ((1ull << shift) - 1));
+            n += span;
+            pos += span;
+            continue;
+        }
+        uint8_t *t;
+        uint64_t l2_off;
+        ret = qcow_get_l2(bs, i, false, &t, &l2_off);
+        if (ret < 0) {
+            break;
+        }
+        bool same = true;
+        for (uint64_t k = (pos >> s->cluster_bits) & (s->l2_entries - 1);
+             k < s->l2_entries && n < len; k++) {
+            uint64_t e = vd_ld_be64(t + k * 8);
+            same = normal ? qcow_is_normal(e) && (e & s->offset_mask) == expect : e == 0;
+            if (!same) {
+                break;
+            }
+            n += cs;
+            pos += cs;
+            expect += cs;
+        }
+        vd_cache_put(s->l2c, (void **)&t);
+        if (!same) {
+            break;
+        }
+    }
+    *pnum = VD_MIN(n, len);
+    return ret;
+}
+
 static int qcow_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags)
 {
     qcow_state *s = bs->opaque;
@@ -389,18 +452,12 @@ static int qcow_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, uns
         uint64_t entry;
         pthread_mutex_lock(&s->lock);
         ret = qcow_lookup(bs, offset, &entry);
+        if (ret == 0 && (qcow_is_normal(entry) || !entry)) {
+            /* one I/O for host-contiguous clusters or a hole */
+            ret = qcow_run(bs, offset, len, entry, &n);
+        }
         if (ret == 0 && qcow_is_normal(entry)) {
-            /* extend over host-contiguous clusters */
             uint64_t host = (entry & s->offset_mask) + in_cl;
-            while (n < len && ret == 0) {
-                uint64_t next;
-                ret = qcow_lookup(bs, offset + n, &next);
-                if (ret < 0 || !qcow_is_normal(next) ||
-                    (next & s->offset_mask) != host - in_cl + (in_cl + n)) {
-                    break;
-                }
-                n = VD_MIN(len, n + s->cluster_size);
-            }
             pthread_mutex_unlock(&s->lock);
             ret = vd_node_pread(bs->file, host, n, p, 0);
         } else if (ret == 0 && entry) {
@@ -686,7 +743,7 @@ static int qcow_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint6
                              uint64_t *pnum, uint64_t *map, vd_node **file)
 {
     qcow_state *s = bs->opaque;
-    uint64_t entry, next;
+    uint64_t entry;
     (void)want_zero;
 
     pthread_mutex_lock(&s->lock);
@@ -701,20 +758,13 @@ static int qcow_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint6
         ret = entry ? VD_BLOCK_DATA : 0;
     } else if (entry & QCOW_OFLAG_COMPRESSED) {
         ret = VD_BLOCK_DATA | VD_BLOCK_COMPRESSED;
-    } else if (entry) {
-        uint64_t host = (entry & s->offset_mask) + in_cl;
-        while (n < len && qcow_lookup(bs, offset + n, &next) == 0 && qcow_is_normal(next) &&
-               (next & s->offset_mask) == host - in_cl + in_cl + n) {
-            n = VD_MIN(len, n + s->cluster_size);
-        }
-        *map = host;
-        *file = bs->file;
-        ret = VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID;
     } else {
-        while (n < len && qcow_lookup(bs, offset + n, &next) == 0 && next == 0) {
-            n = VD_MIN(len, n + s->cluster_size);
+        ret = qcow_run(bs, offset, len, entry, &n);
+        if (ret == 0 && entry) {
+            *map = (entry & s->offset_mask) + in_cl;
+            *file = bs->file;
+            ret = VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID;
         }
-        ret = 0;
     }
     pthread_mutex_unlock(&s->lock);
     *pnum = n;

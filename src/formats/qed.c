@@ -240,11 +240,13 @@ static int qed_cache_drop(qed_state *s)
 
 /*
  * Lock held.  Classify the run of clusters starting at guest offset pos,
- * at most len bytes and never past the end of one L2 table's range.
+ * at most len bytes and never past the end of one L2 table's range --
+ * except, with merge, a run without L2 tables, which goes on over the
+ * following empty L1 entries (so that a sparse image costs few calls).
  * *host is the host offset of pos for QED_FOUND.
  */
-static int qed_find(vd_node *bs, uint64_t pos, uint64_t len, enum qed_kind *kind, uint64_t *host,
-                    uint64_t *pnum)
+static int qed_find(vd_node *bs, uint64_t pos, uint64_t len, bool merge, enum qed_kind *kind,
+                    uint64_t *host, uint64_t *pnum)
 {
     qed_state *s = bs->opaque;
     uint64_t cs = s->h.cluster_size;
@@ -259,6 +261,9 @@ static int qed_find(vd_node *bs, uint64_t pos, uint64_t len, enum qed_kind *kind
     uint64_t l2off = s->l1[l1i];
     if (l2off == 0) {
         *kind = QED_NO_L2;
+        while (merge && max < len && ++l1i < s->table_nelems && s->l1[l1i] == 0) {
+            max = VD_MIN(len, max + (1ull << s->l1_shift));
+        }
         *pnum = max;
         return 0;
     }
@@ -475,7 +480,7 @@ static int qed_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsi
         enum qed_kind kind;
         uint64_t host = 0, n;
         pthread_mutex_lock(&s->lock);
-        ret = qed_find(bs, offset, len, &kind, &host, &n);
+        ret = qed_find(bs, offset, len, true, &kind, &host, &n);
         pthread_mutex_unlock(&s->lock);
         if (ret < 0) {
             break;
@@ -663,7 +668,7 @@ static int qed_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
         enum qed_kind kind;
         uint64_t host = 0, n;
         pthread_mutex_lock(&s->lock);
-        ret = qed_find(bs, offset, len, &kind, &host, &n);
+        ret = qed_find(bs, offset, len, false, &kind, &host, &n);
         if (ret == 0 && kind == QED_FOUND) {
             pthread_mutex_unlock(&s->lock);
             ret = vd_node_pwrite(bs->file, host, n, p, 0);
@@ -695,7 +700,7 @@ static int qed_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigne
         enum qed_kind kind;
         uint64_t host = 0, n;
         pthread_mutex_lock(&s->lock);
-        ret = qed_find(bs, offset, len, &kind, &host, &n);
+        ret = qed_find(bs, offset, len, false, &kind, &host, &n);
         if (ret == 0 && kind == QED_FOUND) {
             /* allocated clusters are zeroed in place, as QEMU does */
             pthread_mutex_unlock(&s->lock);
@@ -734,7 +739,7 @@ static int qed_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64
     (void)want_zero;
 
     pthread_mutex_lock(&s->lock);
-    int ret = qed_find(bs, offset, len, &kind, &host, &n);
+    int ret = qed_find(bs, offset, len, true, &kind, &host, &n);
     pthread_mutex_unlock(&s->lock);
     if (ret < 0) {
         return ret;

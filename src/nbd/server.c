@@ -1456,9 +1456,9 @@ static void srv_client_run(srv_client *c)
     }
     CLOG(c, VD_NBD_LOG_INFO, "disconnected");
     bool negotiated = c->transmission;
-    /* close the socket before saying we are gone: serve() may return and
-     * its caller exit as soon as the count drops */
-    vd_nbd_conn_close(&c->conn);
+    /* leave the list first, so that nobody shuts down our fd number after
+     * we closed it; close before the count drops, as serve()'s caller may
+     * exit as soon as it does */
     pthread_mutex_lock(&srv->lock);
     if (c->prev) {
         c->prev->next = c->next;
@@ -1468,10 +1468,12 @@ static void srv_client_run(srv_client *c)
     if (c->next) {
         c->next->prev = c->prev;
     }
+    pthread_mutex_unlock(&srv->lock);
+    srv_client_free(c);
+    pthread_mutex_lock(&srv->lock);
     if (negotiated) {
         srv->served_one = true;
     }
-    srv_client_free(c);
     srv->nclients--;
     pthread_cond_broadcast(&srv->cond);
     srv_wake(srv);

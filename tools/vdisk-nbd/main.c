@@ -323,7 +323,7 @@ static vd_image *open_snapshot_overlay(const char *filename, const char *fmt,
         unlink(tmpl);
         return NULL;
     }
-    vd_image *img = tool_open(tmpl, "qcow2", false, extra, VD_OPEN_RDWR, true);
+    vd_image *img = tool_open(tmpl, "qcow2", false, extra, VD_OPEN_RDWR | VD_OPEN_EXPORT, true);
     /* the overlay lives only as long as we keep it open */
     unlink(tmpl);
     return img;
@@ -630,7 +630,7 @@ int main(int argc, char **argv)
         img = open_snapshot_overlay(filename, fmt, vd_opts_count(extra) ? extra : NULL);
     } else {
         img = tool_open(filename, fmt, image_opts, vd_opts_count(extra) ? extra : NULL,
-                        read_only ? 0 : VD_OPEN_RDWR, true);
+                        (read_only ? 0 : VD_OPEN_RDWR) | VD_OPEN_EXPORT, true);
     }
     vd_opts_free(extra);
     if (!img) {

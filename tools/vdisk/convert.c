@@ -8,7 +8,8 @@
  * Speed: N worker threads (-m, default 8) each take the next chunk (at
  * most 2 MiB) under a lock, read it without the lock and write it.  Without
  * -W the writes are issued in source order (a ticket per chunk), reads
- * still overlap.  Compressed output (-c) compresses in every worker at once:
+ * still overlap.  Compressed output (-c) compresses in every worker at once
+ * (its writes are not kept in order: compression happens inside them):
  * vd_pwrite_compressed is thread-safe.
  */
 #include <errno.h>
@@ -383,6 +384,29 @@ static void convert_rate_wait(convert_state *s, uint64_t bytes)
     }
 }
 
+/*
+ * Compressed output: the clusters from buf's start that are all non-zero
+ * (true) or all zero (false), counted in *pnum sectors.  Each cluster is
+ * written whole or not at all, as qemu-img does one cluster at a time; the
+ * run lets one vd_pwrite_compressed call compress many clusters at once.
+ */
+static bool convert_cluster_run(const convert_state *s, const uint8_t *buf, int n, int *pnum)
+{
+    int cs = s->cluster_sectors;
+    int first = cs < n ? cs : n;
+    bool data = !convert_is_zero(buf, (size_t)first * SECTOR);
+    int i = first;
+    while (i < n) {
+        int len = n - i < cs ? n - i : cs;
+        if (!convert_is_zero(buf + (uint64_t)i * SECTOR, (size_t)len * SECTOR) != data) {
+            break;
+        }
+        i += len;
+    }
+    *pnum = i;
+    return data;
+}
+
 static int convert_write(convert_state *s, uint64_t sector_num, int nb_sectors,
                          const uint8_t *buf, blk_status status)
 {
@@ -406,7 +430,7 @@ static int convert_write(convert_state *s, uint64_t sector_num, int nb_sectors,
             if (!s->min_sparse ||
                 (!s->compressed &&
                  convert_allocated_min(buf, n, &n, s->min_sparse, sector_num, s->alignment)) ||
-                (s->compressed && !convert_is_zero(buf, (size_t)n * SECTOR))) {
+                (s->compressed && convert_cluster_run(s, buf, n, &n))) {
                 uint64_t bytes = (uint64_t)n * SECTOR;
                 if (off + bytes > s->total_sectors * SECTOR) {
                     bytes = s->total_sectors * SECTOR - off;
@@ -567,7 +591,16 @@ static int convert_do_copy(convert_state *s, int num_workers, bool progress)
             tool_error("invalid cluster size");
             return -EINVAL;
         }
-        s->buf_sectors = s->cluster_sectors;
+        /* whole clusters per chunk (qemu-img takes one): the library
+         * compresses the clusters of one call on all cores */
+        s->buf_sectors -= s->buf_sectors % s->cluster_sectors;
+        /*
+         * Compression happens inside the write call, so writes kept in
+         * order would compress one chunk at a time.  Let the workers
+         * write as they finish: only the order of the compressed clusters
+         * in the file changes, never what any offset reads.
+         */
+        s->wr_in_order = false;
     }
 
     /*

@@ -416,6 +416,7 @@ void qcow2_free_snapshots(qcow2_state *s)
     for (uint32_t i = 0; i < s->nb_snapshots; i++) {
         free(s->snapshots[i].id);
         free(s->snapshots[i].name);
+        free(s->snapshots[i].unknown_extra);
     }
     free(s->snapshots);
     s->snapshots = NULL;
@@ -506,6 +507,16 @@ int qcow2_read_snapshots(qcow2_state *s, vd_error **errp)
         }
         if (extra >= 24) {
             sn->icount = vd_ld_be64(buf + 16);
+        }
+        sn->extra_data_size = extra;
+        if (extra > 24) {
+            /* kept so that rewriting the table preserves it (snapshot.c) */
+            sn->unknown_extra = malloc(extra - 24);
+            if (!sn->unknown_extra) {
+                ret = vd_error_set(errp, ENOMEM, "out of memory");
+                goto fail;
+            }
+            memcpy(sn->unknown_extra, buf + 24, extra - 24);
         }
         sn->id = malloc((size_t)id_len + 1);
         sn->name = malloc((size_t)name_len + 1);
@@ -1869,4 +1880,8 @@ const vd_driver vd_drv_qcow2 = {
     .make_empty = qcow2_make_empty,
     .cluster_size = qcow2_cluster_size_cb,
     .snapshot_list = qcow2_snapshot_list,
+    .snapshot_create = qcow2_snapshot_create,
+    .snapshot_apply = qcow2_snapshot_apply,
+    .snapshot_delete = qcow2_snapshot_delete,
+    .snapshot_load_tmp = qcow2_snapshot_load_tmp,
 };

@@ -123,6 +123,8 @@ typedef struct qcow2_snapshot {
     uint64_t vm_state_size;
     uint64_t disk_size;
     uint64_t icount; /* UINT64_MAX when absent */
+    uint32_t extra_data_size; /* as read (snapshot.c writes at least 24) */
+    uint8_t *unknown_extra;   /* extra data past the 24 known bytes */
 } qcow2_snapshot;
 
 typedef struct qcow2_bitmap {
@@ -380,5 +382,19 @@ int64_t qcow2_refcount_metadata_size(int64_t clusters, uint64_t cluster_size,
                                      uint64_t *refblock_count);
 int64_t qcow2_calc_prealloc_size(int64_t total_size, uint64_t cluster_size,
                                  int refcount_order);
+
+/* ----------------------------------------------------------- snapshot.c */
+
+int qcow2_snapshot_create(vd_node *bs, const char *name, vd_error **errp);
+int qcow2_snapshot_apply(vd_node *bs, const char *name_or_id, vd_error **errp);
+int qcow2_snapshot_delete(vd_node *bs, const char *name_or_id, vd_error **errp);
+int qcow2_snapshot_load_tmp(vd_node *bs, const char *name, const char *id, vd_error **errp);
+/* Add addend (-1, 0 or 1) to the refcount of every cluster reachable from
+ * the L1 table at l1_offset (the in-memory active table when it is the
+ * active one) and recompute the COPIED flags.  Lock held. */
+int qcow2_update_snapshot_refcount(qcow2_state *s, uint64_t l1_offset, uint32_t l1_size,
+                                   int addend);
+/* Write s->snapshots as a new table and point the header to it.  Lock held. */
+int qcow2_write_snapshots(qcow2_state *s);
 
 #endif /* VD_QCOW2_H */

@@ -47,27 +47,31 @@ cat in.raw >/dev/null # warm the page cache
 echo "   source: $(du -k in.raw | cut -f1) KiB allocated of $(stat -c %s in.raw) bytes" >&2
 
 # shellcheck disable=SC2086 # $compress and $extra are option lists
-run_vdisk() { "$VDISK" convert -f raw -O "$fmt" $compress $extra in.raw out.vdisk; }
+vcmd=("$VDISK" convert -f raw -O "$fmt" $compress $extra in.raw out.vdisk)
 # shellcheck disable=SC2086
-run_qemu() { qemu-img convert -f raw -O "$fmt" $compress $extra in.raw out.qemu; }
+qcmd=(qemu-img convert -f raw -O "$fmt" $compress $extra in.raw out.qemu)
 
-tv=()
-tq=()
-for i in $(seq 1 "$runs"); do
-    # deleting the last outputs is not part of the timing
-    rm -f out.vdisk out.qemu
-    sync
-    if [ $((i % 2)) -eq 1 ]; then
-        tv+=("$(bench_time run_vdisk)")
-        tq+=("$(bench_time run_qemu)")
+tv=(); tq=(); cv=(); cq=()
+one() { # v|q
+    sync # earlier writes are not written back during the timing
+    local r
+    if [ "$1" = v ]; then
+        r=$(bench_time "${vcmd[@]}")
+        tv+=("${r% *}"); cv+=("${r#* }")
     else
-        tq+=("$(bench_time run_qemu)")
-        tv+=("$(bench_time run_vdisk)")
+        r=$(bench_time "${qcmd[@]}")
+        tq+=("${r% *}"); cq+=("${r#* }")
     fi
-    echo "   run $i: vdisk ${tv[-1]} s, qemu-img ${tq[-1]} s" >&2
+}
+for i in $(seq 1 "$runs"); do
+    rm -f out.vdisk out.qemu
+    if [ $((i % 2)) -eq 1 ]; then one v; one q; else one q; one v; fi
+    echo "   run $i: vdisk ${tv[-1]} s (cpu ${cv[-1]}), qemu-img ${tq[-1]} s (cpu ${cq[-1]})" >&2
 done
 mv_=$(bench_median "${tv[@]}")
 mq=$(bench_median "${tq[@]}")
+mcv=$(bench_median "${cv[@]}")
+mcq=$(bench_median "${cq[@]}")
 
 # Correctness of the last outputs.
 status=ok
@@ -106,7 +110,8 @@ fi
 du_v=$(du -k out.vdisk | cut -f1)
 du_q=$(du -k out.qemu | cut -f1)
 
-printf "   %-28s vdisk %7ss  qemu-img %7ss  ratio %s  (du KiB: vdisk %s, qemu-img %s) %s\n" \
-    "$name" "$mv_" "$mq" "$(bench_ratio "$mv_" "$mq")" "$du_v" "$du_q" "$status" >&2
-bench_result "$name ($size, warm cache, median of $runs)" "$mv_" "$mq" "$status"
+printf "   %-28s vdisk %7ss  qemu-img %7ss  ratio %s  (cpu: vdisk %ss, qemu-img %ss, ratio %s; du KiB: vdisk %s, qemu-img %s) %s\n" \
+    "$name" "$mv_" "$mq" "$(bench_ratio "$mv_" "$mq")" "$mcv" "$mcq" "$(bench_ratio "$mcv" "$mcq")" "$du_v" "$du_q" "$status" >&2
+bench_result "$name ($size, warm, median of $runs)" "$mv_" "$mq" "$status"
+bench_result "$name ($size, cpu time)" "$mcv" "$mcq" "$status"
 [ "$status" = ok ]

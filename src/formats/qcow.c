@@ -649,22 +649,13 @@ static int qcow_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *b
     return ret;
 }
 
-static int qcow_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const void *buf)
+/* One cluster (or the last, partial one) compressed. */
+static int qcow_compress_cluster(vd_node *bs, uint64_t offset, uint64_t len, const void *buf)
 {
     qcow_state *s = bs->opaque;
     uint64_t cs = s->cluster_size;
     int ret;
 
-    if (s->encrypted) {
-        return -ENOTSUP;
-    }
-    if (len == 0) {
-        /* QEMU's "end of compressed data" marker: nothing to do here */
-        return 0;
-    }
-    if (offset & (cs - 1) || len > cs || (len != cs && offset + len != s->size)) {
-        return -EINVAL;
-    }
     uint8_t *in = vd_malloc(cs);
     uint8_t *out = vd_malloc(cs);
     if (!in || !out) {
@@ -728,6 +719,33 @@ static int qcow_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, co
     free(in);
     free(out);
     return ret;
+}
+
+static int qcow_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const void *buf)
+{
+    qcow_state *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    const uint8_t *p = buf;
+
+    if (s->encrypted) {
+        return -ENOTSUP;
+    }
+    /* whole clusters; only the image's last one may be partial.  (len 0 is
+     * QEMU's "end of compressed data" marker: nothing to do.) */
+    if ((offset & (cs - 1)) || ((len & (cs - 1)) && offset + len != s->size)) {
+        return -EINVAL;
+    }
+    while (len > 0) {
+        uint64_t n = VD_MIN(len, cs);
+        int ret = qcow_compress_cluster(bs, offset, n, p);
+        if (ret < 0) {
+            return ret;
+        }
+        offset += n;
+        len -= n;
+        p += n;
+    }
+    return 0;
 }
 
 static int qcow_flush(vd_node *bs)

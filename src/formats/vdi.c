@@ -572,12 +572,10 @@ static int vdi_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64
     }
     *map = vdi_data_offset(s, entry, in_block);
     *file = bs->file;
-    /* QEMU flags static images BDRV_BLOCK_RECURSE: data, plus "zero"
-     * where the file has holes.  The core adds the file's zero flag to
-     * every DATA|OFFSET_VALID answer (its VD_BLOCK_RECURSE is QEMU's
-     * BDRV_BLOCK_RAW, a verbatim pass-through), so plain DATA gives
-     * QEMU's answer here. */
-    return VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID;
+    /* static images: data, plus "zero" where the file has holes (QEMU's
+     * BDRV_BLOCK_RECURSE) */
+    return VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID |
+           (s->image_type == VDI_TYPE_STATIC ? VD_BLOCK_PROBE_ZERO : 0);
 }
 
 static int vdi_check(vd_node *bs, vd_check_res *res, unsigned fix, vd_error **errp)

@@ -794,9 +794,8 @@ static int vpc_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64
         *pnum = len;
         *map = offset;
         *file = bs->file;
-        /* QEMU: DATA|OFFSET_VALID|BDRV_BLOCK_RECURSE, data plus "zero" over
-         * holes of the file, which the core adds to DATA|OFFSET_VALID */
-        return VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID;
+        /* as QEMU: data, plus "zero" over holes of the file */
+        return VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID | VD_BLOCK_PROBE_ZERO;
     }
     pthread_mutex_lock(&s->lock);
     uint64_t b = offset / s->block_size;

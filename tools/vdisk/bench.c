@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * vdisk bench: issue -c requests of -s bytes, -d of them in flight, at
- * offsets -o, -o+S, -o+2S ... (wrapping before the end of the image), as
+ * offsets -o, -o+S, -o+2S ... (modulo the image size), as
  * qemu-img bench, and print how long the run took.  "In flight" is one
  * thread per outstanding request (the library's API is synchronous).
  * --flush-interval=N flushes after every N completed writes, first
@@ -83,10 +83,12 @@ static void *bench_worker(void *opaque)
         b->in_flight++;
         uint64_t offset = b->offset;
         b->offset += b->step;
+        /* qemu-img 7.2 wraps at the image size: a request that then runs
+         * past the end fails, as there */
         if (b->image_size <= b->bufsize) {
             b->offset = 0;
         } else {
-            b->offset %= b->image_size - b->bufsize;
+            b->offset %= b->image_size;
         }
         pthread_mutex_unlock(&b->lock);
 

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "cmds.h"
@@ -839,6 +840,14 @@ static int convert_copy_bitmaps(vd_image *src, vd_image *dst, const convert_bitm
 
 /* ------------------------------------------------------------- command */
 
+/* Whether two names are the same existing file. */
+static bool convert_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
 /* Formats whose drivers can write compressed clusters (qemu's list). */
 static bool convert_format_can_compress(const char *fmt)
 {
@@ -1305,6 +1314,19 @@ int cmd_convert(int argc, char **argv)
             size_t kl = strlen(k);
             if (kl >= 10 && !strcmp(k + kl - 10, "key-secret")) {
                 vd_opts_set(tgt_opts, k, vd_opts_value(create_opts, i));
+            }
+        }
+        /*
+         * Creating truncates the file: refuse when it is one of the open
+         * sources, as QEMU's image locking does (the library's create does
+         * not check the locks of other openers yet).
+         */
+        for (int i = 0; i < s.src_num && !image_opts; i++) {
+            if (convert_same_file(argv[optind + i], out_filename)) {
+                tool_error("%s: error while converting %s: Failed to get \"write\" lock\n"
+                           "Is another process using the image [%s]?",
+                           out_filename, out_fmt, out_filename);
+                goto out_progress;
             }
         }
         if (vd_create(out_filename, out_fmt, create_opts) < 0) {

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cmds.h"
 #include "tool.h"
@@ -168,6 +169,15 @@ int cmd_dd(int argc, char **argv)
     snprintf(sizebuf, sizeof(sizebuf), "%" PRIu64, out_size);
     if (!create_opts || vd_opts_set(create_opts, "size", sizebuf) < 0) {
         tool_error("Out of memory");
+        goto out;
+    }
+    /* creating truncates: not the open input (QEMU's lock refuses it) */
+    struct stat sa, sb;
+    if (!image_opts && stat(in_name, &sa) == 0 && stat(out_name, &sb) == 0 &&
+        sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino) {
+        tool_error("%s: error while creating output image: Failed to get \"write\" lock\n"
+                   "Is another process using the image [%s]?",
+                   out_name, out_name);
         goto out;
     }
     if (vd_create(out_name, out_fmt, create_opts) < 0) {

@@ -702,6 +702,10 @@ out_unlock:
 int qcow2_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf, unsigned flags)
 {
     qcow2_state *s = bs->opaque;
+    int bm_ret = qcow2_bitmaps_dirty(s, offset, len); /* bitmap.c */
+    if (bm_ret < 0) {
+        return bm_ret;
+    }
     const uint8_t *p = buf;
     (void)flags;
     while (len) {
@@ -838,6 +842,10 @@ static int write_zero_bytes(qcow2_state *s, uint64_t offset, uint64_t len)
 int qcow2_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned flags)
 {
     qcow2_state *s = bs->opaque;
+    int bm_ret = qcow2_bitmaps_dirty(s, offset, len); /* bitmap.c */
+    if (bm_ret < 0) {
+        return bm_ret;
+    }
     uint64_t cs = s->cluster_size;
     uint64_t end = offset + len;
     uint64_t astart, aend;
@@ -915,6 +923,10 @@ int qcow2_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned fla
 int qcow2_discard(vd_node *bs, uint64_t offset, uint64_t len)
 {
     qcow2_state *s = bs->opaque;
+    int bm_ret = qcow2_bitmaps_dirty(s, offset, len); /* bitmap.c */
+    if (bm_ret < 0) {
+        return bm_ret;
+    }
     uint64_t cs = s->cluster_size;
     uint64_t start, end = vd_align_down(offset + len, cs);
     if (offset + len >= s->size) {
@@ -992,9 +1004,12 @@ int qcow2_preallocate(qcow2_state *s, uint64_t offset, uint64_t bytes, vd_preall
     if (vd_align_up_overflow(offset + bytes, cs, &end)) {
         return vd_error_set(errp, EFBIG, "Image too large to preallocate");
     }
-    /* all L2 tables first, so the data clusters form one area at the end */
+    /* For falloc/full, all L2 tables first so that the data clusters form
+     * one area at the end that the file preallocation covers; metadata
+     * preallocation interleaves tables and data as QEMU does. */
     uint64_t l2_span = (uint64_t)s->l2_size * cs;
-    for (uint64_t g = start; g < end; g = (g / l2_span + 1) * l2_span) {
+    for (uint64_t g = start; g < end && mode != VD_PREALLOC_METADATA;
+         g = (g / l2_span + 1) * l2_span) {
         uint64_t *slice;
         uint32_t idx;
         ret = qcow2_get_l2_for_write(s, g, &slice, &idx);

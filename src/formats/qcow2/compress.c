@@ -315,6 +315,10 @@ static void compress_all(cjob *jobs, size_t n, int type)
 int qcow2_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const void *buf)
 {
     qcow2_state *s = bs->opaque;
+    int bm_ret = qcow2_bitmaps_dirty(s, offset, len); /* bitmap.c */
+    if (bm_ret < 0) {
+        return bm_ret;
+    }
     uint64_t cs = s->cluster_size;
     int ret = 0;
 

@@ -406,6 +406,7 @@ static void free_state(qcow2_state *s)
         s->bitmaps = NULL;
     }
     s->bitmaps_loaded = false;
+    qcow2_bitmaps_free(s);
 }
 
 void qcow2_free_snapshots(qcow2_state *s)
@@ -1187,17 +1188,15 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     if (ret < 0) {
         goto fail;
     }
+    ret = qcow2_bitmaps_open(s, errp); /* bitmap.c: validation, dirty tracking */
+    if (ret < 0) {
+        goto fail;
+    }
 
     if (!bs->read_only) {
-        /* Bitmaps we do not update may only stay when none of them is
-         * enabled; otherwise clear the autoclear bit so that QEMU knows
-         * they are stale.  Unknown autoclear bits are cleared too. */
+        /* Unknown autoclear bits are cleared (bitmap.c keeps enabled
+         * bitmaps up to date). */
         uint64_t keep = QCOW2_AUTOCLEAR_BITMAPS | QCOW2_AUTOCLEAR_DATA_FILE_RAW;
-        for (uint32_t i = 0; s->bitmaps && i < s->nb_bitmaps; i++) {
-            if (s->bitmaps[i].flags & QCOW2_BME_AUTO) {
-                keep &= ~QCOW2_AUTOCLEAR_BITMAPS;
-            }
-        }
         if (s->autoclear_features & ~keep) {
             s->autoclear_features &= keep;
             need_header_update = true;
@@ -1264,6 +1263,7 @@ static void qcow2_close(vd_node *bs)
              * as QEMU would have at open */
             (void)qcow2_begin_metadata_change(s);
         }
+        (void)qcow2_bitmaps_close(s); /* a failure leaves them in_use */
         int ret = vd_cache_flush(s->l2_cache);
         if (ret == 0) {
             ret = vd_cache_flush(s->refcount_cache);
@@ -1510,6 +1510,11 @@ int qcow2_truncate(vd_node *bs, uint64_t size, bool exact, vd_prealloc prealloc,
     qcow2_wait_inflight(s, 0, UINT64_MAX);
     uint64_t old = s->size;
     uint64_t new_l1 = qcow2_size_to_l1(s, size);
+    if (size != old && qcow2_bitmaps_resize(s, size) < 0) {
+        ret = vd_error_set(errp, ENOTSUP, "Cannot resize an image with inconsistent "
+                           "persistent bitmaps");
+        goto out;
+    }
     if (new_l1 > QCOW2_MAX_L1_BYTES / 8) {
         ret = vd_error_set(errp, EFBIG, "The image size is too large for file format 'qcow2' "
                            "(try using a larger cluster size)");
@@ -1884,4 +1889,9 @@ const vd_driver vd_drv_qcow2 = {
     .snapshot_apply = qcow2_snapshot_apply,
     .snapshot_delete = qcow2_snapshot_delete,
     .snapshot_load_tmp = qcow2_snapshot_load_tmp,
+    .bitmap_add = qcow2_bitmap_add,
+    .bitmap_remove = qcow2_bitmap_remove,
+    .bitmap_clear = qcow2_bitmap_clear,
+    .bitmap_enable = qcow2_bitmap_enable,
+    .bitmap_merge = qcow2_bitmap_merge,
 };

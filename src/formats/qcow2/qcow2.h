@@ -198,6 +198,7 @@ typedef struct qcow2_state {
     bool bitmaps_loaded;
 
     qcow2_snapshot *snapshots;
+    struct qcow2_bitmaps *bm; /* bitmap.c: bitmaps in memory (NULL until open) */
 
     /* caches (L) */
     vd_cache *l2_cache;
@@ -396,5 +397,27 @@ int qcow2_update_snapshot_refcount(qcow2_state *s, uint64_t l1_offset, uint32_t 
                                    int addend);
 /* Write s->snapshots as a new table and point the header to it.  Lock held. */
 int qcow2_write_snapshots(qcow2_state *s);
+
+/* ------------------------------------------------------------- bitmap.c */
+
+typedef struct qcow2_bitmaps qcow2_bitmaps;
+/* Validate the bitmap directory and set up dirty tracking (end of open). */
+int qcow2_bitmaps_open(qcow2_state *s, vd_error **errp);
+/* Store pending bitmap changes (close, lock held or single-threaded). */
+int qcow2_bitmaps_close(qcow2_state *s);
+void qcow2_bitmaps_free(qcow2_state *s);
+/* Mark guest bytes [offset, offset+len) dirty in the enabled bitmaps;
+ * called before a guest write changes data.  Takes the lock. */
+int qcow2_bitmaps_dirty(qcow2_state *s, uint64_t offset, uint64_t len);
+/* Before the virtual size changes (lock held); -ENOTSUP when a bitmap is
+ * inconsistent. */
+int qcow2_bitmaps_resize(qcow2_state *s, uint64_t new_size);
+int qcow2_bitmap_add(vd_node *bs, const char *name, uint32_t granularity, bool disabled,
+                     vd_error **errp);
+int qcow2_bitmap_remove(vd_node *bs, const char *name, vd_error **errp);
+int qcow2_bitmap_clear(vd_node *bs, const char *name, vd_error **errp);
+int qcow2_bitmap_enable(vd_node *bs, const char *name, bool enable, vd_error **errp);
+int qcow2_bitmap_merge(vd_node *bs, const char *name, vd_node *src, const char *src_name,
+                       vd_error **errp);
 
 #endif /* VD_QCOW2_H */

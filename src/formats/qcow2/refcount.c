@@ -315,80 +315,83 @@ static int find_free(qcow2_state *s, uint64_t n, uint64_t *out)
 
 static int grow_reftable(qcow2_state *s, uint64_t min_entries);
 
-/* Make a refcount block for table index ti (< refcount_table_size). */
+/*
+ * Make a refcount block for table index ti (< refcount_table_size).  Like
+ * QEMU, the block takes the first free cluster; when that cluster is not
+ * in the block's own range, the block that covers it is made first (it
+ * then describes itself, being the next free cluster).
+ */
 static int alloc_refblock(qcow2_state *s, uint64_t ti, int depth)
 {
     int ret;
+    uint64_t b;
+
     if (depth > 8) {
         return -EIO;
     }
-    for (;;) {
-        uint64_t b;
-        ret = find_free(s, 1, &b);
-        if (ret < 0) {
-            return ret;
-        }
-        uint64_t bti = b >> s->refcount_block_bits;
-        uint64_t boff = b << s->cluster_bits;
-        if (bti >= s->refcount_table_size) {
-            return grow_reftable(s, VD_MAX(ti, bti) + 1);
-        }
-        if (bti != ti && !(s->refcount_table[bti] & REFT_OFFSET_MASK)) {
-            ret = alloc_refblock(s, bti, depth + 1);
-            if (ret < 0) {
-                return ret;
-            }
-            if (s->refcount_table[ti] & REFT_OFFSET_MASK) {
-                return 0;
-            }
-            continue;
-        }
-        ret = qcow2_pre_write_overlap_check(s, 0, boff, s->cluster_size);
-        if (ret < 0) {
-            return ret;
-        }
-        void *block;
-        ret = vd_cache_get_empty(s->refcount_cache, boff, &block);
-        if (ret < 0) {
-            return ret;
-        }
-        memset(block, 0, s->cluster_size);
-        if (bti == ti) {
-            /* self-describing: the block counts its own cluster */
-            qcow2_rc_set(s, block, b & (rb_entries(s) - 1), 1);
-        }
-        ret = vd_node_pwrite(s->bs->file, boff, s->cluster_size, block, 0);
-        vd_cache_put(s->refcount_cache, &block);
-        if (ret < 0) {
-            vd_cache_discard(s->refcount_cache, boff);
-            return ret;
-        }
-        if (bti != ti) {
-            ret = qcow2_update_refcount(s, boff, s->cluster_size, 1, QCOW2_DISCARD_NEVER);
-            if (ret < 0) {
-                return ret;
-            }
-            ret = vd_cache_flush(s->refcount_cache);
-        } else {
-            ret = vd_node_flush(s->bs->file);
-        }
-        if (ret < 0) {
-            return ret;
-        }
-        s->refcount_table[ti] = boff;
-        if (ti > s->max_refcount_table_index) {
-            s->max_refcount_table_index = ti;
-        }
-        ret = write_reftable_entry(s, ti);
-        if (ret < 0) {
-            s->refcount_table[ti] = 0;
-            return ret;
-        }
-        if (b >= s->free_cluster_index) {
-            s->free_cluster_index = b + 1;
-        }
-        return 0;
+    ret = find_free(s, 1, &b);
+    if (ret < 0) {
+        return ret;
     }
+    uint64_t bti = b >> s->refcount_block_bits;
+    uint64_t boff = b << s->cluster_bits;
+    if (bti >= s->refcount_table_size) {
+        return grow_reftable(s, VD_MAX(ti, bti) + 1);
+    }
+    if (b >= s->free_cluster_index) {
+        s->free_cluster_index = b + 1; /* reserved for the block */
+    }
+    if (bti != ti && !(s->refcount_table[bti] & REFT_OFFSET_MASK)) {
+        ret = alloc_refblock(s, bti, depth + 1);
+        if (ret < 0) {
+            return ret;
+        }
+        if (!(s->refcount_table[bti] & REFT_OFFSET_MASK)) {
+            return -EAGAIN; /* the table grew instead: the caller retries */
+        }
+    }
+    ret = qcow2_pre_write_overlap_check(s, 0, boff, s->cluster_size);
+    if (ret < 0) {
+        return ret;
+    }
+    void *block;
+    ret = vd_cache_get_empty(s->refcount_cache, boff, &block);
+    if (ret < 0) {
+        return ret;
+    }
+    memset(block, 0, s->cluster_size);
+    if (bti == ti) {
+        /* self-describing: the block counts its own cluster */
+        qcow2_rc_set(s, block, b & (rb_entries(s) - 1), 1);
+    }
+    ret = vd_node_pwrite(s->bs->file, boff, s->cluster_size, block, 0);
+    vd_cache_put(s->refcount_cache, &block);
+    if (ret < 0) {
+        vd_cache_discard(s->refcount_cache, boff);
+        return ret;
+    }
+    if (bti != ti) {
+        ret = qcow2_update_refcount(s, boff, s->cluster_size, 1, QCOW2_DISCARD_NEVER);
+        if (ret < 0) {
+            return ret;
+        }
+        ret = vd_cache_flush(s->refcount_cache);
+    } else {
+        ret = vd_node_flush(s->bs->file);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    s->refcount_table[ti] = boff;
+    if (ti > s->max_refcount_table_index) {
+        s->max_refcount_table_index = ti;
+    }
+    ret = write_reftable_entry(s, ti);
+    if (ret < 0) {
+        s->refcount_table[ti] = 0;
+        return ret;
+    }
+    return 0;
 }
 
 /*
@@ -536,20 +539,27 @@ out:
     return ret;
 }
 
-/* 1 when refcount metadata had to be created (the caller searches again). */
+/* Make sure refcount blocks cover clusters [c, c+n) (reserved already). */
 static int ensure_refblocks(qcow2_state *s, uint64_t c, uint64_t n)
 {
     uint64_t first = c >> s->refcount_block_bits;
     uint64_t last = (c + n - 1) >> s->refcount_block_bits;
     for (uint64_t ti = first; ti <= last; ti++) {
-        int ret;
-        if (ti >= s->refcount_table_size) {
-            ret = grow_reftable(s, last + 1);
-            return ret < 0 ? ret : 1;
-        }
-        if (!(s->refcount_table[ti] & REFT_OFFSET_MASK)) {
-            ret = alloc_refblock(s, ti, 0);
-            return ret < 0 ? ret : 1;
+        for (int tries = 0; ti >= s->refcount_table_size ||
+                            !(s->refcount_table[ti] & REFT_OFFSET_MASK);
+             tries++) {
+            int ret;
+            if (tries > 16) {
+                return -EIO;
+            }
+            if (ti >= s->refcount_table_size) {
+                ret = grow_reftable(s, last + 1);
+            } else {
+                ret = alloc_refblock(s, ti, 0);
+            }
+            if (ret < 0 && ret != -EAGAIN) {
+                return ret;
+            }
         }
     }
     return 0;
@@ -616,6 +626,9 @@ int qcow2_update_refcount(qcow2_state *s, uint64_t offset, uint64_t len, int64_t
 
         if (addend > 0 && (ti >= s->refcount_table_size ||
                            !(s->refcount_table[ti] & REFT_OFFSET_MASK))) {
+            if (ci >= s->free_cluster_index) {
+                s->free_cluster_index = ci + 1; /* not for the new block */
+            }
             ret = ensure_refblocks(s, ci, 1);
             if (ret < 0) {
                 goto fail;
@@ -672,32 +685,27 @@ int64_t qcow2_alloc_clusters(qcow2_state *s, uint64_t n)
     if (n == 0) {
         return -EINVAL;
     }
-    for (int iter = 0;; iter++) {
-        if (iter > 1000) {
-            return -EIO;
-        }
-        ret = find_free(s, n, &c);
-        if (ret < 0) {
-            return ret;
-        }
-        if (c + n > (QCOW_MAX_CLUSTER_OFFSET >> s->cluster_bits) + 1) {
-            return -EFBIG;
-        }
-        ret = ensure_refblocks(s, c, n);
-        if (ret < 0) {
-            return ret;
-        }
-        if (ret == 0) {
-            break;
-        }
-    }
-    ret = qcow2_update_refcount(s, c << s->cluster_bits, n << s->cluster_bits, 1,
-                                QCOW2_DISCARD_NEVER);
+    ret = find_free(s, n, &c);
     if (ret < 0) {
         return ret;
     }
+    if (c + n > (QCOW_MAX_CLUSTER_OFFSET >> s->cluster_bits) + 1) {
+        return -EFBIG;
+    }
+    /* reserve the range first: refcount blocks it needs go after it */
     if (c + n > s->free_cluster_index) {
         s->free_cluster_index = c + n;
+    }
+    ret = ensure_refblocks(s, c, n);
+    if (ret == 0) {
+        ret = qcow2_update_refcount(s, c << s->cluster_bits, n << s->cluster_bits, 1,
+                                    QCOW2_DISCARD_NEVER);
+    }
+    if (ret < 0) {
+        if (c < s->free_cluster_index) {
+            s->free_cluster_index = c;
+        }
+        return ret;
     }
     return (int64_t)(c << s->cluster_bits);
 }

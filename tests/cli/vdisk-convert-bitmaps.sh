@@ -1,0 +1,27 @@
+#!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
+# vdisk convert --bitmaps: persistent dirty bitmaps of a qcow2 source are
+# copied (name, granularity, enabled state, content) as qemu-img does;
+# inconsistent ones stop the copy unless --skip-broken-bitmaps.
+. "$VDISK_SRC/tests/lib.sh"
+need qemu-img qemu-io
+
+qemu-img create -q -f qcow2 s.qcow2 4M
+qemu-img bitmap --add s.qcow2 bm0
+qemu-img bitmap --add -g 128k --disable s.qcow2 bm1
+qemu-io -c "write -q -P 1 0 1M" s.qcow2
+
+bitmaps() { qemu-img info --output=json "$1" | /usr/bin/python3 -c '
+import json, sys
+d = json.load(sys.stdin).get("format-specific", {}).get("data", {})
+for b in d.get("bitmaps", []):
+    print(b["name"], b["granularity"], ",".join(sorted(b["flags"])))'; }
+
+"$VDISK" convert --bitmaps -O qcow2 s.qcow2 v.qcow2 || fail "convert --bitmaps"
+qemu-img convert --bitmaps -O qcow2 s.qcow2 q.qcow2
+[ "$(bitmaps v.qcow2)" = "$(bitmaps q.qcow2)" ] || fail "bitmaps: $(bitmaps v.qcow2) vs $(bitmaps q.qcow2)"
+qemu-img check -q v.qcow2 || fail "check"
+qemu-img compare -q s.qcow2 v.qcow2 || fail "content"
+expect_fail "Source lacks bitmap support" "$VDISK" convert --bitmaps -O qcow2 -f raw s.qcow2 r.qcow2
+expect_fail "single source" "$VDISK" convert --bitmaps -O qcow2 s.qcow2 s.qcow2 two.qcow2
+echo ok

@@ -451,6 +451,15 @@ struct vd_driver {
 
     /* The driver opens bs->file itself (protocol-like formats, vmdk). */
     bool opens_own_file;
+
+    /*
+     * Dirty state of [offset, offset+len) in the persistent bitmap `name`
+     * (NBD's qemu:dirty-bitmap:NAME): sets *pnum (1..len bytes sharing the
+     * answer) and *dirty.  -ENOENT when there is no such bitmap.  Called
+     * from many threads at once.
+     */
+    int (*bitmap_status)(vd_node *bs, const char *name, uint64_t offset, uint64_t len,
+                         uint64_t *pnum, bool *dirty);
 };
 
 /* The driver table (drivers.c). */

@@ -11,18 +11,23 @@ VDISK_NBD=$B/tools/vdisk-nbd/vdisk-nbd
 dir=$(mktemp -d /tmp/vdisk-demo.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 cd "$dir"
-step() { printf '\n$ %s\n' "$*"; "$@"; }
+step() {
+    printf '\n$'
+    for a in "$@"; do case "$a" in *[\ \*\?]*) printf " '%s'" "$a" ;; *) printf ' %s' "$a" ;; esac; done
+    printf '\n'
+    "$@"
+}
 
 step "$VDISK" create -f raw disk.raw 64M
 step "$VDISK_IO" -f raw -c 'write -P 0xab 0 1M' -c 'write -P 0xcd 32M 512k' -c 'write -z 40M 1M' disk.raw
 step "$VDISK" map --output=json -f raw disk.raw
 for fmt in qcow2 qed vdi vpc qcow; do
-    if "$VDISK" create -f "$fmt" probe.$fmt 1M >/dev/null 2>&1; then
-        step "$VDISK" convert -p -f raw -O "$fmt" disk.raw disk.$fmt
-        step "$VDISK" info disk.$fmt
-        step "$VDISK" compare -f raw -F "$fmt" disk.raw disk.$fmt
-    fi
+    step "$VDISK" convert -f raw -O "$fmt" disk.raw disk.$fmt
+    step "$VDISK" info disk.$fmt
+    step "$VDISK" compare -f raw -F "$fmt" disk.raw disk.$fmt
 done
+step "$VDISK" convert -c -f qcow2 -O qcow2 disk.qcow2 compressed.qcow2
+step "$VDISK" check compressed.qcow2
 step "$VDISK" convert -f raw -O raw disk.raw copy.raw
 step "$VDISK" compare -f raw -F raw disk.raw copy.raw
 step "$VDISK_IO" -f raw -c 'read -P 0xab 0 1M' -c 'read -P 0xcd 32M 512k' copy.raw

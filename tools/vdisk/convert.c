@@ -1367,7 +1367,8 @@ int cmd_convert(int argc, char **argv)
             goto out_progress;
         }
     }
-    if (s.compressed && !convert_format_can_compress(vd_image_format(s.target))) {
+    if (s.compressed && (!vd_image_format(s.target) ||
+                         !convert_format_can_compress(vd_image_format(s.target)))) {
         tool_error("Compression not supported for this file format");
         goto out_progress;
     }

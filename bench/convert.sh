@@ -56,10 +56,10 @@ one() { # v|q
     sync # earlier writes are not written back during the timing
     local r
     if [ "$1" = v ]; then
-        r=$(bench_time "${vcmd[@]}")
+        r=$(bench_time_cpu "${vcmd[@]}")
         tv+=("${r% *}"); cv+=("${r#* }")
     else
-        r=$(bench_time "${qcmd[@]}")
+        r=$(bench_time_cpu "${qcmd[@]}")
         tq+=("${r% *}"); cq+=("${r#* }")
     fi
 }

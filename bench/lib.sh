@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # Shared helpers for the benchmarks (source it; bash).
 #   bench_init [BUILD]        sets VDISK (the vdisk binary), BENCH_SRC
-#   bench_time CMD...         runs CMD (a program, not a function), prints
-#                             "WALL CPU" seconds (CPU = user + system)
+#   bench_time CMD...         runs CMD (also a shell function), prints its
+#                             wall time in seconds
+#   bench_time_cpu CMD...     runs CMD (a program), prints "WALL CPU"
+#                             seconds (CPU = user + system)
 #   bench_median N...         median of the numbers
 #   bench_ratio A B           A/B with two decimals ("-" when B is 0)
 #   bench_result NAME VDISK_S QEMU_S [NOTE]
@@ -25,7 +27,15 @@ bench_init() {
 }
 
 bench_time() {
-    # wall-clock and CPU (user + system) seconds: "WALL CPU"
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$@" >/dev/null
+    t1=$(date +%s.%N)
+    /usr/bin/python3 -c "import sys; print('%.3f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$t0" "$t1"
+}
+
+bench_time_cpu() {
+    # "WALL CPU" seconds, CPU = user + system (10 ms resolution)
     local t
     t=$(mktemp)
     /usr/bin/time -o "$t" -f '%e %U %S' "$@" >/dev/null

@@ -1,8 +1,9 @@
 #!/bin/bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Runs every benchmark (`make bench`) and prints a summary table.
-#   convert.sh in its configurations (raw, qcow2, compressed qcow2)
-#   every other bench/*.sh (except lib.sh and this file), once
+#   convert.sh (raw -> raw; the qcow2 configurations are run by
+#   qcow2-convert.sh), then every other bench/*.sh (except lib.sh and this
+#   file), once, each with BUILD
 # Each benchmark prints "RESULT|name|vdisk|reference|ratio|status" lines
 # (bench/lib.sh bench_result); a benchmark without them contributes its
 # last lines to the summary instead.
@@ -26,8 +27,6 @@ run() { # LOGNAME SCRIPT ARGS...
 }
 
 run convert-raw "$here/convert.sh" -r "$runs" "$build"
-run convert-qcow2 "$here/convert.sh" -O qcow2 -r "$runs" "$build"
-run convert-qcow2-c "$here/convert.sh" -O qcow2 -c -r "$(( runs < 3 ? runs : 3 ))" -s 512M "$build"
 for b in "$here"/*.sh; do
     case $(basename "$b") in lib.sh | run.sh | convert.sh) continue ;; esac
     run "$(basename "$b" .sh)" "$b" "$build"

@@ -69,6 +69,10 @@ typedef struct qcow_state {
     uint8_t *cbuf; /* compressed bytes */
     uint64_t file_end;
     bool encrypted;
+    /* An L2 table known to be all zeroes, so that a hostile image whose L1
+     * entries all name it costs one step per L1 entry, not a scan each.
+     * Reset whenever anything is allocated. */
+    uint64_t zero_l2;
 } qcow_state;
 
 static const vd_opt_desc qcow_create_opts[] = {
@@ -164,8 +168,8 @@ static int qcow_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     }
     if (crypt == QCOW_CRYPT_AES) {
         if (!(bs->flags & VD_NODE_NO_IO)) {
-            ret = vd_error_set(errp, ENOTSUP,
-                               "AES-encrypted qcow images are not supported yet");
+            ret =
+                vd_error_set(errp, ENOTSUP, "AES-encrypted qcow images are not supported yet");
             goto fail;
         }
         s->encrypted = true;
@@ -309,6 +313,7 @@ static int qcow_get_l2(vd_node *bs, uint64_t i, bool alloc, uint8_t **table, uin
     }
     s->file_end = off + bytes;
     s->l1[i] = off;
+    s->zero_l2 = 0;
     *table = t;
     *l2_off = off;
     return 0;
@@ -400,7 +405,7 @@ static int qcow_run(vd_node *bs, uint64_t offset, uint64_t len, uint64_t entry, 
         if (i >= s->l1_entries) {
             break;
         }
-        if (s->l1[i] == 0) {
+        if (s->l1[i] == 0 || s->l1[i] == s->zero_l2) {
             if (normal) {
                 break;
             }
@@ -416,8 +421,11 @@ static int qcow_run(vd_node *bs, uint64_t offset, uint64_t len, uint64_t entry, 
             break;
         }
         bool same = true;
-        for (uint64_t k = (pos >> s->cluster_bits) & (s->l2_entries - 1);
-             k < s->l2_entries && n < len; k++) {
+        uint64_t k0 = (pos >> s->cluster_bits) & (s->l2_entries - 1);
+        if (k0 == 0 && !normal && vd_buffer_is_zero(t, s->l2_entries * 8)) {
+            s->zero_l2 = l2_off;
+        }
+        for (uint64_t k = k0; k < s->l2_entries && n < len; k++) {
             uint64_t e = vd_ld_be64(t + k * 8);
             same = normal ? qcow_is_normal(e) && (e & s->offset_mask) == expect : e == 0;
             if (!same) {
@@ -569,6 +577,7 @@ static int qcow_alloc_write(vd_node *bs, uint64_t offset, uint64_t len, const ui
         }
     }
     s->file_end = host + ncl * cs;
+    s->zero_l2 = 0;
 
     /* then the L2 entries (written back later: data always comes first) */
     for (uint64_t k = 0; k < ncl; k++) {
@@ -712,6 +721,7 @@ static int qcow_compress_cluster(vd_node *bs, uint64_t offset, uint64_t len, con
             vd_st_be64(table + l2i * 8, e);
             vd_cache_mark_dirty(s->l2c, table);
             s->file_end = coff + out_len;
+            s->zero_l2 = 0;
         }
         vd_cache_put(s->l2c, (void **)&table);
     }
@@ -814,6 +824,7 @@ static int qcow_make_empty(vd_node *bs, vd_error **errp)
     }
     s->ccache_valid = false;
     s->file_end = s->l1_offset + bytes;
+    s->zero_l2 = 0;
     pthread_mutex_unlock(&s->lock);
     if (ret < 0) {
         return vd_error_setg_errno(errp, ret, "Could not empty the image");

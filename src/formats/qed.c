@@ -7,8 +7,8 @@
  * clusters appended to the end of the file; an L2 entry of 1 is a zero
  * cluster.  Feature bits: backing file, need-check (set while allocating
  * writes are in flight without a backing file, cleared at close; an image
- * found with it set is checked and repaired when opened read-write) and
- * "backing format is raw".
+ * found with it set is checked and repaired before a read-write session
+ * changes it) and "backing format is raw".
  *
  * Supported: read, write (with copy-on-write from the backing file for
  * partial clusters), zero clusters (pwrite_zeroes of whole clusters), check
@@ -21,8 +21,7 @@
  * zero cluster keep zeroes around the data (QEMU copies the backing file).
  * Tables larger than 16 MiB are refused (only zero-size images can have
  * them), and at most 32 MiB of L2 tables are cached (write-back, in the
- * shared src/core/cache.c).  No discard, no
- * shrinking, no preallocation.
+ * shared src/core/cache.c).  No discard, no shrinking, no preallocation.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -95,9 +94,16 @@ typedef struct qed_state {
     unsigned l2_shift;
     unsigned l1_shift;
     uint64_t *l1;
-    vd_cache *l2c; /* L2 tables as on disk (little-endian) */
+    vd_cache *l2c;      /* L2 tables as on disk (little-endian) */
     uint64_t file_size; /* allocation point: whole clusters */
     bool writable;
+    bool repair_pending; /* opened read-write with need-check set */
+    /* An L2 table known to hold one value (0 or 1) throughout, so that a
+     * hostile image whose L1 entries all name one such table costs one
+     * step per L1 entry instead of a scan of the table each time.  Reset
+     * whenever a table changes or the file grows. */
+    uint64_t uni_off;
+    uint64_t uni_val;
 } qed_state;
 
 static const vd_opt_desc qed_create_opts[] = {
@@ -218,8 +224,8 @@ static int qed_write_table(vd_node *bs, uint64_t off, const uint64_t *t, uint64_
 {
     qed_state *s = bs->opaque;
     uint64_t lo = vd_align_down(first * 8, QED_SECTOR);
-    uint64_t hi = VD_MIN(vd_div_round_up((first + n) * 8, QED_SECTOR) * QED_SECTOR,
-                         s->table_bytes);
+    uint64_t hi =
+        VD_MIN(vd_div_round_up((first + n) * 8, QED_SECTOR) * QED_SECTOR, s->table_bytes);
     uint8_t *b = vd_malloc(hi - lo);
     if (!b) {
         return -ENOMEM;
@@ -235,6 +241,7 @@ static int qed_write_table(vd_node *bs, uint64_t off, const uint64_t *t, uint64_
 /* Lock held.  Write back dirty L2 tables and forget all cached ones. */
 static int qed_cache_drop(qed_state *s)
 {
+    s->uni_off = 0;
     return vd_cache_empty(s->l2c);
 }
 
@@ -259,9 +266,19 @@ static int qed_find(vd_node *bs, uint64_t pos, uint64_t len, bool merge, enum qe
         return -EIO;
     }
     uint64_t l2off = s->l1[l1i];
-    if (l2off == 0) {
-        *kind = QED_NO_L2;
-        while (merge && max < len && ++l1i < s->table_nelems && s->l1[l1i] == 0) {
+    if (l2off == 0 || l2off == s->uni_off) {
+        /* no table, or a table of one value; with merge, the following
+         * entries that read the same way join (no table and a table of
+         * zeroes both read through to the backing file) */
+        uint64_t val = l2off ? s->uni_val : 0;
+        *kind = !l2off ? QED_NO_L2 : val == 0 ? QED_UNALLOC : QED_ZERO;
+        while (merge && max < len && ++l1i < s->table_nelems) {
+            uint64_t o = s->l1[l1i];
+            bool same = val == 0 ? o == 0 || (o == s->uni_off && s->uni_val == 0)
+                                 : o != 0 && o == s->uni_off;
+            if (!same) {
+                break;
+            }
             max = VD_MIN(len, max + (1ull << s->l1_shift));
         }
         *pnum = max;
@@ -281,8 +298,20 @@ static int qed_find(vd_node *bs, uint64_t pos, uint64_t len, bool merge, enum qe
     uint64_t n = VD_MIN(max, cs - in_cl);
     if (e == 0 || e == QED_ZERO_CLUSTER) {
         *kind = e == 0 ? QED_UNALLOC : QED_ZERO;
+        bool from_start = i == 0;
         for (i++; n < max && i < s->table_nelems && vd_ld_le64(t + i * 8) == e; i++) {
             n = VD_MIN(max, n + cs);
+        }
+        if (from_start && n == max && max == span) {
+            /* is the whole table this value? (scanned once, then known) */
+            uint64_t k = i;
+            while (k < s->table_nelems && vd_ld_le64(t + k * 8) == e) {
+                k++;
+            }
+            if (k == s->table_nelems) {
+                s->uni_off = l2off;
+                s->uni_val = e;
+            }
         }
     } else if (!qed_cluster_offset_valid(s, e)) {
         ret = -EINVAL;
@@ -302,9 +331,36 @@ static int qed_find(vd_node *bs, uint64_t pos, uint64_t len, bool merge, enum qe
 
 static int qed_check_impl(vd_node *bs, vd_check_res *res, bool fix);
 
+/*
+ * Lock held.  An image found with need-check set is checked and repaired
+ * before this session changes it.  QEMU does it when opening read-write;
+ * doing it at the first change (or at close) gives the same image, and
+ * lets `vdisk check -r` find and report the damage itself.
+ */
+static int qed_repair(vd_node *bs)
+{
+    qed_state *s = bs->opaque;
+    if (!s->repair_pending) {
+        return 0;
+    }
+    vd_check_res res;
+    memset(&res, 0, sizeof(res));
+    int ret = qed_check_impl(bs, &res, true);
+    if (ret < 0) {
+        /* "Image corrupted": no writes until it is repaired */
+        return -EIO;
+    }
+    s->repair_pending = false;
+    return 0;
+}
+
 static void qed_close(vd_node *bs)
 {
     qed_state *s = bs->opaque;
+    if (s->writable && s->l1) {
+        /* opened read-write: leave the image repaired, as QEMU does */
+        qed_repair(bs);
+    }
     int wb = s->l2c ? vd_cache_flush(s->l2c) : 0;
     if (s->writable && s->l1 && wb == 0 && (s->h.features & QED_F_NEED_CHECK)) {
         /* clean shutdown: data and tables reach the disk before the flag goes */
@@ -441,17 +497,10 @@ static int qed_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         goto fail;
     }
 
-    /* Not closed cleanly: a writer repairs before it writes.  Readers may
-     * look at an inconsistent image, which helps recovering data. */
-    if ((h->features & QED_F_NEED_CHECK) && s->writable) {
-        vd_check_res res;
-        memset(&res, 0, sizeof(res));
-        ret = qed_check_impl(bs, &res, true);
-        if (ret < 0) {
-            vd_error_setg_errno(errp, ret, "Image corrupted");
-            goto fail;
-        }
-    }
+    /* Not closed cleanly: a writer repairs before it changes anything
+     * (see qed_repair).  Readers may look at an inconsistent image, which
+     * helps recovering data. */
+    s->repair_pending = (h->features & QED_F_NEED_CHECK) && s->writable;
 
     bs->pwrite_zeroes_alignment = h->cluster_size;
     bs->has_zero_init = true;
@@ -536,6 +585,8 @@ static int qed_update_l2(vd_node *bs, uint64_t first, uint64_t ncl, uint64_t val
     bool fresh = l2off == 0;
     void *tv;
     int ret;
+
+    s->uni_off = 0;
 
     if (bs->backing || bs->backing_file) {
         /* data must be stable before an L2 entry points at it, or a crash
@@ -653,6 +704,7 @@ static int qed_alloc_write(vd_node *bs, uint64_t pos, uint64_t n, const uint8_t 
         return ret;
     }
     s->file_size = new_size;
+    s->uni_off = 0;
     return qed_update_l2(bs, first, ncl, host, true);
 }
 
@@ -664,6 +716,11 @@ static int qed_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
     int ret = 0;
     (void)flags;
 
+    if (s->repair_pending) {
+        pthread_mutex_lock(&s->lock);
+        ret = qed_repair(bs);
+        pthread_mutex_unlock(&s->lock);
+    }
     while (len > 0 && ret == 0) {
         enum qed_kind kind;
         uint64_t host = 0, n;
@@ -695,6 +752,11 @@ static int qed_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigne
     /* zero clusters are whole clusters; the end of the image may be partial */
     if ((offset & (cs - 1)) || ((len & (cs - 1)) && offset + len != s->h.image_size)) {
         return -ENOTSUP;
+    }
+    if (s->repair_pending) {
+        pthread_mutex_lock(&s->lock);
+        ret = qed_repair(bs);
+        pthread_mutex_unlock(&s->lock);
     }
     while (len > 0 && ret == 0) {
         enum qed_kind kind;
@@ -774,9 +836,14 @@ static int qed_truncate(vd_node *bs, uint64_t size, bool exact, vd_prealloc prea
         return vd_error_set(errp, ENOTSUP, "Shrinking images is currently not supported");
     }
     pthread_mutex_lock(&s->lock);
+    int ret = qed_repair(bs);
+    if (ret < 0) {
+        pthread_mutex_unlock(&s->lock);
+        return vd_error_setg_errno(errp, ret, "Image corrupted");
+    }
     uint64_t old = s->h.image_size;
     s->h.image_size = size;
-    int ret = qed_write_header(bs);
+    ret = qed_write_header(bs);
     if (ret < 0) {
         s->h.image_size = old;
     }
@@ -961,6 +1028,9 @@ static int qed_check(vd_node *bs, vd_check_res *res, unsigned fix, vd_error **er
     }
     pthread_mutex_lock(&s->lock);
     int ret = qed_check_impl(bs, res, fix != 0);
+    if (ret == 0 && fix) {
+        s->repair_pending = false;
+    }
     pthread_mutex_unlock(&s->lock);
     if (ret < 0) {
         return vd_error_setg_errno(errp, ret, "Check of the QED image failed");
@@ -1005,7 +1075,10 @@ static int qed_change_backing_file(vd_node *bs, const char *backing_file,
         memcpy(b + QED_HEADER_BYTES, backing_file, blen);
     }
     pthread_mutex_lock(&s->lock);
-    int ret = vd_node_pwrite(bs->file, 0, QED_HEADER_BYTES + blen, b, 0);
+    int ret = qed_repair(bs);
+    if (ret == 0) {
+        ret = vd_node_pwrite(bs->file, 0, QED_HEADER_BYTES + blen, b, 0);
+    }
     if (ret == 0) {
         ret = vd_node_flush(bs->file);
     }

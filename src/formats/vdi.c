@@ -198,11 +198,11 @@ static int vdi_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         goto fail;
     }
     if (disk_size > VDI_DISK_SIZE_MAX) {
-        ret = vd_error_set(errp, ENOTSUP,
-                           "Unsupported VDI image size (size is 0x%llx, max supported is "
-                           "0x%llx)",
-                           (unsigned long long)disk_size,
-                           (unsigned long long)VDI_DISK_SIZE_MAX);
+        ret =
+            vd_error_set(errp, ENOTSUP,
+                         "Unsupported VDI image size (size is 0x%llx, max supported is "
+                         "0x%llx)",
+                         (unsigned long long)disk_size, (unsigned long long)VDI_DISK_SIZE_MAX);
         goto fail;
     }
     /* VBoxManage convertfromraw writes odd sizes: round up like QEMU. */
@@ -245,8 +245,9 @@ static int vdi_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         goto fail;
     }
     if (blocks > VDI_BLOCKS_MAX) {
-        ret = vd_error_set(errp, ENOTSUP, "unsupported VDI image (too many blocks %u, max is %u)",
-                           blocks, VDI_BLOCKS_MAX);
+        ret =
+            vd_error_set(errp, ENOTSUP, "unsupported VDI image (too many blocks %u, max is %u)",
+                         blocks, VDI_BLOCKS_MAX);
         goto fail;
     }
     uint64_t bmap_bytes = vdi_bmap_bytes(blocks);
@@ -360,17 +361,15 @@ static int vdi_alloc_write(vd_node *bs, uint64_t block, uint64_t in_block, uint6
     }
     uint32_t idx = s->blocks_allocated;
     uint64_t host = vdi_data_offset(s, idx, 0);
-    if (n == s->block_size) {
-        ret = vd_node_pwrite(bs->file, host, n, data, 0);
-    } else {
-        uint8_t *tmp = vd_malloc(s->block_size);
-        if (!tmp) {
-            return -ENOMEM;
-        }
-        memset(tmp, 0, s->block_size);
-        memcpy(tmp + in_block, data, n);
-        ret = vd_node_pwrite(bs->file, host, s->block_size, tmp, 0);
-        free(tmp);
+    /* the rest of the block must read as zeroes: the file may hold old
+     * bytes there (a block moved away by discard, a longer file) */
+    uint64_t tail = s->block_size - in_block - n;
+    ret = in_block ? vd_node_pwrite_zeroes(bs->file, host, in_block, 0) : 0;
+    if (ret == 0) {
+        ret = vd_node_pwrite(bs->file, host + in_block, n, data, 0);
+    }
+    if (ret == 0 && tail) {
+        ret = vd_node_pwrite_zeroes(bs->file, host + in_block + n, tail, 0);
     }
     if (ret < 0) {
         return ret;
@@ -469,8 +468,8 @@ static int vdi_free_block(vd_node *bs, uint32_t block, uint8_t *tmp)
         if (owner != UINT32_MAX) {
             ret = vd_node_pread(bs->file, vdi_data_offset(s, last, 0), s->block_size, tmp, 0);
             if (ret == 0) {
-                ret = vd_node_pwrite(bs->file, vdi_data_offset(s, idx, 0), s->block_size, tmp,
-                                     0);
+                ret =
+                    vd_node_pwrite(bs->file, vdi_data_offset(s, idx, 0), s->block_size, tmp, 0);
             }
             if (ret < 0) {
                 return ret;
@@ -719,9 +718,9 @@ static int vdi_create(const char *filename, const vd_opts *opts, vd_error **errp
     }
     free(buf);
     if (ret == 0 && is_static) {
-        ret = vd_node_truncate(file, VDI_HEADER_BYTES + bmap_bytes +
-                                         (uint64_t)blocks * VDI_BLOCK_SIZE,
-                               true, VD_PREALLOC_OFF, errp);
+        ret = vd_node_truncate(
+            file, VDI_HEADER_BYTES + bmap_bytes + (uint64_t)blocks * VDI_BLOCK_SIZE, true,
+            VD_PREALLOC_OFF, errp);
     }
     if (ret == 0) {
         ret = vd_node_flush(file);

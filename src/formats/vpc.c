@@ -308,6 +308,9 @@ static char *vpc_parent_name(vd_node *bs, const uint8_t *dyn)
                     }
                 }
                 name = vd_strdup(u);
+                if (name) {
+                    vpc_fix_path(name, name[0] != '/');
+                }
             } else {
                 name = vpc_utf16_to_utf8(raw, len, false);
                 if (name) {
@@ -406,9 +409,10 @@ static int vpc_open(vd_node *bs, vd_opts *opts, vd_error **errp)
 
     uint64_t total = (uint64_t)vd_ld_be16(f + F_CYLS) * f[F_HEADS] * f[F_SECS];
     const uint8_t *app = f + F_CREATOR_APP;
-    bool use_chs = (memcmp(app, "win ", 4) && memcmp(app, "qem2", 4) && memcmp(app, "d2v ", 4) &&
-                    memcmp(app, "CTXS", 4) && memcmp(app, "tap\0", 4)) ||
-                   calc == 1;
+    bool use_chs =
+        (memcmp(app, "win ", 4) && memcmp(app, "qem2", 4) && memcmp(app, "d2v ", 4) &&
+         memcmp(app, "CTXS", 4) && memcmp(app, "tap\0", 4)) ||
+        calc == 1;
     if (!use_chs || total == VHD_MAX_GEOMETRY || calc == 2) {
         total = vd_ld_be64(f + F_CUR_SIZE) / VHD_SECTOR;
     }
@@ -443,8 +447,8 @@ static int vpc_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         ret = vd_error_set(errp, EINVAL, "Invalid block size %u", s->block_size);
         goto fail;
     }
-    s->bitmap_size = (uint32_t)vd_div_round_up(s->block_size / (8 * VHD_SECTOR), VHD_SECTOR) *
-                     VHD_SECTOR;
+    s->bitmap_size =
+        (uint32_t)vd_div_round_up(s->block_size / (8 * VHD_SECTOR), VHD_SECTOR) * VHD_SECTOR;
     s->max_table_entries = vd_ld_be32(dyn + D_MAX_ENTRIES);
     if (s->size / s->block_size > 0xffffffffu) {
         ret = vd_error_set(errp, EINVAL, "Too many blocks");
@@ -456,7 +460,8 @@ static int vpc_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     }
     uint64_t bat_bytes = (uint64_t)s->max_table_entries * 4;
     if (bat_bytes > VHD_BAT_MAX_BYTES) {
-        ret = vd_error_set(errp, EINVAL, "Max Table Entries too large (%u)", s->max_table_entries);
+        ret = vd_error_set(errp, EINVAL, "Max Table Entries too large (%u)",
+                           s->max_table_entries);
         goto fail;
     }
     s->bat_offset = vd_ld_be64(dyn + D_TABLE_OFFSET);
@@ -478,8 +483,8 @@ static int vpc_open(vd_node *bs, vd_opts *opts, vd_error **errp)
             goto fail;
         }
     }
-    s->free_data_block_offset = vd_div_round_up(s->bat_offset + bat_bytes, VHD_SECTOR) *
-                                VHD_SECTOR;
+    s->free_data_block_offset =
+        vd_div_round_up(s->bat_offset + bat_bytes, VHD_SECTOR) * VHD_SECTOR;
     for (uint32_t i = 0; i < s->max_table_entries; i++) {
         s->bat[i] = vd_ld_be32(&s->bat[i]);
         if (s->bat[i] != VHD_BAT_UNUSED) {
@@ -538,7 +543,8 @@ static int vpc_load_bitmap(vd_node *bs, uint32_t b)
         return 0;
     }
     s->bm_valid = false;
-    int ret = vd_node_pread(bs->file, (uint64_t)s->bat[b] * VHD_SECTOR, s->bitmap_size, s->bm, 0);
+    int ret =
+        vd_node_pread(bs->file, (uint64_t)s->bat[b] * VHD_SECTOR, s->bitmap_size, s->bm, 0);
     if (ret < 0) {
         return ret;
     }
@@ -603,12 +609,14 @@ static int vpc_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsi
             while (ret == 0 && done < n) {
                 bool set;
                 uint64_t sec = (in_block + done) / VHD_SECTOR;
-                uint64_t run = vpc_bit_run(s->bm, sec, vd_div_round_up(n - done, VHD_SECTOR),
-                                           &set) * VHD_SECTOR;
+                uint64_t run =
+                    vpc_bit_run(s->bm, sec, vd_div_round_up(n - done, VHD_SECTOR), &set) *
+                    VHD_SECTOR;
                 run = VD_MIN(run, n - done);
                 if (set) {
-                    ret = vd_node_pread(bs->file, vpc_block_data(s, (uint32_t)b) + in_block + done,
-                                        run, p + done, 0);
+                    ret = vd_node_pread(bs->file,
+                                        vpc_block_data(s, (uint32_t)b) + in_block + done, run,
+                                        p + done, 0);
                 } else {
                     ret = vd_node_read_backing(bs, offset + done, run, p + done);
                 }
@@ -727,7 +735,8 @@ static int vpc_set_bits(vd_node *bs, uint32_t b, uint64_t first, uint64_t count)
     uint64_t lo = first / 8 / VHD_SECTOR * VHD_SECTOR;
     uint64_t hi = vd_div_round_up((first + count + 7) / 8, VHD_SECTOR) * VHD_SECTOR;
     hi = VD_MIN(hi, s->bitmap_size);
-    ret = vd_node_pwrite(bs->file, (uint64_t)s->bat[b] * VHD_SECTOR + lo, hi - lo, s->bm + lo, 0);
+    ret =
+        vd_node_pwrite(bs->file, (uint64_t)s->bat[b] * VHD_SECTOR + lo, hi - lo, s->bm + lo, 0);
     if (ret < 0) {
         s->bm_valid = false;
     }
@@ -820,7 +829,8 @@ static int vpc_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64
             bool set;
             uint64_t first = in_block / VHD_SECTOR;
             uint64_t max = vd_div_round_up(n + in_block % VHD_SECTOR, VHD_SECTOR);
-            uint64_t run = vpc_bit_run(s->bm, first, max, &set) * VHD_SECTOR - in_block % VHD_SECTOR;
+            uint64_t run =
+                vpc_bit_run(s->bm, first, max, &set) * VHD_SECTOR - in_block % VHD_SECTOR;
             n = VD_MIN(n, run);
             if (set) {
                 *map = vpc_block_data(s, (uint32_t)b) + in_block;

@@ -24,4 +24,24 @@ qemu-img check -q v.qcow2 || fail "check"
 qemu-img compare -q s.qcow2 v.qcow2 || fail "content"
 expect_fail "Source lacks bitmap support" "$VDISK" convert --bitmaps -O qcow2 -f raw s.qcow2 r.qcow2
 expect_fail "single source" "$VDISK" convert --bitmaps -O qcow2 s.qcow2 s.qcow2 two.qcow2
+
+# an inconsistent (in-use) bitmap: a writer killed while it had it open
+qemu-img create -q -f qcow2 b.qcow2 4M
+qemu-img bitmap --add b.qcow2 bm0
+qemu-img bitmap --add b.qcow2 good
+qemu-io -f qcow2 b.qcow2 < <(sleep 5) >/dev/null 2>&1 &
+qio=$!
+for _ in $(seq 1 50); do
+    qemu-img info -U b.qcow2 | grep -q in-use && break
+    sleep 0.1
+done
+kill -9 $qio; wait $qio 2>/dev/null || true
+qemu-img info b.qcow2 | grep -q in-use || fail "could not make an in-use bitmap"
+expect_fail "Cannot copy inconsistent bitmap 'good'" "$VDISK" convert --bitmaps -O qcow2 b.qcow2 ib.qcow2
+[ ! -e ib.qcow2 ] || fail "ib.qcow2 created"
+out=$("$VDISK" convert --bitmaps --skip-broken-bitmaps -O qcow2 b.qcow2 sb.qcow2 2>&1) ||
+    fail "--skip-broken-bitmaps: $out"
+case "$out" in *"Skipping inconsistent bitmap"*) ;; *) fail "no warning: $out" ;; esac
+qemu-img convert --bitmaps --skip-broken-bitmaps -O qcow2 b.qcow2 qb.qcow2 2>/dev/null
+[ "$(bitmaps sb.qcow2)" = "$(bitmaps qb.qcow2)" ] || fail "skipped bitmaps differ"
 echo ok

@@ -18,7 +18,7 @@ qemu-img snapshot -c snap1 good.qcow2
 qemu-img bitmap --add good.qcow2 bm0
 qemu-io -c 'write -P 0x63 2M 64k' good.qcow2 >/dev/null
 
-limit() { prlimit --as=268435456 -- timeout -k 5 20 "$@"; }
+limit() { bounded "$@"; }
 
 # patch FILE OFFSET WIDTH VALUE (big endian)
 patch() {

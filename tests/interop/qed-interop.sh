@@ -143,6 +143,20 @@ rc=0; "$VDISK" check -r all c.qed >/dev/null 2>&1 || rc=$?
 qrc=0; qemu-img check -r all c2.qed >/dev/null 2>&1 || qrc=$?
 [ "$rc" = "$qrc" ] || fail "check -r all: exit $rc, qemu-img $qrc"
 cmp -s c.qed c2.qed || fail "repair wrote different bytes than qemu-img's"
+# the same damage in an image left with need-check: check -r reports and
+# repairs it (opening for the check must not repair it silently first)
+qemu-io -c 'write -P 3 1M 100k' c.qed >/dev/null
+l2=$(od -An -tu8 -j65536 -N8 c.qed | tr -d " ")
+printf '\x00\x90\x78\x56\x34\x12\x00\x00' | dd of=c.qed bs=1 seek=$((l2 + 128)) conv=notrunc 2>/dev/null
+printf '\x02' | dd of=c.qed bs=1 seek=16 conv=notrunc 2>/dev/null
+cp c.qed c2.qed
+a=$("$VDISK" check -r all c.qed 2>&1; echo "exit $?")
+b=$(qemu-img check -r all c2.qed 2>&1; echo "exit $?")
+[ "$a" = "$b" ] || fail "check -r all of a need-check image differs:
+$a
+--- qemu-img:
+$b"
+cmp -s c.qed c2.qed || fail "need-check repair wrote different bytes than qemu-img's"
 
 # 6. resize: grow works, shrink refused, QEMU sees the new size
 qemu-img create -q -f qed r.qed 10M

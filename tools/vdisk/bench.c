@@ -42,8 +42,8 @@ typedef struct bench_state {
 
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    uint64_t n;          /* requests not yet issued */
-    uint64_t completed;  /* requests done */
+    uint64_t n;         /* requests not yet issued */
+    uint64_t completed; /* requests done */
     uint64_t in_flight;
     uint64_t flush_gate; /* drain mode: no request past this count */
     uint64_t issued;

@@ -27,9 +27,9 @@
 #include "tool.h"
 
 #define SECTOR ((uint64_t)512)
-#define BUF_SECTORS 4096             /* 2 MiB: qemu-img's IO_BUF_SIZE */
-#define MAX_BUF_SECTORS 32768        /* -S upper bound (16 MiB) */
-#define MAX_WORKERS 16               /* qemu-img's MAX_COROUTINES */
+#define BUF_SECTORS 4096      /* 2 MiB: qemu-img's IO_BUF_SIZE */
+#define MAX_BUF_SECTORS 32768 /* -S upper bound (16 MiB) */
+#define MAX_WORKERS 16        /* qemu-img's MAX_COROUTINES */
 #define MAX_STATUS_SECTORS (INT32_MAX >> 9)
 
 enum {
@@ -61,8 +61,8 @@ typedef struct convert_state {
     bool salvage;
     bool quiet;
     bool writethrough;
-    int min_sparse;  /* sectors; 0 = write everything */
-    int alignment;   /* sectors, power of two */
+    int min_sparse; /* sectors; 0 = write everything */
+    int alignment;  /* sectors, power of two */
     int cluster_sectors;
     int buf_sectors;
     int64_t target_backing_sectors; /* negative when unknown */
@@ -78,9 +78,10 @@ typedef struct convert_state {
     uint64_t wait_sector[MAX_WORKERS];
     pthread_cond_t wait_cond[MAX_WORKERS];
     int next_index;
-    int ret;          /* 0 while fine, else -errno of the first failure */
+    int ret; /* 0 while fine, else -errno of the first failure */
 
     /* progress */
+    bool progress_walk; /* allocated_sectors counts only copied sectors */
     uint64_t allocated_sectors;
     uint64_t allocated_done;
 
@@ -174,8 +175,8 @@ static int64_t convert_iteration_sectors(convert_state *s, uint64_t sector_num)
                 break;
             }
             if (!s->salvage) {
-                tool_error("error while reading block status at offset %" PRIu64 ": %s",
-                           offset, vd_get_error());
+                tool_error("error while reading block status at offset %" PRIu64 ": %s", offset,
+                           vd_get_error());
                 return -(vd_get_errno() ? vd_get_errno() : EIO);
             }
             if (n == 1) {
@@ -270,8 +271,7 @@ static int convert_read(convert_state *s, uint64_t sector_num, uint64_t nb_secto
                 continue;
             }
             if (!s->quiet) {
-                tool_warn("error while reading offset %" PRIu64 ": %s", offset,
-                          vd_get_error());
+                tool_warn("error while reading offset %" PRIu64 ": %s", offset, vd_get_error());
             }
             rd = 0;
         }
@@ -522,7 +522,10 @@ static void *convert_worker(void *opaque)
          * they are never read, so that is fine */
         int n = n64 > INT32_MAX ? INT32_MAX : (int)n64;
         s->sector_num += (uint64_t)n;
-        bool counted = status == ST_DATA || (!s->min_sparse && status == ST_ZERO);
+        /* with -p the bar counts copied sectors (as qemu-img); without it
+         * (SIGUSR1 only) the position in the image */
+        bool counted =
+            !s->progress_walk || status == ST_DATA || (!s->min_sparse && status == ST_ZERO);
         if (counted) {
             s->allocated_done += (uint64_t)n;
         }
@@ -609,6 +612,7 @@ static int convert_do_copy(convert_state *s, int num_workers, bool progress)
      * Without -p the bar is only seen on SIGUSR1; the walk is skipped and
      * every sector counts.
      */
+    s->progress_walk = progress;
     if (progress) {
         uint64_t sector_num = 0;
         while (sector_num < s->total_sectors) {
@@ -756,9 +760,8 @@ static int convert_list_bitmaps(vd_image *src, convert_bitmap **out, size_t *cou
         tool_error_lib("Could not read the bitmaps of '%s'", vd_image_filename(src));
         return -1;
     }
-    json_object *root = info->format_specific_json
-                            ? json_tokener_parse(info->format_specific_json)
-                            : NULL;
+    json_object *root =
+        info->format_specific_json ? json_tokener_parse(info->format_specific_json) : NULL;
     json_object *data = NULL, *compat = NULL, *bitmaps = NULL;
     bool supported = root && json_object_object_get_ex(root, "data", &data) &&
                      strcmp(info->format ? info->format : "", "qcow2") == 0 &&
@@ -819,14 +822,15 @@ static void convert_free_bitmaps(convert_bitmap *list, size_t count)
 static int convert_copy_bitmaps(vd_image *src, vd_image *dst, const convert_bitmap *list,
                                 size_t count, bool skip_broken)
 {
-    for (size_t i = 0; i < count; i++) {
-        if (!list[i].name) {
-            continue;
+    /* warnings newest first, as qemu-img reports them */
+    for (size_t k = count; k > 0 && skip_broken; k--) {
+        if (list[k - 1].name && list[k - 1].in_use) {
+            tool_warn("Skipping inconsistent bitmap '%s'", list[k - 1].name);
         }
-        if (list[i].in_use) {
-            if (skip_broken) {
-                tool_warn("Skipping inconsistent bitmap '%s'", list[i].name);
-            }
+    }
+    /* the copies in the source's order, which the target then keeps */
+    for (size_t i = 0; i < count; i++) {
+        if (!list[i].name || list[i].in_use) {
             continue;
         }
         if (vd_bitmap_add(dst, list[i].name, list[i].granularity, !list[i].enabled) < 0 ||
@@ -840,26 +844,24 @@ static int convert_copy_bitmaps(vd_image *src, vd_image *dst, const convert_bitm
 
 /* ------------------------------------------------------------- command */
 
-/* Whether two names are the same existing file. */
-static bool convert_same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-           sa.st_ino == sb.st_ino;
-}
-
 /* Formats whose drivers can write compressed clusters (qemu's list). */
 static bool convert_format_can_compress(const char *fmt)
 {
     return !strcmp(fmt, "qcow2") || !strcmp(fmt, "qcow") || !strcmp(fmt, "vmdk");
 }
 
-static bool convert_parse_count(const char *what, const char *arg, uint64_t *out)
+/* qemu-img's is_valid_option_list: not empty, no leading comma, and any
+ * trailing commas escaped in pairs. */
+static bool convert_valid_option_list(const char *list)
 {
-    /* qemu's cvtnum: sizes with suffixes, named in the message */
-    char name[64];
-    snprintf(name, sizeof(name), "%s", what);
-    return tool_parse_size(name, arg, out);
+    size_t len = strlen(list), i = len;
+    if (!len || list[0] == ',') {
+        return false;
+    }
+    while (i > 0 && list[i - 1] == ',') {
+        i--;
+    }
+    return (len - i) % 2 == 0;
 }
 
 int cmd_convert(int argc, char **argv)
@@ -941,11 +943,8 @@ int cmd_convert(int argc, char **argv)
             backing_fmt = optarg;
             break;
         case 'o': {
-            /* same validity rule as qemu: no empty element, no trailing
-             * single comma */
             size_t l = strlen(optarg);
-            if (!l || optarg[0] == ',' ||
-                (optarg[l - 1] == ',' && (l < 2 || optarg[l - 2] != ','))) {
+            if (!convert_valid_option_list(optarg)) {
                 tool_error("Invalid option list: %s", optarg);
                 goto out;
             }
@@ -988,12 +987,13 @@ int cmd_convert(int argc, char **argv)
             break;
         case 'S': {
             uint64_t sval;
-            if (!convert_parse_count("buffer size for sparse output", optarg, &sval)) {
+            if (!tool_parse_size("buffer size for sparse output", optarg, &sval)) {
                 goto out;
             }
             if (sval % SECTOR || sval / SECTOR > MAX_BUF_SECTORS) {
                 tool_error("Invalid buffer size for sparse output specified. Valid sizes are "
-                           "multiples of %" PRIu64 " up to %" PRIu64 ". Select 0 to disable sparse detection "
+                           "multiples of %" PRIu64 " up to %" PRIu64
+                           ". Select 0 to disable sparse detection "
                            "(fully allocates output).",
                            SECTOR, MAX_BUF_SECTORS * SECTOR);
                 goto out;
@@ -1037,7 +1037,7 @@ int cmd_convert(int argc, char **argv)
             force_share = true;
             break;
         case 'r':
-            if (!convert_parse_count("rate limit", optarg, &rate_limit)) {
+            if (!tool_parse_size("rate limit", optarg, &rate_limit)) {
                 goto out;
             }
             break;
@@ -1142,7 +1142,7 @@ int cmd_convert(int argc, char **argv)
     for (int i = 0; i < s.src_num; i++) {
         const char *name = argv[optind + i];
         s.src[i] = tool_open(name, fmt, image_opts, src_opts,
-                             force_share ? VD_OPEN_FORCE_SHARE : 0, s.quiet);
+                             force_share ? VD_OPEN_FORCE_SHARE : VD_OPEN_NO_SHARE, s.quiet);
         if (!s.src[i]) {
             goto out_progress;
         }
@@ -1277,8 +1277,8 @@ int cmd_convert(int argc, char **argv)
             tool_error("Compression not supported for this file format");
             goto out_progress;
         }
-        if ((enc && strcmp(enc, "off") && strcmp(enc, "false") &&
-             strcmp(enc, "no") && strcmp(enc, "0")) ||
+        if ((enc && strcmp(enc, "off") && strcmp(enc, "false") && strcmp(enc, "no") &&
+             strcmp(enc, "0")) ||
             encfmt) {
             tool_error("Compression and encryption not supported at the same time");
             goto out_progress;
@@ -1297,7 +1297,9 @@ int cmd_convert(int argc, char **argv)
         if (convert_list_bitmaps(s.src[0], &bm_list, &bm_count) < 0) {
             goto out_progress;
         }
-        for (size_t i = 0; i < bm_count && !skip_broken; i++) {
+        /* newest first, the order qemu-img reports them in */
+        for (size_t k = bm_count; k > 0 && !skip_broken; k--) {
+            size_t i = k - 1;
             if (bm_list[i].in_use) {
                 tool_error("Cannot copy inconsistent bitmap '%s'\nTry --skip-broken-bitmaps, "
                            "or use '%s bitmap --remove' to delete it",
@@ -1316,19 +1318,8 @@ int cmd_convert(int argc, char **argv)
                 vd_opts_set(tgt_opts, k, vd_opts_value(create_opts, i));
             }
         }
-        /*
-         * Creating truncates the file: refuse when it is one of the open
-         * sources, as QEMU's image locking does (the library's create does
-         * not check the locks of other openers yet).
-         */
-        for (int i = 0; i < s.src_num && !image_opts; i++) {
-            if (convert_same_file(argv[optind + i], out_filename)) {
-                tool_error("%s: error while converting %s: Failed to get \"write\" lock\n"
-                           "Is another process using the image [%s]?",
-                           out_filename, out_fmt, out_filename);
-                goto out_progress;
-            }
-        }
+        /* the sources are opened without sharing writes, so creating over
+         * one of them fails on its lock, as in QEMU */
         if (vd_create(out_filename, out_fmt, create_opts) < 0) {
             tool_error("%s: error while converting %s: %s", out_filename, out_fmt,
                        vd_get_error());
@@ -1402,7 +1393,8 @@ int cmd_convert(int argc, char **argv)
         /* only an optimisation: unknown (-1) is fine */
         vd_image *b = vd_image_backing(s.target);
         int64_t bl = b ? vd_get_length(b) : -1;
-        s.target_backing_sectors = bl >= 0 ? (int64_t)(((uint64_t)bl + SECTOR - 1) / SECTOR) : -1;
+        s.target_backing_sectors =
+            bl >= 0 ? (int64_t)(((uint64_t)bl + SECTOR - 1) / SECTOR) : -1;
     }
 
     s.cluster_sectors = (int)(vd_image_cluster_size(s.target) / SECTOR);
@@ -1423,7 +1415,8 @@ int cmd_convert(int argc, char **argv)
         goto out_progress;
     }
 
-    if (bitmaps && convert_copy_bitmaps(s.src[0], s.target, bm_list, bm_count, skip_broken) < 0) {
+    if (bitmaps &&
+        convert_copy_bitmaps(s.src[0], s.target, bm_list, bm_count, skip_broken) < 0) {
         goto out_progress;
     }
     ret = 0;

@@ -140,8 +140,9 @@ int cmd_dd(int argc, char **argv)
         return 1;
     }
 
-    in = tool_open(in_name, fmt, image_opts, NULL, force_share ? VD_OPEN_FORCE_SHARE : 0,
-                   false);
+    in =
+        tool_open(in_name, fmt, image_opts, NULL,
+                  force_share ? VD_OPEN_FORCE_SHARE : VD_OPEN_NO_SHARE, false);
     if (!in) {
         goto out;
     }
@@ -171,15 +172,8 @@ int cmd_dd(int argc, char **argv)
         tool_error("Out of memory");
         goto out;
     }
-    /* creating truncates: not the open input (QEMU's lock refuses it) */
-    struct stat sa, sb;
-    if (!image_opts && stat(in_name, &sa) == 0 && stat(out_name, &sb) == 0 &&
-        sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino) {
-        tool_error("%s: error while creating output image: Failed to get \"write\" lock\n"
-                   "Is another process using the image [%s]?",
-                   out_name, out_name);
-        goto out;
-    }
+    /* the input is opened without sharing writes: creating over it fails
+     * on its lock, as in QEMU */
     if (vd_create(out_name, out_fmt, create_opts) < 0) {
         tool_error("%s: error while creating output image: %s", out_name, vd_get_error());
         goto out;

@@ -364,16 +364,25 @@ static void compare_refcounts(check_ctx *c, unsigned fix, int64_t *highest)
     }
 }
 
-/* Write new refcount blocks and a new table from the computed counts, at
- * the end of the file, and switch the header to them. */
-static int rebuild_refcounts(check_ctx *c)
+/*
+ * Write refcount blocks and a refcount table of width w (w->refcount_order,
+ * refcount_bits, refcount_block_bits) from the counts in *counts (nb
+ * clusters, packed in w's width), in a new area at cluster `start` or
+ * later, and switch the header to them (one sector write: table offset,
+ * size and refcount order together).  *counts grows to include the new
+ * area.  Then s uses the new structures.
+ */
+static int install_refcounts(qcow2_state *s, const qcow2_state *w, uint8_t **counts,
+                             uint64_t *nb, uint64_t start)
 {
-    qcow2_state *s = c->s;
-    uint64_t per_block = 1ull << s->refcount_block_bits;
+    uint64_t per_block = 1ull << w->refcount_block_bits;
     uint64_t per_table_cluster = s->cluster_size / 8;
-    uint64_t start = c->nb, m = 0, nb_blocks = 0, entries = 0, tc = 0;
+    uint64_t m = 0, nb_blocks = 0, entries = 0, tc = 0;
     int ret;
 
+    if (start < *nb) {
+        start = *nb;
+    }
     for (int iter = 0;; iter++) {
         if (iter > 64) {
             return -EIO;
@@ -383,9 +392,9 @@ static int rebuild_refcounts(check_ctx *c)
         nb_blocks = 0;
         for (uint64_t ti = 0; ti <= last_ti; ti++) {
             bool used = ti * per_block + per_block > start && m > 0;
-            for (uint64_t k = ti * per_block; !used && k < VD_MIN(start, (ti + 1) * per_block);
+            for (uint64_t k = ti * per_block; !used && k < VD_MIN(*nb, (ti + 1) * per_block);
                  k++) {
-                used = ctx_get(c, k) != 0;
+                used = qcow2_rc_get(w, *counts, k) != 0;
             }
             nb_blocks += used;
         }
@@ -399,12 +408,18 @@ static int rebuild_refcounts(check_ctx *c)
         }
         m = nb_blocks + tc;
     }
-    ret = ctx_reserve(c, start + m);
-    if (ret < 0) {
-        return ret;
+    /* the counts of the new area itself */
+    uint64_t old_bytes = (*nb * w->refcount_bits + 7) / 8;
+    uint64_t new_bytes = ((start + m) * w->refcount_bits + 7) / 8;
+    uint8_t *n = realloc(*counts, new_bytes ? new_bytes : 1);
+    if (!n) {
+        return -ENOMEM;
     }
+    memset(n + old_bytes, 0, new_bytes - old_bytes);
+    *counts = n;
+    *nb = start + m;
     for (uint64_t k = start; k < start + m; k++) {
-        qcow2_rc_set(s, c->rc, k, 1);
+        qcow2_rc_set(w, *counts, k, 1);
     }
     uint64_t *table = calloc(entries, 8);
     uint8_t *block = malloc(s->cluster_size);
@@ -414,14 +429,14 @@ static int rebuild_refcounts(check_ctx *c)
         return -ENOMEM;
     }
     uint64_t next = start;
-    for (uint64_t ti = 0; ti * per_block < start + m; ti++) {
+    for (uint64_t ti = 0; ti * per_block < *nb; ti++) {
         bool used = false;
         memset(block, 0, s->cluster_size);
-        for (uint64_t k = 0; k < per_block && ti * per_block + k < c->nb; k++) {
-            uint64_t v = ctx_get(c, ti * per_block + k);
+        for (uint64_t k = 0; k < per_block && ti * per_block + k < *nb; k++) {
+            uint64_t v = qcow2_rc_get(w, *counts, ti * per_block + k);
             if (v) {
                 used = true;
-                qcow2_rc_set(s, block, k, v);
+                qcow2_rc_set(w, block, k, v);
             }
         }
         if (!used) {
@@ -448,20 +463,30 @@ static int rebuild_refcounts(check_ctx *c)
     if (ret < 0) {
         goto out;
     }
-    uint64_t old_off = s->refcount_table_offset;
-    uint32_t old_clusters = s->refcount_table_clusters;
-    s->refcount_table_offset = table_off;
-    s->refcount_table_clusters = (uint32_t)tc;
-    ret = qcow2_write_reftable_fields(s);
+    /* header bytes 48..99 in one write: table offset, size and width */
+    uint8_t hdr[52];
+    vd_st_be64(hdr, table_off);
+    vd_st_be32(hdr + 8, (uint32_t)tc);
+    vd_st_be32(hdr + 12, s->nb_snapshots);
+    vd_st_be64(hdr + 16, s->snapshots_offset);
+    vd_st_be64(hdr + 24, s->incompatible_features);
+    vd_st_be64(hdr + 32, s->compatible_features);
+    vd_st_be64(hdr + 40, s->autoclear_features);
+    vd_st_be32(hdr + 48, w->refcount_order);
+    ret = vd_node_pwrite(s->bs->file, 48, s->version >= 3 ? 52 : 12, hdr, 0);
     if (ret == 0) {
         ret = vd_node_flush(s->bs->file);
     }
     if (ret < 0) {
-        s->refcount_table_offset = old_off;
-        s->refcount_table_clusters = old_clusters;
         goto out;
     }
     vd_cache_drop_all(s->refcount_cache);
+    s->refcount_table_offset = table_off;
+    s->refcount_table_clusters = (uint32_t)tc;
+    s->refcount_order = w->refcount_order;
+    s->refcount_bits = w->refcount_bits;
+    s->refcount_max = w->refcount_max;
+    s->refcount_block_bits = w->refcount_block_bits;
     free(s->refcount_table);
     s->refcount_table = table;
     s->refcount_table_size = entries;
@@ -477,6 +502,16 @@ static int rebuild_refcounts(check_ctx *c)
 out:
     free(table);
     free(block);
+    return ret;
+}
+
+static int rebuild_refcounts(check_ctx *c)
+{
+    uint64_t nb = c->nb;
+    int ret = install_refcounts(c->s, c->s, &c->rc, &nb, c->nb);
+    if (ret == 0) {
+        c->nb = c->cap = nb;
+    }
     return ret;
 }
 

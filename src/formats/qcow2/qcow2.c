@@ -525,9 +525,13 @@ int qcow2_read_snapshots(qcow2_state *s, vd_error **errp)
             ret = vd_error_set(errp, ENOMEM, "out of memory");
             goto fail;
         }
-        memcpy(sn->id, buf + extra, id_len);
+        if (id_len) {
+            memcpy(sn->id, buf + extra, id_len);
+        }
         sn->id[id_len] = 0;
-        memcpy(sn->name, buf + extra + id_len, name_len);
+        if (name_len) {
+            memcpy(sn->name, buf + extra + id_len, name_len);
+        }
         sn->name[name_len] = 0;
         pos += padded;
     }
@@ -1520,16 +1524,12 @@ int qcow2_truncate(vd_node *bs, uint64_t size, bool exact, vd_prealloc prealloc,
                            "(try using a larger cluster size)");
         goto out;
     }
+    /* v3 snapshots keep their own disk size; bitmap.c resizes bitmaps */
+    if (size != old && s->nb_snapshots && s->version < 3) {
+        ret = vd_error_set(errp, ENOTSUP, "Can't resize a v2 image which has snapshots");
+        goto out;
+    }
     if (size < old) {
-        if (s->nb_snapshots) {
-            ret = vd_error_set(errp, ENOTSUP, "Can't resize an image which has snapshots");
-            goto out;
-        }
-        if (s->has_bitmaps_ext && s->bitmaps_loaded) {
-            ret = vd_error_set(errp, ENOTSUP,
-                               "Cannot shrink an image with persistent bitmaps");
-            goto out;
-        }
         if (prealloc != VD_PREALLOC_OFF) {
             ret = vd_error_set(errp, ENOTSUP,
                                "Preallocation can't be used for shrinking an image");
@@ -1621,7 +1621,7 @@ out:
 
 /* ------------------------------------------------------------- create */
 
-static int parse_version(const char *compat, int *version, vd_error **errp)
+int qcow2_parse_version(const char *compat, int *version, vd_error **errp)
 {
     if (!compat || !strcmp(compat, "1.1") || !strcmp(compat, "v3")) {
         *version = 3;
@@ -1644,7 +1644,7 @@ int qcow2_parse_create_opts(const vd_opts *opts, qcow2_create_params *p, bool ne
         return -EINVAL;
     }
     (void)need_size;
-    if (parse_version(vd_opts_get(opts, "compat"), &p->version, errp) < 0) {
+    if (qcow2_parse_version(vd_opts_get(opts, "compat"), &p->version, errp) < 0) {
         return -EINVAL;
     }
     if (vd_opts_get_size(opts, "cluster_size", 65536, &p->cluster_size, errp) < 0) {
@@ -1894,4 +1894,5 @@ const vd_driver vd_drv_qcow2 = {
     .bitmap_clear = qcow2_bitmap_clear,
     .bitmap_enable = qcow2_bitmap_enable,
     .bitmap_merge = qcow2_bitmap_merge,
+    .amend = qcow2_amend,
 };

@@ -256,6 +256,8 @@ uint64_t qcow2_size_to_l1(const qcow2_state *s, uint64_t size);
 int qcow2_read_snapshots(qcow2_state *s, vd_error **errp);
 void qcow2_free_snapshots(qcow2_state *s);
 int qcow2_load_bitmaps(qcow2_state *s, vd_error **errp);
+/* "0.10"/"v2" -> 2, "1.1"/"v3" (or NULL) -> 3. */
+int qcow2_parse_version(const char *compat, int *version, vd_error **errp);
 /* Parse and validate create options (shared by create and measure). */
 int qcow2_parse_create_opts(const vd_opts *opts, qcow2_create_params *p, bool need_size,
                             vd_error **errp);
@@ -419,5 +421,10 @@ int qcow2_bitmap_clear(vd_node *bs, const char *name, vd_error **errp);
 int qcow2_bitmap_enable(vd_node *bs, const char *name, bool enable, vd_error **errp);
 int qcow2_bitmap_merge(vd_node *bs, const char *name, vd_node *src, const char *src_name,
                        vd_error **errp);
+
+/* -------------------------------------------------------------- amend.c */
+
+int qcow2_amend(vd_node *bs, const vd_opts *opts, bool force, vd_progress_fn *progress,
+                void *opaque, vd_error **errp);
 
 #endif /* VD_QCOW2_H */

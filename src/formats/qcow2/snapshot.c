@@ -204,6 +204,88 @@ static int read_l1(qcow2_state *s, uint64_t offset, uint32_t n, uint64_t **out)
     return 0;
 }
 
+/* True (0) when one more reference to everything the L1 table reaches
+ * stays within refcount_max; -ERANGE otherwise.  Nothing is changed, so a
+ * snapshot that cannot be made leaves the image as it was. */
+static int check_increment(qcow2_state *s, const uint64_t *l1, uint32_t n)
+{
+    /* a reference past the end of the file is corruption: refusing it
+     * keeps a hostile table from growing the file to its offsets */
+    int64_t flen = vd_node_get_length(s->bs->file);
+    if (flen < 0) {
+        return (int)flen;
+    }
+    uint64_t limit = (uint64_t)flen + s->cluster_size - 1;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t l2 = l1[i] & L1E_OFFSET_MASK, rc;
+        if (!l2 || qcow2_offset_into_cluster(s, l2)) {
+            continue;
+        }
+        if (l2 >= limit) {
+            return -EUCLEAN;
+        }
+        int ret = qcow2_get_refcount(s, l2 >> s->cluster_bits, &rc);
+        if (ret < 0) {
+            return ret;
+        }
+        if (rc >= s->refcount_max) {
+            return -ERANGE;
+        }
+        for (uint32_t first = 0; first < s->l2_size; first += s->l2_slice_entries) {
+            uint64_t *slice;
+            ret = qcow2_get_l2_slice(s, l2, first, &slice);
+            if (ret < 0) {
+                return ret;
+            }
+            for (uint32_t j = 0; j < s->l2_slice_entries && ret == 0; j++) {
+                uint64_t e = vd_ld_be64(&slice[j]), off, len;
+                switch (qcow2_get_cluster_type(s, e)) {
+                case QCOW2_CLUSTER_COMPRESSED:
+                    qcow2_parse_compressed(s, e, &off, &len);
+                    break;
+                case QCOW2_CLUSTER_NORMAL:
+                case QCOW2_CLUSTER_ZERO_ALLOC:
+                    off = e & L2E_OFFSET_MASK;
+                    len = 1;
+                    break;
+                default:
+                    continue;
+                }
+                if (off + len > limit) {
+                    ret = -EUCLEAN;
+                }
+                for (uint64_t c = off >> s->cluster_bits;
+                     ret == 0 && c <= (off + len - 1) >> s->cluster_bits; c++) {
+                    ret = qcow2_get_refcount(s, c, &rc);
+                    if (ret == 0 && rc >= s->refcount_max) {
+                        ret = -ERANGE;
+                    }
+                }
+            }
+            vd_cache_put(s->l2_cache, (void **)&slice);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    }
+    return 0;
+}
+
+static int refcount_error(qcow2_state *s, int ret, vd_error **errp)
+{
+    if (ret == -EUCLEAN) {
+        return vd_error_set(errp, EUCLEAN, "Could not update refcounts: a table references "
+                            "clusters past the end of '%s' (the image is corrupt; run check)",
+                            s->bs->filename);
+    }
+    if (ret == -ERANGE) {
+        return vd_error_set(errp, ERANGE, "Could not update refcounts: a cluster would exceed "
+                            "the maximum refcount of %llu (refcount_bits=%u)",
+                            (unsigned long long)s->refcount_max, s->refcount_bits);
+    }
+    return vd_error_setg_errno(errp, -ret, "Could not update refcounts");
+}
+
 int qcow2_update_snapshot_refcount(qcow2_state *s, uint64_t l1_offset, uint32_t l1_size,
                                    int addend)
 {
@@ -449,6 +531,11 @@ int qcow2_snapshot_create(vd_node *bs, const char *name, vd_error **errp)
     sn.disk_size = s->size;
     sn.extra_data_size = SNAPSHOT_EXTRA_KNOWN;
     sn.l1_size = s->l1_size;
+    ret = check_increment(s, s->l1_table, s->l1_size);
+    if (ret < 0) {
+        refcount_error(s, ret, errp);
+        goto out_sn;
+    }
 
     /* the L1 copy, then the references it adds, then the table */
     if (s->l1_size) {
@@ -470,7 +557,7 @@ int qcow2_snapshot_create(vd_node *bs, const char *name, vd_error **errp)
     }
     ret = qcow2_update_snapshot_refcount(s, s->l1_table_offset, s->l1_size, 1);
     if (ret < 0) {
-        vd_error_setg_errno(errp, -ret, "Could not update refcounts");
+        refcount_error(s, ret, errp);
         goto out_sn; /* clusters leak; check -r leaks repairs */
     }
     qcow2_snapshot *list = realloc(s->snapshots, (s->nb_snapshots + 1) * sizeof(*list));
@@ -518,14 +605,19 @@ static int goto_snapshot(qcow2_state *s, const qcow2_snapshot *sn, vd_error **er
         return vd_error_set(errp, ENOMEM, "out of memory");
     }
     memcpy(new_l1, sn_l1, (size_t)sn->l1_size * 8);
+    ret = check_increment(s, sn_l1, sn->l1_size);
     free(sn_l1);
+    if (ret < 0) {
+        free(new_l1);
+        return refcount_error(s, ret, errp);
+    }
 
     /* references of the snapshot's clusters first, the old state's after
      * the new table is on disk */
     ret = qcow2_update_snapshot_refcount(s, sn->l1_offset, sn->l1_size, 1);
     if (ret < 0) {
         free(new_l1);
-        return vd_error_setg_errno(errp, -ret, "Could not update refcounts");
+        return refcount_error(s, ret, errp);
     }
     ret = write_l1(s, s->l1_table_offset, new_l1, cur, QCOW2_OL_ACTIVE_L1);
     if (ret < 0) {
@@ -553,6 +645,11 @@ int qcow2_snapshot_apply(vd_node *bs, const char *name_or_id, vd_error **errp)
     if (ret < 0) {
         return ret;
     }
+    if (s->nb_bitmaps) {
+        /* their content would not match the reverted data (QEMU's rule) */
+        pthread_mutex_unlock(&s->lock);
+        return vd_error_set(errp, EBUSY, "Device has active dirty bitmaps");
+    }
     int i = find_by_id_or_name(s, name_or_id);
     if (i < 0 && !strncmp(name_or_id, "id=", 3)) {
         i = find_by_id(s, name_or_id + 3);
@@ -561,6 +658,23 @@ int qcow2_snapshot_apply(vd_node *bs, const char *name_or_id, vd_error **errp)
         pthread_mutex_unlock(&s->lock);
         return vd_error_set(errp, ENOENT, "Failed to load snapshot: no snapshot with ID or "
                             "name '%s'", name_or_id);
+    }
+    /* a table that cannot be applied is refused before the resize */
+    uint64_t *sn_l1 = NULL;
+    ret = read_l1(s, s->snapshots[i].l1_offset, s->snapshots[i].l1_size, &sn_l1);
+    if (ret == 0) {
+        ret = check_increment(s, sn_l1, s->snapshots[i].l1_size);
+        free(sn_l1);
+        if (ret < 0) {
+            pthread_mutex_unlock(&s->lock);
+            refcount_error(s, ret, errp);
+            vd_error_prepend(errp, "Failed to load snapshot: ");
+            return ret;
+        }
+    } else {
+        pthread_mutex_unlock(&s->lock);
+        return vd_error_setg_errno(errp, -ret, "Failed to load snapshot: Snapshot L1 table "
+                                   "is invalid");
     }
     uint64_t disk_size = s->snapshots[i].disk_size;
     char *id = vd_strdup(s->snapshots[i].id);

@@ -13,7 +13,7 @@ mask() { sed -E 's/^[0-9.]+ (bytes|KiB|MiB|GiB|TiB|PiB|EiB), [0-9]+ ops; .*$/STA
 cmds=(-c 'info' -c 'length' -c 'map' -c 'write -P 3 100k 200k' -c 'write -z 1M 64k'
     -c 'write -zu 2M 128k' -c 'write 3M 1k' -c 'map' -c 'alloc 0 4M' -c 'alloc 64k 128k'
     -c 'alloc 3M' -c 'alloc 4032k 1M' -c 'alloc 8M' -c 'read -P 3 100k 200k' -c 'read -P 0 1M 64k'
-    -c 'discard 0 64k' -c 'write -c 4M 64k' -c 'read -v 3M 16' -c 'flush' -c 'info')
+    -c 'discard 0 64k' -c 'write -c 4M CLEN' -c 'read -v 3M 16' -c 'flush' -c 'info')
 aio=()
 for i in $(seq 0 63); do
     aio+=(-c "aio_write -P $((i + 1)) $((i * 96 + 5))k $(((i % 4 + 1) * 8))k")
@@ -29,10 +29,14 @@ for fmt in qcow2 qed vdi vpc qcow vmdk vhdx parallels; do
     qemu-img create -f $fmt probe.$fmt 8M >/dev/null 2>&1 || continue
     "$VDISK_IO" -f $fmt probe.$fmt -c 'write 0 512' >/dev/null 2>&1 || continue
     tested="$tested $fmt"
+    # one cluster per compressed write: qcow (4k clusters) takes no more in
+    # QEMU (vdisk's qcow accepts several, which convert -c uses)
+    clen=64k; [ $fmt = qcow ] && clen=4k
+    fcmds=("${cmds[@]/CLEN/$clen}")
     for tool in qemu-io "$VDISK_IO"; do
         n=$(basename "$tool")
         qemu-img create -f $fmt $n.$fmt 8M >/dev/null
-        "$tool" -f $fmt $n.$fmt "${cmds[@]}" 2>&1 | mask >$n.out || true
+        "$tool" -f $fmt $n.$fmt "${fcmds[@]}" 2>&1 | mask >$n.out || true
         "$tool" -f $fmt -t writeback $n.$fmt "${aio[@]}" 2>&1 | mask | sort >$n.aio || true
     done
     diff -u qemu-io.out vdisk-io.out || fail "$fmt: output differs"

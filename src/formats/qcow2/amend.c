@@ -504,15 +504,6 @@ static bool in_list(const char *const *list, const char *k)
     return false;
 }
 
-/* Repoint the external data file (header extension only; the node
- * opened now keeps its child until the image is reopened). */
-static int qcow2_set_data_file_name(qcow2_state *s, const char *name, vd_error **errp)
-{
-    (void)s;
-    (void)name;
-    return vd_error_set(errp, ENOTSUP, "qcow2 external data files are not supported yet");
-}
-
 static bool same_str(const char *a, const char *b)
 {
     return (!a && !b) || (a && b && !strcmp(a, b));

@@ -163,7 +163,8 @@ static int check_l2(check_ctx *c, uint64_t l2_offset, bool active, uint8_t *tabl
                 }
                 next_contiguous = off + s->cluster_size;
             }
-            ret = inc_refs(c, off, s->cluster_size);
+            /* external data file clusters have no refcounts (datafile.c) */
+            ret = qcow2_has_data_file(s) ? 0 : inc_refs(c, off, s->cluster_size);
             if (ret < 0) {
                 return ret;
             }
@@ -559,8 +560,10 @@ static int check_oflag_copied(check_ctx *c)
                     continue;
                 }
                 uint64_t off = e & L2E_OFFSET_MASK;
-                if (qcow2_offset_into_cluster(s, off) ||
-                    qcow2_get_refcount(s, off >> s->cluster_bits, &rc) < 0) {
+                if (qcow2_has_data_file(s)) {
+                    rc = 1; /* external data: always owned by this table */
+                } else if (qcow2_offset_into_cluster(s, off) ||
+                           qcow2_get_refcount(s, off >> s->cluster_bits, &rc) < 0) {
                     continue;
                 }
                 if ((rc == 1) != ((e & QCOW_OFLAG_COPIED) != 0)) {

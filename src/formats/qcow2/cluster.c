@@ -218,7 +218,7 @@ int qcow2_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned 
             }
             break;
         case QCOW2_CLUSTER_NORMAL:
-            ret = vd_node_pread(bs->file, host, bytes, p, 0);
+            ret = vd_node_pread(s->data, host, bytes, p, 0);
             break;
         }
         if (ret < 0) {
@@ -490,7 +490,7 @@ static int cow_read(qcow2_state *s, uint64_t goff, uint64_t old, uint8_t *cluste
         return ret;
     }
     case QCOW2_CLUSTER_NORMAL:
-        return vd_node_pread(s->bs->file, (old & L2E_OFFSET_MASK) + from, to - from,
+        return vd_node_pread(s->data, (old & L2E_OFFSET_MASK) + from, to - from,
                              cluster + from, 0);
     }
     return -EIO;
@@ -506,7 +506,6 @@ static int cow_read(qcow2_state *s, uint64_t goff, uint64_t old, uint8_t *cluste
 static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_t *data,
                      uint64_t *done)
 {
-    vd_node *bs = s->bs;
     uint64_t cs = s->cluster_size;
     uint64_t oic = qcow2_offset_into_cluster(s, offset);
     uint64_t cstart = offset - oic;
@@ -578,13 +577,13 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
     *done = bytes;
 
     if (cls == RUN_INPLACE) {
-        ret = qcow2_pre_write_overlap_check(s, 0, host0 + oic, bytes);
+        ret = qcow2_has_data_file(s) ? 0 : qcow2_pre_write_overlap_check(s, 0, host0 + oic, bytes);
         pthread_mutex_unlock(&s->lock);
         free(old);
         if (ret < 0) {
             return ret;
         }
-        return vd_node_pwrite(bs->file, host0 + oic, bytes, data, 0);
+        return vd_node_pwrite(s->data, host0 + oic, bytes, data, 0);
     }
 
     /* allocation (or reuse of a preallocated zero cluster) */
@@ -600,7 +599,11 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
     }
     vd_cache_put(s->l2_cache, (void **)&slice);
     uint64_t host;
-    if (cls == RUN_ALLOC) {
+    /* an external data file: host offset = guest offset, no refcounts */
+    bool ext_data = qcow2_has_data_file(s);
+    if (cls == RUN_ALLOC && ext_data) {
+        host = cstart;
+    } else if (cls == RUN_ALLOC) {
         int64_t a = qcow2_alloc_clusters(s, n);
         if (a < 0) {
             ret = (int)a;
@@ -610,7 +613,7 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
     } else {
         host = host0;
     }
-    ret = qcow2_pre_write_overlap_check(s, 0, host, n * cs);
+    ret = ext_data ? 0 : qcow2_pre_write_overlap_check(s, 0, host, n * cs);
     if (ret < 0) {
         if (cls == RUN_ALLOC) {
             qcow2_free_clusters(s, host, n * cs, QCOW2_DISCARD_NEVER);
@@ -642,14 +645,14 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
         }
         if (ret == 0) {
             memcpy(cbuf + oic, data, dend - oic);
-            ret = vd_node_pwrite(bs->file, host, cs, cbuf, 0);
+            ret = vd_node_pwrite(s->data, host, cs, cbuf, 0);
         }
         pos = cs;
     }
     if (ret == 0) {
         uint64_t direct_end = tail_start < run_bytes ? run_bytes - cs : run_bytes;
         if (direct_end > pos) {
-            ret = vd_node_pwrite(bs->file, host + pos, direct_end - pos, data + (pos - oic), 0);
+            ret = vd_node_pwrite(s->data, host + pos, direct_end - pos, data + (pos - oic), 0);
             pos = direct_end;
         }
     }
@@ -660,7 +663,7 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
         ret = cow_read(s, cstart + lc, old[n - 1], cbuf, from, cs, cls);
         if (ret == 0) {
             memcpy(cbuf, data + (lc - oic), from);
-            ret = vd_node_pwrite(bs->file, host + lc, cs, cbuf, 0);
+            ret = vd_node_pwrite(s->data, host + lc, cs, cbuf, 0);
         }
     }
     free(cbuf);
@@ -688,7 +691,7 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
         for (uint64_t i = 0; i < n; i++) {
             qcow2_free_any_cluster(s, old[i], QCOW2_DISCARD_NEVER);
         }
-    } else if (ret < 0 && cls == RUN_ALLOC) {
+    } else if (ret < 0 && cls == RUN_ALLOC && !ext_data) {
         qcow2_free_clusters(s, host, n * cs, QCOW2_DISCARD_NEVER);
     }
     qcow2_inflight_remove(s, &f);
@@ -728,6 +731,13 @@ int qcow2_cluster_zeroize(qcow2_state *s, uint64_t offset, uint64_t bytes, unsig
     uint64_t cs = s->cluster_size;
     if (s->version < 3) {
         return -ENOTSUP;
+    }
+    if (qcow2_data_file_is_raw(s) && offset < s->size) {
+        /* a raw data file stays a valid raw image (datafile.c) */
+        int zret = vd_node_pwrite_zeroes(s->data, offset, VD_MIN(bytes, s->size - offset), 0);
+        if (zret < 0) {
+            return zret;
+        }
     }
     uint64_t end = offset + bytes;
     while (offset < end) {
@@ -949,16 +959,49 @@ int qcow2_discard(vd_node *bs, uint64_t offset, uint64_t len)
 
 /* --------------------------------------------------------- block status */
 
+/*
+ * Whether the image looks metadata-preallocated: many more clusters have a
+ * refcount than the host file really stores (QEMU's heuristic, with its
+ * threshold).  Then allocated clusters may be host holes, and block status
+ * asks the file for zeroes.  Called with s->lock held; computed once.
+ */
+static bool qcow2_detect_metadata_prealloc(vd_node *bs, qcow2_state *s)
+{
+    if (s->metadata_prealloc_checked) {
+        return s->metadata_prealloc;
+    }
+    s->metadata_prealloc_checked = true;
+    vd_node *f = bs->file;
+    int64_t flen = vd_node_get_length(f);
+    int64_t alloc = f->drv->get_allocated_size ? f->drv->get_allocated_size(f) : -ENOTSUP;
+    if (flen < 0 || alloc < 0) {
+        return false;
+    }
+    uint64_t real = (uint64_t)alloc / s->cluster_size;
+    uint64_t threshold = VD_MAX(real * 10 / 9, real + 2);
+    uint64_t end = vd_div_round_up((uint64_t)flen, s->cluster_size), count = 0;
+    for (uint64_t i = 0; i < end && count < threshold; i++) {
+        uint64_t rc = 0;
+        if (qcow2_get_refcount(s, i, &rc) < 0) {
+            return false;
+        }
+        count += rc != 0;
+    }
+    s->metadata_prealloc = count >= threshold;
+    return s->metadata_prealloc;
+}
+
 int qcow2_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64_t len,
                        uint64_t *pnum, uint64_t *map, vd_node **file)
 {
     qcow2_state *s = bs->opaque;
     uint64_t bytes = len, host;
     qcow2_cluster_type t;
-    (void)want_zero;
 
     pthread_mutex_lock(&s->lock);
     int ret = s->broken ? -EIO : qcow2_get_host_offset(s, offset, &bytes, &host, &t);
+    bool prealloc = ret >= 0 && want_zero && t == QCOW2_CLUSTER_NORMAL && s->data == bs->file &&
+                    qcow2_detect_metadata_prealloc(bs, s);
     pthread_mutex_unlock(&s->lock);
     if (ret < 0) {
         return ret;
@@ -969,12 +1012,12 @@ int qcow2_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64_t le
     case QCOW2_CLUSTER_NORMAL:
         status = VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID;
         *map = host;
-        *file = bs->file;
+        *file = s->data;
         break;
     case QCOW2_CLUSTER_ZERO_ALLOC:
         status = VD_BLOCK_ZERO | VD_BLOCK_OFFSET_VALID;
         *map = host;
-        *file = bs->file;
+        *file = s->data;
         break;
     case QCOW2_CLUSTER_ZERO_PLAIN:
         status = VD_BLOCK_ZERO;
@@ -987,6 +1030,9 @@ int qcow2_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64_t le
     }
     if (status & (VD_BLOCK_DATA | VD_BLOCK_ZERO)) {
         status |= VD_BLOCK_ALLOCATED;
+    }
+    if (prealloc) {
+        status |= VD_BLOCK_PROBE_ZERO;
     }
     return status;
 }
@@ -1035,7 +1081,8 @@ int qcow2_preallocate(qcow2_state *s, uint64_t offset, uint64_t bytes, vd_preall
             }
         }
         if (need) {
-            int64_t h = qcow2_alloc_clusters(s, need);
+            bool ext_data = qcow2_has_data_file(s); /* host = guest offset */
+            int64_t h = ext_data ? 0 : qcow2_alloc_clusters(s, need);
             if (h < 0) {
                 vd_cache_put(s->l2_cache, (void **)&slice);
                 return vd_error_setg_errno(errp, (int)-h, "Could not preallocate data");
@@ -1050,12 +1097,14 @@ int qcow2_preallocate(qcow2_state *s, uint64_t offset, uint64_t bytes, vd_preall
                 uint64_t e = l2e_get(slice, idx + (uint32_t)i);
                 qcow2_cluster_type t = qcow2_get_cluster_type(s, e);
                 if (t == QCOW2_CLUSTER_UNALLOCATED || t == QCOW2_CLUSTER_ZERO_PLAIN) {
-                    l2e_set(slice, idx + (uint32_t)i, ((uint64_t)h + k * cs) | QCOW_OFLAG_COPIED);
+                    uint64_t host = ext_data ? g + i * cs : (uint64_t)h + k * cs;
+                    l2e_set(slice, idx + (uint32_t)i, host | QCOW_OFLAG_COPIED);
                     k++;
                 }
             }
             vd_cache_mark_dirty(s->l2_cache, slice);
-            data_end = VD_MAX(data_end, (uint64_t)h + need * cs);
+            data_end = VD_MAX(data_end, ext_data ? VD_MIN(g + n * cs, s->size)
+                                                 : (uint64_t)h + need * cs);
         }
         vd_cache_put(s->l2_cache, (void **)&slice);
         g += n * cs;
@@ -1064,9 +1113,9 @@ int qcow2_preallocate(qcow2_state *s, uint64_t offset, uint64_t bytes, vd_preall
     if (ret < 0) {
         return vd_error_setg_errno(errp, -ret, "Could not write preallocated metadata");
     }
-    int64_t flen = vd_node_get_length(s->bs->file);
+    int64_t flen = vd_node_get_length(s->data);
     if (flen >= 0 && data_end > (uint64_t)flen) {
-        ret = vd_node_truncate(s->bs->file, data_end, false,
+        ret = vd_node_truncate(s->data, data_end, false,
                                mode == VD_PREALLOC_METADATA ? VD_PREALLOC_OFF : mode, errp);
         if (ret < 0) {
             return ret;

@@ -322,6 +322,9 @@ int qcow2_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const vo
     uint64_t cs = s->cluster_size;
     int ret = 0;
 
+    if (qcow2_has_data_file(s)) {
+        return -ENOTSUP; /* the specification forbids it (datafile.c) */
+    }
     if (len == 0) {
         return 0;
     }

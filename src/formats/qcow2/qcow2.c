@@ -89,7 +89,6 @@ static const vd_opt_desc qcow2_create_opts[] = {
 
 qcow2_cluster_type qcow2_get_cluster_type(const qcow2_state *s, uint64_t l2_entry)
 {
-    (void)s;
     if (l2_entry & QCOW_OFLAG_COMPRESSED) {
         return QCOW2_CLUSTER_COMPRESSED;
     }
@@ -98,7 +97,11 @@ qcow2_cluster_type qcow2_get_cluster_type(const qcow2_state *s, uint64_t l2_entr
                                             : QCOW2_CLUSTER_ZERO_PLAIN;
     }
     if (!(l2_entry & L2E_OFFSET_MASK)) {
-        return QCOW2_CLUSTER_UNALLOCATED;
+        /* offset 0 is valid in an external data file, whose clusters
+         * always carry COPIED (QEMU's rule) */
+        return qcow2_has_data_file(s) && (l2_entry & QCOW_OFLAG_COPIED)
+                   ? QCOW2_CLUSTER_NORMAL
+                   : QCOW2_CLUSTER_UNALLOCATED;
     }
     return QCOW2_CLUSTER_NORMAL;
 }
@@ -214,6 +217,13 @@ int qcow2_update_header(qcow2_state *s)
         ret = put_ext(buf, cs, &pos, QCOW2_EXT_BACKING_FORMAT, s->backing_format,
                       (uint32_t)strlen(s->backing_format));
     }
+    /* the data file name (kept with the unknown ones) goes here, as QEMU's */
+    for (size_t i = 0; ret == 0 && i < s->nb_unknown_ext; i++) {
+        if (s->unknown_ext[i].magic == QCOW2_EXT_DATA_FILE) {
+            ret = put_ext(buf, cs, &pos, QCOW2_EXT_DATA_FILE, s->unknown_ext[i].data,
+                          s->unknown_ext[i].len);
+        }
+    }
     /* QEMU 7.2 leaves the table out for clusters of 4 KiB and below, where
      * its 384 bytes would crowd out the backing file name */
     if (ret == 0 && s->version >= 3 && s->cluster_size > 4096) {
@@ -235,6 +245,9 @@ int qcow2_update_header(qcow2_state *s)
         ret = put_ext(buf, cs, &pos, QCOW2_EXT_BITMAPS, bm, sizeof(bm));
     }
     for (size_t i = 0; ret == 0 && i < s->nb_unknown_ext; i++) {
+        if (s->unknown_ext[i].magic == QCOW2_EXT_DATA_FILE) {
+            continue;
+        }
         ret = put_ext(buf, cs, &pos, s->unknown_ext[i].magic, s->unknown_ext[i].data,
                       s->unknown_ext[i].len);
     }
@@ -407,6 +420,7 @@ static void free_state(qcow2_state *s)
     }
     s->bitmaps_loaded = false;
     qcow2_bitmaps_free(s);
+    qcow2_data_file_free(s);
 }
 
 void qcow2_free_snapshots(qcow2_state *s)
@@ -716,8 +730,14 @@ static int read_extensions(qcow2_state *s, const uint8_t *hdr, uint64_t start, u
             s->has_bitmaps_ext = true;
             break;
         case QCOW2_EXT_DATA_FILE:
-            return vd_error_set(errp, ENOTSUP,
-                                "qcow2 external data files are not supported yet");
+            /* parsed by datafile.c, kept as read for header rewrites */
+            if (qcow2_data_file_parse_ext(s, data, len, errp) < 0) {
+                return -EINVAL;
+            }
+            if (add_unknown_ext(s, magic, data, len) < 0) {
+                return vd_error_set(errp, ENOMEM, "out of memory");
+            }
+            break;
         default:
             if (add_unknown_ext(s, magic, data, len) < 0) {
                 return vd_error_set(errp, ENOMEM, "out of memory");
@@ -935,10 +955,6 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         ret = report_unsupported(s, unknown, errp);
         goto fail;
     }
-    if (s->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
-        ret = vd_error_set(errp, ENOTSUP, "qcow2 external data files are not supported yet");
-        goto fail;
-    }
     if (s->incompatible_features & QCOW2_INCOMPAT_EXTL2) {
         ret = vd_error_set(errp, ENOTSUP,
                            "qcow2 extended L2 entries (subclusters) are not supported yet");
@@ -1147,8 +1163,8 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         ret = vd_error_set(errp, ENOTSUP, "qcow2 encryption is not supported yet");
         goto fail;
     }
-    if (vd_opts_get(opts, "data-file")) {
-        ret = vd_error_set(errp, ENOTSUP, "qcow2 external data files are not supported yet");
+    ret = qcow2_data_file_open(bs, opts, errp); /* datafile.c: sets s->data */
+    if (ret < 0) {
         goto fail;
     }
 
@@ -1372,13 +1388,15 @@ static int qcow2_get_info(vd_node *bs, vd_info *info, vd_error **errp)
             "\"refcount-bits\":%u}}",
             ct, s->refcount_bits);
     } else {
-        info->format_specific_json = vd_asprintf(
+        char *df = qcow2_data_file_info_json(s); /* datafile.c */
+        info->format_specific_json = df ? vd_asprintf(
             "{\"type\":\"qcow2\",\"data\":{\"compat\":\"1.1\",\"compression-type\":\"%s\","
-            "\"lazy-refcounts\":%s%s,\"refcount-bits\":%u,\"corrupt\":%s,"
+            "\"lazy-refcounts\":%s%s,\"refcount-bits\":%u%s,\"corrupt\":%s,"
             "\"extended-l2\":false}}",
             ct, (s->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) ? "true" : "false",
-            bitmaps ? bitmaps : "", s->refcount_bits,
-            (s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) ? "true" : "false");
+            bitmaps ? bitmaps : "", s->refcount_bits, df,
+            (s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) ? "true" : "false") : NULL;
+        free(df);
     }
     free(bitmaps);
     pthread_mutex_unlock(&s->lock);
@@ -1599,6 +1617,13 @@ int qcow2_truncate(vd_node *bs, uint64_t size, bool exact, vd_prealloc prealloc,
         vd_error_setg_errno(errp, -ret, "Failed to update the image size");
         goto out;
     }
+    if (qcow2_has_data_file(s) && s->data != bs->file && prealloc == VD_PREALLOC_OFF) {
+        /* the external data file follows the virtual size, as in QEMU */
+        ret = vd_node_truncate(s->data, size, exact, VD_PREALLOC_OFF, errp);
+        if (ret < 0) {
+            goto out;
+        }
+    }
     /* a longer backing file must not show through the new area */
     if (size > old && bs->backing) {
         int64_t blen = vd_node_get_length(bs->backing);
@@ -1729,8 +1754,13 @@ int qcow2_parse_create_opts(const vd_opts *opts, qcow2_create_params *p, bool ne
         return vd_error_set(errp, ENOTSUP,
                             "qcow2 extended L2 entries (extended_l2=on) are not supported yet");
     }
-    if (vd_opts_get(opts, "data_file") || vd_opts_get(opts, "data_file_raw")) {
-        return vd_error_set(errp, ENOTSUP, "qcow2 external data files are not supported yet");
+    if (qcow2_data_file_create_opts(opts, p->version, p->backing_file, &p->data_file,
+                                    &p->data_file_raw, errp) < 0) {
+        return -EINVAL;
+    }
+    if (p->data_file_raw && p->prealloc == VD_PREALLOC_OFF) {
+        /* the raw data file and the mapping stay in sync (QEMU's rule) */
+        p->prealloc = VD_PREALLOC_METADATA;
     }
     /* round up to whole sectors, as qemu-img does */
     if (p->size % 512) {
@@ -1755,6 +1785,9 @@ static int qcow2_create(const char *filename, const vd_opts *opts, vd_error **er
         return ret;
     }
     uint64_t cs = p.cluster_size;
+    if (p.data_file && QCOW2_HEADER_LEN_CREATE + 16 + strlen(p.data_file) > cs) {
+        return vd_error_set(errp, EINVAL, "Data file name does not fit in the header");
+    }
 
     /* the protocol file: empty, with its own options (nocow ...) */
     vd_opts *fo = vd_opts_new();
@@ -1770,6 +1803,9 @@ static int qcow2_create(const char *filename, const vd_opts *opts, vd_error **er
     }
     ret = vd_create_file(filename, fo, errp);
     vd_opts_free(fo);
+    if (ret == 0 && p.data_file) {
+        ret = qcow2_data_file_create(filename, p.data_file, p.size, errp); /* datafile.c */
+    }
     if (ret < 0) {
         return ret;
     }
@@ -1793,6 +1829,12 @@ static int qcow2_create(const char *filename, const vd_opts *opts, vd_error **er
         uint64_t incompat = 0;
         if (p.compression_type != QCOW2_COMPRESSION_ZLIB) {
             incompat |= QCOW2_INCOMPAT_COMPRESSION;
+        }
+        if (p.data_file) {
+            size_t pos = QCOW2_HEADER_LEN_CREATE;
+            incompat |= QCOW2_INCOMPAT_DATA_FILE;
+            vd_st_be64(buf + 88, p.data_file_raw ? QCOW2_AUTOCLEAR_DATA_FILE_RAW : 0);
+            (void)qcow2_data_file_put_ext(buf, cs, &pos, p.data_file); /* fits: <= 1023 */
         }
         vd_st_be64(buf + 72, incompat);
         vd_st_be64(buf + 80, p.lazy ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0);

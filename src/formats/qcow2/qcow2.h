@@ -199,6 +199,10 @@ typedef struct qcow2_state {
 
     qcow2_snapshot *snapshots;
     struct qcow2_bitmaps *bm; /* bitmap.c: bitmaps in memory (NULL until open) */
+    /* datafile.c: where guest data lives (bs->file, or the external data
+     * file at host offset = guest offset, without refcounts) */
+    vd_node *data;
+    char *data_file_name; /* from the header extension, or NULL */
 
     /* caches (L) */
     vd_cache *l2_cache;
@@ -236,6 +240,8 @@ typedef struct qcow2_create_params {
     vd_prealloc prealloc;
     const char *backing_file;
     const char *backing_fmt;
+    const char *data_file; /* datafile.c */
+    bool data_file_raw;
 } qcow2_create_params;
 
 /* ------------------------------------------------------------- qcow2.c */
@@ -421,6 +427,32 @@ int qcow2_bitmap_clear(vd_node *bs, const char *name, vd_error **errp);
 int qcow2_bitmap_enable(vd_node *bs, const char *name, bool enable, vd_error **errp);
 int qcow2_bitmap_merge(vd_node *bs, const char *name, vd_node *src, const char *src_name,
                        vd_error **errp);
+
+/* ----------------------------------------------------------- datafile.c */
+
+static inline bool qcow2_has_data_file(const qcow2_state *s)
+{
+    return (s->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0;
+}
+static inline bool qcow2_data_file_is_raw(const qcow2_state *s)
+{
+    return qcow2_has_data_file(s) && (s->autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW);
+}
+int qcow2_data_file_parse_ext(qcow2_state *s, const uint8_t *data, uint32_t len,
+                              vd_error **errp);
+/* Open the data file child (or point s->data at bs->file). */
+int qcow2_data_file_open(vd_node *bs, vd_opts *opts, vd_error **errp);
+void qcow2_data_file_free(qcow2_state *s);
+int qcow2_data_file_create_opts(const vd_opts *opts, int version, const char *backing_file,
+                                const char **name, bool *raw, vd_error **errp);
+/* Create the data file (relative names next to image) of size bytes. */
+int qcow2_data_file_create(const char *image, const char *name, uint64_t size,
+                           vd_error **errp);
+/* ",\"data-file\":..,\"data-file-raw\":.." for info ("" without one). */
+char *qcow2_data_file_info_json(const qcow2_state *s);
+int qcow2_data_file_put_ext(uint8_t *buf, size_t cap, size_t *pos, const char *name);
+/* Change (or with "" drop) the data file name in the header extension. */
+int qcow2_set_data_file_name(qcow2_state *s, const char *name, vd_error **errp);
 
 /* -------------------------------------------------------------- amend.c */
 

@@ -791,6 +791,11 @@ void qcow2_free_any_cluster(qcow2_state *s, uint64_t l2_entry, qcow2_discard_typ
         if (qcow2_offset_into_cluster(s, off)) {
             qcow2_signal_corruption(s, false, "Cannot free unaligned cluster %#llx",
                                     (unsigned long long)off);
+        } else if (qcow2_has_data_file(s)) {
+            /* external data (datafile.c): no refcounts, maybe a discard */
+            if (s->discard_passthrough[type]) {
+                (void)vd_node_discard(s->data, off, s->cluster_size);
+            }
         } else {
             qcow2_free_clusters(s, off, s->cluster_size, type);
         }

@@ -16,8 +16,9 @@ artifacts=${VDISK_FUZZ_ARTIFACTS:-/tmp/vdisk-fuzz-artifacts}
 mkdir -p "$artifacts" || exit 1
 
 # UBSan must stop at the first report for libFuzzer to see it; a small
-# quarantine keeps ASan's own memory within -rss_limit_mb.
-export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:quarantine_size_mb=32:allocator_may_return_null=1}"
+# quarantine keeps ASan's own memory within -rss_limit_mb (appended, so it
+# also holds when the caller, e.g. make check-asan, sets ASAN_OPTIONS).
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=1:quarantine_size_mb=32:allocator_may_return_null=1"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 
 pass=0

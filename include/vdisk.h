@@ -135,6 +135,7 @@ enum {
     VD_OPEN_RESIZE = 1u << 5,      /* take the resize permission too */
     VD_OPEN_NO_SHARE = 1u << 6,    /* let others only read (convert source) */
     VD_OPEN_EXPORT = 1u << 7,      /* never let others resize (NBD export) */
+    VD_OPEN_CHECK = 1u << 8,       /* for vd_check: no automatic repair at open */
 };
 
 /*

@@ -70,6 +70,7 @@ static unsigned node_flags(unsigned flags)
     f |= (flags & VD_OPEN_RESIZE) ? VD_NODE_RESIZE : 0;
     f |= (flags & VD_OPEN_NO_SHARE) ? VD_NODE_NO_SHARE : 0;
     f |= (flags & VD_OPEN_EXPORT) ? VD_NODE_EXPORT : 0;
+    f |= (flags & VD_OPEN_CHECK) ? VD_NODE_CHECK : 0;
     return f;
 }
 

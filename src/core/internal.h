@@ -264,6 +264,7 @@ enum {
     VD_NODE_EXPORT = 1u << 7,   /* never share resize (qemu-nbd) */
     VD_NODE_PROTOCOL = 1u << 8, /* opening as a protocol (file) child */
     VD_NODE_UNDER_FORMAT = 1u << 9, /* a non-raw format sits on top */
+    VD_NODE_CHECK = 1u << 10,   /* opened to be checked: no repair at open */
 };
 
 /* Block status flags a driver returns (same values as the public ones). */
@@ -485,6 +486,13 @@ void vd_node_close(vd_node *bs);
 /* Create the protocol file for filename with opts (preallocation, nocow,
  * size...). Used by formats' create. */
 int vd_create_file(const char *filename, const vd_opts *opts, vd_error **errp);
+/*
+ * For a format's create: create the protocol file empty, with the protocol
+ * options of opts (preallocation, nocow...), and open it read-write and
+ * resizable for writing the metadata.  On success *filep is the node.
+ */
+int vd_create_open_file(const char *filename, const vd_opts *opts, vd_node **filep,
+                        vd_error **errp);
 
 /*
  * Resolve a backing file name found in an image header relative to the
@@ -528,5 +536,7 @@ char *vd_path_dirname(const char *path);
 /* Join a relative name to the directory of base ("dir/name"); absolute
  * names are returned as they are. malloc'ed. */
 char *vd_path_combine(const char *base, const char *name);
+/* A random (version 4, RFC 4122) UUID, in the RFC's big-endian byte order. */
+void vd_uuid_generate(uint8_t out[16]);
 
 #endif /* VD_INTERNAL_H */

@@ -599,3 +599,32 @@ int vd_create_file(const char *filename, const vd_opts *opts, vd_error **errp)
     vd_opts_free(o);
     return ret;
 }
+
+int vd_create_open_file(const char *filename, const vd_opts *opts, vd_node **filep,
+                        vd_error **errp)
+{
+    *filep = NULL;
+    /* the format writes its own metadata: the protocol file starts empty */
+    vd_opts *o = opts ? vd_opts_clone(opts) : vd_opts_new();
+    if (!o) {
+        return vd_error_set(errp, ENOMEM, "Out of memory");
+    }
+    vd_opts_set(o, "size", "0");
+    int ret = vd_create_file(filename, o, errp);
+    vd_opts_free(o);
+    if (ret < 0) {
+        return ret;
+    }
+    vd_node *file = vd_node_open_file(filename, NULL, VD_NODE_RDWR | VD_NODE_RESIZE, errp);
+    if (!file) {
+        return -EIO;
+    }
+    /* start from an empty file whatever the protocol left in it */
+    ret = vd_node_truncate(file, 0, true, VD_PREALLOC_OFF, errp);
+    if (ret < 0) {
+        vd_node_close(file);
+        return ret;
+    }
+    *filep = file;
+    return 0;
+}

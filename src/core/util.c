@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -141,4 +143,18 @@ const char *vd_prealloc_name(vd_prealloc p)
         return "full";
     }
     return "?";
+}
+
+void vd_uuid_generate(uint8_t out[16])
+{
+    if (getrandom(out, 16, 0) != 16) {
+        /* getrandom on Linux does not fail for 16 bytes; keep a fallback */
+        uint64_t t = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)out;
+        for (int i = 0; i < 16; i++) {
+            t = t * 6364136223846793005ull + 1442695040888963407ull;
+            out[i] = (uint8_t)(t >> 56);
+        }
+    }
+    out[6] = (uint8_t)((out[6] & 0x0f) | 0x40);
+    out[8] = (uint8_t)((out[8] & 0x3f) | 0x80);
 }

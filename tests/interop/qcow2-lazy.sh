@@ -16,6 +16,7 @@ qemu-io -t writethrough -c 'write -P 0x5a 0 512' -c 'write -P 0x5b 1M 64k' \
     -c 'sigraise 9' q.qcow2 >/dev/null 2>&1 || true
 dirty_flag q.qcow2 || fail "qemu-io crash left no dirty flag"
 cp q.qcow2 q2.qcow2
+cp q.qcow2 q3.qcow2
 qrc=0; qemu-img check q.qcow2 >/dev/null 2>&1 || qrc=$?
 vrc=0; "$VDISK" check q.qcow2 >/dev/null 2>&1 || vrc=$?
 [ $vrc -eq 2 ] || [ $vrc -eq 3 ] || fail "vdisk check of the crashed image: exit $vrc"
@@ -30,6 +31,10 @@ qemu-io -r -c 'read -P 0x5a 0 512' -c 'read -P 0x5b 1M 64k' q.qcow2 >/dev/null |
 qemu-img check q2.qcow2 >/dev/null || fail "qemu-img check after repair on open"
 qemu-io -r -c 'read -P 0x5a 0 512' -c 'read -P 0x5b 1M 64k' -c 'read -P 0x5c 2M 64k' \
     q2.qcow2 >/dev/null || fail "data lost by the repair on open"
+# a read-write open that writes nothing repairs at open, as QEMU does
+"$VDISK_IO" -c 'read -P 0x5a 0 512' q3.qcow2 >/dev/null || fail "read of dirty image"
+dirty_flag q3.qcow2 && fail "a read-write open left the dirty flag"
+qemu-img check q3.qcow2 >/dev/null || fail "qemu-img check after repair at open"
 
 # --- vdisk crashes, QEMU checks and repairs
 "$VDISK" create -q -f qcow2 -o lazy_refcounts=on v.qcow2 128M

@@ -176,6 +176,8 @@ int cmd_check(int argc, char **argv)
         }
         flags |= VD_OPEN_FORCE_SHARE;
     }
+    /* see the damage before anything repairs it */
+    flags |= VD_OPEN_CHECK;
     vd_image *img = tool_open(filename, fmt, image_opts, vd_opts_count(extra) ? extra : NULL,
                               flags, quiet);
     vd_opts_free(extra);

@@ -1246,6 +1246,22 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     bs->pwrite_zeroes_alignment = s->cluster_size;
     bs->has_zero_init = true;
     s->nb_compress_threads = 0;
+    if (s->needs_repair && !s->corrupt_ro && !(bs->flags & VD_NODE_CHECK)) {
+        /* a dirty image opened read-write is repaired now, as QEMU does;
+         * `vdisk check` opens with VD_OPEN_CHECK to report the damage */
+        vd_check_res res;
+        memset(&res, 0, sizeof(res));
+        pthread_mutex_lock(&s->lock);
+        s->needs_repair = false;
+        ret = qcow2_check_locked(s, &res, VD_CHECK_FIX_LEAKS | VD_CHECK_FIX_ERRORS, errp);
+        pthread_mutex_unlock(&s->lock);
+        if (ret == 0 && (res.check_errors || res.corruptions)) {
+            ret = vd_error_set(errp, EIO, "Could not repair the dirty image '%s'", bs->filename);
+        }
+        if (ret < 0) {
+            goto fail;
+        }
+    }
     return 0;
 
 fail:

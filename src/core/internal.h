@@ -483,6 +483,13 @@ vd_node *vd_node_open_file(const char *filename, const vd_opts *opts, unsigned f
                            vd_error **errp);
 void vd_node_close(vd_node *bs);
 
+/*
+ * The format the first len bytes of an image (filename: its name, "" for
+ * content only) are taken for: the highest probe score, the first driver
+ * on ties; NULL when no driver claims them.
+ */
+const vd_driver *vd_probe_buffer(const uint8_t *buf, size_t len, const char *filename);
+
 /* Create the protocol file for filename with opts (preallocation, nocow,
  * size...). Used by formats' create. */
 int vd_create_file(const char *filename, const vd_opts *opts, vd_error **errp);
@@ -493,6 +500,12 @@ int vd_create_file(const char *filename, const vd_opts *opts, vd_error **errp);
  */
 int vd_create_open_file(const char *filename, const vd_opts *opts, vd_node **filep,
                         vd_error **errp);
+/*
+ * The end of a format's create: flush the file unless ret (the metadata
+ * writes' result) is already a failure, report a failure that errp does
+ * not hold yet as "what: strerror", close the file.  Returns ret.
+ */
+int vd_create_close_file(vd_node *file, int ret, const char *what, vd_error **errp);
 
 /*
  * Resolve a backing file name found in an image header relative to the

@@ -212,6 +212,24 @@ fail:
 }
 
 /* Score every format's probe on the first bytes of file. */
+const vd_driver *vd_probe_buffer(const uint8_t *buf, size_t len, const char *filename)
+{
+    const vd_driver *best = NULL;
+    int best_score = 0;
+    for (size_t i = 0; vd_drivers[i]; i++) {
+        const vd_driver *d = vd_drivers[i];
+        if (d->kind != VD_DRV_FORMAT || !d->probe) {
+            continue;
+        }
+        int score = d->probe(buf, len, filename);
+        if (score > best_score) {
+            best_score = score;
+            best = d;
+        }
+    }
+    return best;
+}
+
 static const vd_driver *probe_format(vd_node *file, bool *is_raw, vd_error **errp)
 {
     enum { PROBE_LEN = 2048 };
@@ -242,19 +260,7 @@ static const vd_driver *probe_format(vd_node *file, bool *is_raw, vd_error **err
         vd_error_setg_errno(errp, ret, "Could not read image for determining its format");
         return NULL;
     }
-    const vd_driver *best = NULL;
-    int best_score = 0;
-    for (size_t i = 0; vd_drivers[i]; i++) {
-        const vd_driver *d = vd_drivers[i];
-        if (d->kind != VD_DRV_FORMAT || !d->probe) {
-            continue;
-        }
-        int score = d->probe(buf, n, file->filename);
-        if (score > best_score) {
-            best_score = score;
-            best = d;
-        }
-    }
+    const vd_driver *best = vd_probe_buffer(buf, n, file->filename);
     free(buf);
     if (!best) {
         vd_error_set(errp, EINVAL, "Could not determine the image format of '%s'",
@@ -627,4 +633,17 @@ int vd_create_open_file(const char *filename, const vd_opts *opts, vd_node **fil
     }
     *filep = file;
     return 0;
+}
+
+int vd_create_close_file(vd_node *file, int ret, const char *what, vd_error **errp)
+{
+    if (ret == 0) {
+        ret = vd_node_flush(file);
+    }
+    /* errp keeps the first error: this only reports one not yet told */
+    if (ret < 0) {
+        vd_error_setg_errno(errp, ret, "%s", what);
+    }
+    vd_node_close(file);
+    return ret;
 }

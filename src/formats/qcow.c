@@ -913,26 +913,10 @@ static int qcow_create(const char *filename, const vd_opts *opts, vd_error **err
     vd_st_be64(h + H_L1_OFFSET, header_size);
     vd_st_be32(h + H_CRYPT, QCOW_CRYPT_NONE);
 
-    vd_opts *fopts = vd_opts_clone(opts);
-    if (!fopts) {
-        return vd_error_set(errp, ENOMEM, "Out of memory");
-    }
-    for (const vd_opt_desc *d = qcow_create_opts; d->name; d++) {
-        vd_opts_set(fopts, d->name, NULL);
-    }
-    vd_opts_set(fopts, "size", "0");
-    ret = vd_create_file(filename, fopts, errp);
-    vd_opts_free(fopts);
+    vd_node *file;
+    ret = vd_create_open_file(filename, opts, &file, errp);
     if (ret < 0) {
         return ret;
-    }
-    vd_node *file = vd_node_open_file(filename, NULL, VD_NODE_RDWR | VD_NODE_RESIZE, errp);
-    if (!file) {
-        return -EIO;
-    }
-    ret = vd_node_truncate(file, 0, true, VD_PREALLOC_OFF, errp);
-    if (ret < 0) {
-        goto out;
     }
     ret = vd_node_pwrite(file, 0, sizeof(h), h, 0);
     if (ret == 0 && backing) {
@@ -949,15 +933,7 @@ static int qcow_create(const char *filename, const vd_opts *opts, vd_error **err
             free(zero);
         }
     }
-    if (ret == 0) {
-        ret = vd_node_flush(file);
-    }
-    if (ret < 0) {
-        vd_error_setg_errno(errp, ret, "Could not write the qcow image");
-    }
-out:
-    vd_node_close(file);
-    return ret;
+    return vd_create_close_file(file, ret, "Could not write the qcow image", errp);
 }
 
 const vd_driver vd_drv_qcow = {

@@ -53,30 +53,6 @@ static int raw_probe(const uint8_t *buf, size_t len, const char *filename)
     return 1;
 }
 
-/*
- * The format the first sector of a probed raw image would now be taken for
- * (the same scoring as the core's probe: highest score, first one on ties).
- */
-static const vd_driver *raw_probe_sector(const uint8_t *sector)
-{
-    const vd_driver *best = NULL;
-    int best_score = 0;
-
-    for (size_t i = 0; vd_drivers[i]; i++) {
-        const vd_driver *d = vd_drivers[i];
-        if (d->kind != VD_DRV_FORMAT || !d->probe) {
-            continue;
-        }
-        /* no file name: only the content may decide, as in QEMU */
-        int score = d->probe(sector, RAW_SECTOR, "");
-        if (score > best_score) {
-            best_score = score;
-            best = d;
-        }
-    }
-    return best;
-}
-
 static uint64_t raw_size(raw_state *s)
 {
     return __atomic_load_n(&s->size, __ATOMIC_RELAXED);
@@ -222,7 +198,9 @@ static int raw_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
         if (offset != 0 || len < RAW_SECTOR) {
             return -EINVAL;
         }
-        const vd_driver *now = raw_probe_sector(buf);
+        /* what it would now be probed as; no file name: only the content
+         * may decide, as in QEMU */
+        const vd_driver *now = vd_probe_buffer(buf, RAW_SECTOR, "");
         if (now != bs->drv) {
             return -EPERM;
         }

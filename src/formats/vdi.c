@@ -18,8 +18,6 @@
  */
 #include <pthread.h>
 #include <stdlib.h>
-#include <sys/random.h>
-#include <time.h>
 
 #include "internal.h"
 
@@ -101,16 +99,7 @@ static bool vdi_uuid_is_null(const uint8_t *u)
 static void vdi_uuid_generate(uint8_t *out)
 {
     uint8_t u[16];
-    if (getrandom(u, sizeof(u), 0) != (ssize_t)sizeof(u)) {
-        /* getrandom on Linux does not fail for 16 bytes; keep a fallback */
-        uint64_t t = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)out;
-        for (int i = 0; i < 16; i++) {
-            t = t * 6364136223846793005ull + 1442695040888963407ull;
-            u[i] = (uint8_t)(t >> 56);
-        }
-    }
-    u[6] = (uint8_t)((u[6] & 0x0f) | 0x40);
-    u[8] = (uint8_t)((u[8] & 0x3f) | 0x80);
+    vd_uuid_generate(u);
     out[0] = u[3];
     out[1] = u[2];
     out[2] = u[1];
@@ -673,25 +662,10 @@ static int vdi_create(const char *filename, const vd_opts *opts, vd_error **errp
     vdi_uuid_generate(h + VDI_H_UUID_IMAGE);
     vdi_uuid_generate(h + VDI_H_UUID_LAST_SNAP);
 
-    /* The protocol file is made empty; our options are not its options. */
-    vd_opts *fopts = vd_opts_clone(opts);
-    if (!fopts) {
-        return vd_error_set(errp, ENOMEM, "Out of memory");
-    }
-    vd_opts_set(fopts, "static", NULL);
-    vd_opts_set(fopts, "size", "0");
-    ret = vd_create_file(filename, fopts, errp);
-    vd_opts_free(fopts);
+    vd_node *file;
+    ret = vd_create_open_file(filename, opts, &file, errp);
     if (ret < 0) {
         return ret;
-    }
-    vd_node *file = vd_node_open_file(filename, NULL, VD_NODE_RDWR | VD_NODE_RESIZE, errp);
-    if (!file) {
-        return -EIO;
-    }
-    ret = vd_node_truncate(file, 0, true, VD_PREALLOC_OFF, errp);
-    if (ret < 0) {
-        goto out;
     }
     ret = vd_node_pwrite(file, 0, sizeof(h), h, 0);
     if (ret < 0) {
@@ -722,15 +696,9 @@ static int vdi_create(const char *filename, const vd_opts *opts, vd_error **errp
             file, VDI_HEADER_BYTES + bmap_bytes + (uint64_t)blocks * VDI_BLOCK_SIZE, true,
             VD_PREALLOC_OFF, errp);
     }
-    if (ret == 0) {
-        ret = vd_node_flush(file);
-        if (ret < 0) {
-            vd_error_setg_errno(errp, ret, "Could not flush the new image");
-        }
-    }
 out:
-    vd_node_close(file);
-    return ret;
+    /* every failure so far has its message: what names the flush */
+    return vd_create_close_file(file, ret, "Could not flush the new image", errp);
 }
 
 const vd_driver vd_drv_vdi = {

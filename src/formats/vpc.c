@@ -25,7 +25,6 @@
  */
 #include <pthread.h>
 #include <stdlib.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "internal.h"
@@ -178,19 +177,6 @@ static void vpc_calc_geometry(uint64_t total_sectors, uint16_t *cyls, uint8_t *h
     *cyls = (uint16_t)(cth / h);
     *heads = (uint8_t)h;
     *secs = (uint8_t)sp;
-}
-
-static void vpc_uuid_generate(uint8_t *out)
-{
-    if (getrandom(out, 16, 0) != 16) {
-        uint64_t t = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)out;
-        for (int i = 0; i < 16; i++) {
-            t = t * 6364136223846793005ull + 1442695040888963407ull;
-            out[i] = (uint8_t)(t >> 56);
-        }
-    }
-    out[6] = (uint8_t)((out[6] & 0x0f) | 0x40);
-    out[8] = (uint8_t)((out[8] & 0x3f) | 0x80);
 }
 
 /* UTF-16 (le or be) to UTF-8, stopping at NUL; NULL on bad input. */
@@ -929,28 +915,13 @@ static int vpc_create(const char *filename, const vd_opts *opts, vd_error **errp
     footer[F_HEADS] = heads;
     footer[F_SECS] = secs;
     vd_st_be32(footer + F_TYPE, sub == 0 ? VHD_DYNAMIC : VHD_FIXED);
-    vpc_uuid_generate(footer + F_UUID);
+    vd_uuid_generate(footer + F_UUID);
     vd_st_be32(footer + F_CHECKSUM, vpc_checksum(footer, sizeof(footer), F_CHECKSUM));
 
-    vd_opts *fopts = vd_opts_clone(opts);
-    if (!fopts) {
-        return vd_error_set(errp, ENOMEM, "Out of memory");
-    }
-    vd_opts_set(fopts, "subformat", NULL);
-    vd_opts_set(fopts, "force_size", NULL);
-    vd_opts_set(fopts, "size", "0");
-    ret = vd_create_file(filename, fopts, errp);
-    vd_opts_free(fopts);
+    vd_node *file;
+    ret = vd_create_open_file(filename, opts, &file, errp);
     if (ret < 0) {
         return ret;
-    }
-    vd_node *file = vd_node_open_file(filename, NULL, VD_NODE_RDWR | VD_NODE_RESIZE, errp);
-    if (!file) {
-        return -EIO;
-    }
-    ret = vd_node_truncate(file, 0, true, VD_PREALLOC_OFF, errp);
-    if (ret < 0) {
-        goto out;
     }
     if (sub == 1) {
         /* fixed: the data, then the footer */
@@ -992,15 +963,8 @@ static int vpc_create(const char *filename, const vd_opts *opts, vd_error **errp
     }
     if (ret < 0) {
         vd_error_setg_errno(errp, ret, "Unable to create or write VHD header");
-        goto out;
     }
-    ret = vd_node_flush(file);
-    if (ret < 0) {
-        vd_error_setg_errno(errp, ret, "Could not flush the new image");
-    }
-out:
-    vd_node_close(file);
-    return ret;
+    return vd_create_close_file(file, ret, "Could not flush the new image", errp);
 }
 
 const vd_driver vd_drv_vpc = {

@@ -114,6 +114,25 @@ bool tool_parse_size(const char *what, const char *str, uint64_t *out)
     return true;
 }
 
+bool tool_parse_size_range(const char *what, const char *str, uint64_t min, uint64_t max,
+                           uint64_t *out)
+{
+    uint64_t v;
+    if (vd_parse_size(str, &v) < 0 && vd_get_errno() != ERANGE) {
+        tool_error("Invalid %s specified. You may use k, M, G, T, P or E suffixes for\n"
+                   "%s: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.",
+                   what, tool_progname());
+        return false;
+    }
+    if (vd_parse_size(str, &v) < 0 || v < min || v > max) {
+        tool_error("Invalid %s specified. Must be between %" PRIu64 " and %" PRIu64 ".", what,
+                   min, max);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
 const char *tool_human_size(uint64_t bytes)
 {
     static _Thread_local char buf[32];
@@ -335,4 +354,20 @@ void tool_progress_cb(void *opaque, double percent)
 {
     (void)opaque;
     tool_progress_update(percent);
+}
+
+bool tool_is_zero(const void *buf, size_t len)
+{
+    /* the first bytes, then the buffer against itself shifted by 16 */
+    const uint8_t *p = buf;
+    if (len == 0) {
+        return true;
+    }
+    size_t head = len < 16 ? len : 16;
+    for (size_t i = 0; i < head; i++) {
+        if (p[i]) {
+            return false;
+        }
+    }
+    return len <= 16 || !memcmp(p, p + 16, len - 16);
 }

@@ -7,6 +7,7 @@
 #define VD_TOOL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -30,6 +31,12 @@ bool tool_object_add(const char *spec);
 
 /* Size with suffixes; prints "<what>: invalid size 'str'..." and returns false on error. */
 bool tool_parse_size(const char *what, const char *str, uint64_t *out);
+/*
+ * qemu's cvtnum_full for dd and bench operands: a size with suffixes in
+ * [min, max]; prints qemu-img's two-line message and returns false on error.
+ */
+bool tool_parse_size_range(const char *what, const char *str, uint64_t min, uint64_t max,
+                           uint64_t *out);
 
 /* qemu's size_to_str: "512 B", "1 GiB", "1.5 GiB" (3 significant digits).
  * Returns a static per-thread buffer. */
@@ -51,6 +58,9 @@ vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
  * unknown mode (message printed).
  */
 bool tool_parse_cache(const char *mode, vd_opts *opts, bool *writethrough);
+
+/* Whether len bytes at buf are all zero (true for len 0). */
+bool tool_is_zero(const void *buf, size_t len);
 
 /* Progress: "    (12.34/100%)\r" on stdout when enabled; SIGUSR1 prints the
  * current value even when disabled. */

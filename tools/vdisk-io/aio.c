@@ -27,8 +27,7 @@ typedef struct aio_req {
     int64_t size;
     uint8_t *buf;
     unsigned flags;
-    bool qflag, vflag, cflag, pflag;
-    int pattern;
+    vio_io_flags f; /* -C -q -v -P */
     struct timespec t1, t2;
     int ret;
     struct aio_req *next;
@@ -62,6 +61,24 @@ static void aio_execute(aio_req *r)
     r->ret = ret;
 }
 
+/* Run r, then move it to the finished list; called without aio_lock. */
+static void aio_run(aio_req *r)
+{
+    aio_execute(r);
+    vio_now(&r->t2);
+
+    pthread_mutex_lock(&aio_lock);
+    if (done_tail) {
+        done_tail->next = r;
+    } else {
+        done_head = r;
+    }
+    done_tail = r;
+    in_flight--;
+    pthread_cond_broadcast(&aio_done_cond);
+    pthread_mutex_unlock(&aio_lock);
+}
+
 static void *aio_worker(void *arg)
 {
     (void)arg;
@@ -79,19 +96,8 @@ static void *aio_worker(void *arg)
         }
         r->next = NULL;
         pthread_mutex_unlock(&aio_lock);
-
-        aio_execute(r);
-        vio_now(&r->t2);
-
+        aio_run(r);
         pthread_mutex_lock(&aio_lock);
-        if (done_tail) {
-            done_tail->next = r;
-        } else {
-            done_head = r;
-        }
-        done_tail = r;
-        in_flight--;
-        pthread_cond_broadcast(&aio_done_cond);
     }
     return NULL;
 }
@@ -126,28 +132,8 @@ static void aio_submit(aio_req *r)
         pthread_mutex_lock(&aio_lock);
         queue_head = queue_tail = NULL;
         pthread_mutex_unlock(&aio_lock);
-        aio_execute(r);
-        vio_now(&r->t2);
-        pthread_mutex_lock(&aio_lock);
-        if (done_tail) {
-            done_tail->next = r;
-        } else {
-            done_head = r;
-        }
-        done_tail = r;
-        in_flight--;
-        pthread_mutex_unlock(&aio_lock);
+        aio_run(r);
     }
-}
-
-static bool buffer_is_pattern(const uint8_t *buf, int64_t len, int pattern)
-{
-    for (int64_t i = 0; i < len; i++) {
-        if (buf[i] != (uint8_t)pattern) {
-            return false;
-        }
-    }
-    return true;
 }
 
 static void aio_report(aio_req *r)
@@ -157,23 +143,15 @@ static void aio_report(aio_req *r)
     if (r->is_write) {
         if (r->ret < 0) {
             printf("aio_write failed: %s\n", strerror(-r->ret));
-        } else if (!r->qflag) {
-            vio_print_report("wrote", &t, r->offset, r->size, r->size, 1, r->cflag);
+        } else if (!r->f.qflag) {
+            vio_print_report("wrote", &t, r->offset, r->size, r->size, 1, r->f.cflag);
         }
     } else {
         if (r->ret < 0) {
             printf("readv failed: %s\n", strerror(-r->ret));
         } else {
-            if (r->pflag && !buffer_is_pattern(r->buf, r->size, r->pattern)) {
-                printf("Pattern verification failed at offset %" PRId64 ", %" PRId64 " bytes\n",
-                       r->offset, r->size);
-            }
-            if (!r->qflag) {
-                if (r->vflag) {
-                    vio_dump_buffer(r->buf, r->offset, r->size);
-                }
-                vio_print_report("read", &t, r->offset, r->size, r->size, 1, r->cflag);
-            }
+            /* as in qemu-io, a mismatch does not change the exit status */
+            (void)vio_read_report(r->buf, r->offset, r->size, 0, r->size, &r->f, &t);
         }
     }
     vio_free(r->buf);
@@ -246,40 +224,23 @@ static int aio_read_f(int argc, char **argv)
         return -ENOMEM;
     }
     while ((c = getopt(argc, argv, "CP:iqv")) != -1) {
-        switch (c) {
-        case 'C':
-            r->cflag = true;
-            break;
-        case 'P':
-            r->pflag = true;
-            r->pattern = vio_parse_pattern(optarg);
-            if (r->pattern < 0) {
-                free(r);
-                return -EINVAL;
-            }
-            break;
-        case 'i':
+        if (c == 'i') {
             printf("injecting invalid read request\n");
             free(r);
             return 0;
-        case 'q':
-            r->qflag = true;
-            break;
-        case 'v':
-            r->vflag = true;
-            break;
-        default:
+        }
+        int ret = vio_io_flag(c, &r->f);
+        if (ret <= 0) {
             free(r);
-            return vio_usage(&vio_cmd_aio_read);
+            return ret < 0 ? ret : vio_usage(&vio_cmd_aio_read);
         }
     }
     if (optind > argc - 2) {
         free(r);
         return vio_usage(&vio_cmd_aio_read);
     }
-    r->offset = vio_cvtnum(argv[optind]);
+    r->offset = vio_parse_num(argv[optind]);
     if (r->offset < 0) {
-        vio_print_cvtnum_err(r->offset, argv[optind]);
         int ret = (int)r->offset;
         free(r);
         return ret;
@@ -339,34 +300,21 @@ const vio_cmd vio_cmd_aio_write = {
 static int aio_write_f(int argc, char **argv)
 {
     aio_req *r = calloc(1, sizeof(*r));
-    int pattern = 0xcd, c;
+    int c;
     unsigned flags = 0;
 
     if (!r) {
         return -ENOMEM;
     }
     r->is_write = true;
+    r->f.pattern = 0xcd;
     while ((c = getopt(argc, argv, "CfiqP:uz")) != -1) {
         switch (c) {
-        case 'C':
-            r->cflag = true;
-            break;
         case 'f':
             flags |= VD_REQ_FUA;
             break;
-        case 'q':
-            r->qflag = true;
-            break;
         case 'u':
             flags |= VD_REQ_MAY_UNMAP;
-            break;
-        case 'P':
-            /* qemu-io lets -P pass with -z (the zero write wins) */
-            pattern = vio_parse_pattern(optarg);
-            if (pattern < 0) {
-                free(r);
-                return -EINVAL;
-            }
             break;
         case 'i':
             printf("injecting invalid write request\n");
@@ -375,9 +323,15 @@ static int aio_write_f(int argc, char **argv)
         case 'z':
             r->zero = true;
             break;
-        default:
-            free(r);
-            return vio_usage(&vio_cmd_aio_write);
+        default: {
+            /* -C -q -P; qemu-io lets -P pass with -z (the zero write wins) */
+            int ret = vio_io_flag(c, &r->f);
+            if (ret <= 0) {
+                free(r);
+                return ret < 0 ? ret : vio_usage(&vio_cmd_aio_write);
+            }
+            break;
+        }
         }
     }
     if (optind > argc - 2) {
@@ -394,18 +348,16 @@ static int aio_write_f(int argc, char **argv)
         free(r);
         return -EINVAL;
     }
-    r->offset = vio_cvtnum(argv[optind]);
+    r->offset = vio_parse_num(argv[optind]);
     if (r->offset < 0) {
-        vio_print_cvtnum_err(r->offset, argv[optind]);
         int ret = (int)r->offset;
         free(r);
         return ret;
     }
     optind++;
     if (r->zero) {
-        int64_t count = vio_cvtnum(argv[optind]);
+        int64_t count = vio_parse_num(argv[optind]);
         if (count < 0) {
-            vio_print_cvtnum_err(count, argv[optind]);
             free(r);
             return (int)count;
         }
@@ -416,7 +368,7 @@ static int aio_write_f(int argc, char **argv)
             free(r);
             return -EINVAL;
         }
-        r->buf = vio_alloc((size_t)r->size, pattern);
+        r->buf = vio_alloc((size_t)r->size, r->f.pattern);
         if (!r->buf) {
             free(r);
             return -ENOMEM;

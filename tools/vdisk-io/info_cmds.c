@@ -227,15 +227,13 @@ static int alloc_f(int argc, char **argv)
     char s1[64];
     int ret;
 
-    start = offset = vio_cvtnum(argv[1]);
+    start = offset = vio_parse_num(argv[1]);
     if (offset < 0) {
-        vio_print_cvtnum_err(offset, argv[1]);
         return (int)offset;
     }
     if (argc == 3) {
-        count = vio_cvtnum(argv[2]);
+        count = vio_parse_num(argv[2]);
         if (count < 0) {
-            vio_print_cvtnum_err(count, argv[2]);
             return (int)count;
         }
     } else {
@@ -410,9 +408,8 @@ static void sigraise_help(void)
 static int sigraise_f(int argc, char **argv)
 {
     (void)argc;
-    int64_t sig = vio_cvtnum(argv[1]);
+    int64_t sig = vio_parse_num(argv[1]);
     if (sig < 0) {
-        vio_print_cvtnum_err(sig, argv[1]);
         return (int)sig;
     } else if (sig > NSIG) {
         printf("signal argument '%s' is too large to be a valid signal\n", argv[1]);

@@ -26,17 +26,6 @@ static unsigned write_flags(unsigned flags)
     return vio.writethrough ? flags | VD_REQ_FUA : flags;
 }
 
-/* Compare buf with a pattern; true when every byte matches. */
-static bool pattern_matches(const uint8_t *buf, size_t len, int pattern)
-{
-    for (size_t i = 0; i < len; i++) {
-        if (buf[i] != (uint8_t)pattern) {
-            return false;
-        }
-    }
-    return true;
-}
-
 int64_t vio_sum_lengths(char **argv, int n)
 {
     int64_t count = 0;
@@ -85,6 +74,94 @@ static int do_pwrite(const void *buf, int64_t offset, int64_t count, unsigned fl
     return 0;
 }
 
+/*
+ * The "off len" arguments of read, write and discard.  A length over a
+ * request's maximum is refused unless unlimited (write -n); how applies
+ * (" without -n") tells how to get past it.  Returns 0 or -errno.
+ */
+static int parse_off_len(char **args, int64_t *offset, int64_t *count, bool unlimited,
+                         const char *how)
+{
+    *offset = vio_parse_num(args[0]);
+    if (*offset < 0) {
+        return (int)*offset;
+    }
+    *count = vio_parse_num(args[1]);
+    if (*count < 0) {
+        return (int)*count;
+    }
+    if (*count > VIO_REQUEST_MAX_BYTES && !unlimited) {
+        printf("length cannot exceed %" PRIu64 "%s, given %s\n",
+               (uint64_t)VIO_REQUEST_MAX_BYTES, how, args[1]);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The "off len [len..]" arguments of readv and writev. */
+static int parse_off_lens(char **args, int n, int64_t *offset, int64_t *count)
+{
+    *offset = vio_parse_num(args[0]);
+    if (*offset < 0) {
+        return (int)*offset;
+    }
+    *count = vio_sum_lengths(args + 1, n - 1);
+    return *count < 0 ? (int)*count : 0;
+}
+
+/* -b and -c work on whole sectors. */
+static int check_sector_aligned(int64_t offset, int64_t count)
+{
+    if (offset % VIO_SECTOR) {
+        printf("%" PRId64 " is not a sector-aligned value for 'offset'\n", offset);
+        return -EINVAL;
+    }
+    if (count % VIO_SECTOR) {
+        printf("%" PRId64 " is not a sector-aligned value for 'count'\n", count);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* read and readv once their arguments are checked (vmstate: -b). */
+static int run_read(const char *cmd, bool vmstate, int64_t offset, int64_t count,
+                    int64_t pattern_offset, int64_t pattern_count, const vio_io_flags *f)
+{
+    struct timespec t1, t2;
+    uint8_t *buf = vio_alloc((size_t)count, 0xab);
+    if (!buf) {
+        printf("%s failed: %s\n", cmd, strerror(ENOMEM));
+        return -ENOMEM;
+    }
+    vio_now(&t1);
+    /* the VM state area is a qcow2 detail the library does not expose */
+    int ret = vmstate ? -ENOTSUP : do_pread(buf, offset, count);
+    vio_now(&t2);
+    if (ret < 0) {
+        printf("%s failed: %s\n", cmd, strerror(-ret));
+    } else {
+        t2 = vio_tsub(t2, t1);
+        ret = vio_read_report(buf, offset, count, pattern_offset, pattern_count, f, &t2);
+    }
+    vio_free(buf);
+    return ret;
+}
+
+/* After a timed write or discard: its failure, or unless -q its report. */
+static int write_report(const char *cmd, const char *op, int ret, int64_t offset, int64_t count,
+                        const vio_io_flags *f, struct timespec t1, struct timespec t2)
+{
+    if (ret < 0) {
+        printf("%s failed: %s\n", cmd, strerror(-ret));
+        return ret;
+    }
+    if (!f->qflag) {
+        t2 = vio_tsub(t2, t1);
+        vio_print_report(op, &t2, offset, count, count, 1, f->cflag);
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ read */
 
 static void read_help(void)
@@ -121,74 +198,48 @@ const vio_cmd vio_cmd_read = {
 
 static int read_f(int argc, char **argv)
 {
-    bool cflag = false, qflag = false, vflag = false;
-    bool pflag = false, sflag = false, lflag = false, bflag = false;
-    int pattern = 0, c, ret;
-    int64_t offset, count, pattern_offset = 0, pattern_count = 0;
-    struct timespec t1, t2;
+    vio_io_flags f = {0};
+    bool sflag = false, lflag = false, bflag = false;
+    int c, ret;
+    int64_t offset = 0, count = 0, pattern_offset = 0, pattern_count = 0;
 
     while ((c = getopt(argc, argv, "bCl:pP:qs:v")) != -1) {
         switch (c) {
         case 'b':
             bflag = true;
             break;
-        case 'C':
-            cflag = true;
-            break;
         case 'l':
             lflag = true;
-            pattern_count = vio_cvtnum(optarg);
+            pattern_count = vio_parse_num(optarg);
             if (pattern_count < 0) {
-                vio_print_cvtnum_err(pattern_count, optarg);
                 return (int)pattern_count;
             }
             break;
         case 'p':
             break;
-        case 'P':
-            pflag = true;
-            pattern = vio_parse_pattern(optarg);
-            if (pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        case 'q':
-            qflag = true;
-            break;
         case 's':
             sflag = true;
-            pattern_offset = vio_cvtnum(optarg);
+            pattern_offset = vio_parse_num(optarg);
             if (pattern_offset < 0) {
-                vio_print_cvtnum_err(pattern_offset, optarg);
                 return (int)pattern_offset;
             }
             break;
-        case 'v':
-            vflag = true;
-            break;
         default:
-            return vio_usage(&vio_cmd_read);
+            ret = vio_io_flag(c, &f);
+            if (ret <= 0) {
+                return ret < 0 ? ret : vio_usage(&vio_cmd_read);
+            }
+            break;
         }
     }
     if (optind != argc - 2) {
         return vio_usage(&vio_cmd_read);
     }
-    offset = vio_cvtnum(argv[optind]);
-    if (offset < 0) {
-        vio_print_cvtnum_err(offset, argv[optind]);
-        return (int)offset;
+    ret = parse_off_len(argv + optind, &offset, &count, false, "");
+    if (ret < 0) {
+        return ret;
     }
-    optind++;
-    count = vio_cvtnum(argv[optind]);
-    if (count < 0) {
-        vio_print_cvtnum_err(count, argv[optind]);
-        return (int)count;
-    } else if (count > VIO_REQUEST_MAX_BYTES) {
-        printf("length cannot exceed %" PRIu64 ", given %s\n", (uint64_t)VIO_REQUEST_MAX_BYTES,
-               argv[optind]);
-        return -EINVAL;
-    }
-    if (!pflag && (lflag || sflag)) {
+    if (!f.pflag && (lflag || sflag)) {
         return vio_usage(&vio_cmd_read);
     }
     if (!lflag) {
@@ -198,46 +249,10 @@ static int read_f(int argc, char **argv)
         printf("pattern verification range exceeds end of read data\n");
         return -EINVAL;
     }
-    if (bflag) {
-        if (offset % VIO_SECTOR) {
-            printf("%" PRId64 " is not a sector-aligned value for 'offset'\n", offset);
-            return -EINVAL;
-        }
-        if (count % VIO_SECTOR) {
-            printf("%" PRId64 " is not a sector-aligned value for 'count'\n", count);
-            return -EINVAL;
-        }
+    if (bflag && (ret = check_sector_aligned(offset, count)) < 0) {
+        return ret;
     }
-
-    uint8_t *buf = vio_alloc((size_t)count, 0xab);
-    if (!buf) {
-        printf("read failed: %s\n", strerror(ENOMEM));
-        return -ENOMEM;
-    }
-    vio_now(&t1);
-    /* the VM state area is a qcow2 detail the library does not expose */
-    ret = bflag ? -ENOTSUP : do_pread(buf, offset, count);
-    vio_now(&t2);
-    if (ret < 0) {
-        printf("read failed: %s\n", strerror(-ret));
-        goto out;
-    }
-    if (pflag && !pattern_matches(buf + pattern_offset, (size_t)pattern_count, pattern)) {
-        printf("Pattern verification failed at offset %" PRId64 ", %" PRId64 " bytes\n",
-               offset + pattern_offset, pattern_count);
-        ret = -EINVAL;
-    }
-    if (qflag) {
-        goto out;
-    }
-    if (vflag) {
-        vio_dump_buffer(buf, offset, count);
-    }
-    t2 = vio_tsub(t2, t1);
-    vio_print_report("read", &t2, offset, count, count, 1, cflag);
-out:
-    vio_free(buf);
-    return ret;
+    return run_read("read", bflag, offset, count, pattern_offset, pattern_count, &f);
 }
 
 /* ----------------------------------------------------------------- readv */
@@ -271,74 +286,24 @@ const vio_cmd vio_cmd_readv = {
 
 static int readv_f(int argc, char **argv)
 {
-    bool cflag = false, qflag = false, vflag = false, pflag = false;
-    int pattern = 0, c, ret;
-    int64_t offset, count;
-    struct timespec t1, t2;
+    vio_io_flags f = {0};
+    int c, ret;
+    int64_t offset = 0, count = 0;
 
     while ((c = getopt(argc, argv, "CP:qv")) != -1) {
-        switch (c) {
-        case 'C':
-            cflag = true;
-            break;
-        case 'P':
-            pflag = true;
-            pattern = vio_parse_pattern(optarg);
-            if (pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        case 'q':
-            qflag = true;
-            break;
-        case 'v':
-            vflag = true;
-            break;
-        default:
-            return vio_usage(&vio_cmd_readv);
+        ret = vio_io_flag(c, &f);
+        if (ret <= 0) {
+            return ret < 0 ? ret : vio_usage(&vio_cmd_readv);
         }
     }
     if (optind > argc - 2) {
         return vio_usage(&vio_cmd_readv);
     }
-    offset = vio_cvtnum(argv[optind]);
-    if (offset < 0) {
-        vio_print_cvtnum_err(offset, argv[optind]);
-        return (int)offset;
-    }
-    optind++;
-    count = vio_sum_lengths(&argv[optind], argc - optind);
-    if (count < 0) {
-        return (int)count;
-    }
-    uint8_t *buf = vio_alloc((size_t)count, 0xab);
-    if (!buf) {
-        printf("readv failed: %s\n", strerror(ENOMEM));
-        return -ENOMEM;
-    }
-    vio_now(&t1);
-    ret = do_pread(buf, offset, count);
-    vio_now(&t2);
+    ret = parse_off_lens(argv + optind, argc - optind, &offset, &count);
     if (ret < 0) {
-        printf("readv failed: %s\n", strerror(-ret));
-        goto out;
+        return ret;
     }
-    if (pflag && !pattern_matches(buf, (size_t)count, pattern)) {
-        printf("Pattern verification failed at offset %" PRId64 ", %" PRId64 " bytes\n", offset,
-               count);
-        ret = -EINVAL;
-    }
-    if (qflag) {
-        goto out;
-    }
-    if (vflag) {
-        vio_dump_buffer(buf, offset, count);
-    }
-    t2 = vio_tsub(t2, t1);
-    vio_print_report("read", &t2, offset, count, count, 1, cflag);
-out:
-    vio_free(buf);
-    return ret;
+    return run_read("readv", false, offset, count, 0, count, &f);
 }
 
 /* ----------------------------------------------------------------- write */
@@ -382,11 +347,11 @@ const vio_cmd vio_cmd_write = {
 
 static int write_f(int argc, char **argv)
 {
-    bool cflag = false, qflag = false, bflag = false;
-    bool pflag = false, zflag = false, compressed = false, sflag = false;
+    vio_io_flags f = {.pattern = 0xcd};
+    bool bflag = false, zflag = false, compressed = false, sflag = false;
     unsigned flags = 0;
-    int pattern = 0xcd, c, ret;
-    int64_t offset, count;
+    int c, ret;
+    int64_t offset = 0, count = 0;
     const char *source = NULL;
     uint8_t *buf = NULL;
     struct timespec t1, t2;
@@ -399,9 +364,6 @@ static int write_f(int argc, char **argv)
         case 'c':
             compressed = true;
             break;
-        case 'C':
-            cflag = true;
-            break;
         case 'f':
             flags |= VD_REQ_FUA;
             break;
@@ -409,16 +371,6 @@ static int write_f(int argc, char **argv)
             flags |= VD_REQ_NO_FALLBACK;
             break;
         case 'p':
-            break;
-        case 'P':
-            pflag = true;
-            pattern = vio_parse_pattern(optarg);
-            if (pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        case 'q':
-            qflag = true;
             break;
         case 's':
             sflag = true;
@@ -431,7 +383,11 @@ static int write_f(int argc, char **argv)
             zflag = true;
             break;
         default:
-            return vio_usage(&vio_cmd_write);
+            ret = vio_io_flag(c, &f);
+            if (ret <= 0) {
+                return ret < 0 ? ret : vio_usage(&vio_cmd_write);
+            }
+            break;
         }
     }
     if (optind != argc - 2) {
@@ -453,38 +409,20 @@ static int write_f(int argc, char **argv)
         printf("-u requires -z to be specified\n");
         return -EINVAL;
     }
-    if ((int)zflag + (int)pflag + (int)sflag > 1) {
+    if ((int)zflag + (int)f.pflag + (int)sflag > 1) {
         printf("Only one of -z, -P, and -s can be specified at the same time\n");
         return -EINVAL;
     }
-    offset = vio_cvtnum(argv[optind]);
-    if (offset < 0) {
-        vio_print_cvtnum_err(offset, argv[optind]);
-        return (int)offset;
+    ret = parse_off_len(argv + optind, &offset, &count, flags & VD_REQ_NO_FALLBACK, " without -n");
+    if (ret < 0) {
+        return ret;
     }
-    optind++;
-    count = vio_cvtnum(argv[optind]);
-    if (count < 0) {
-        vio_print_cvtnum_err(count, argv[optind]);
-        return (int)count;
-    } else if (count > VIO_REQUEST_MAX_BYTES && !(flags & VD_REQ_NO_FALLBACK)) {
-        printf("length cannot exceed %" PRIu64 " without -n, given %s\n",
-               (uint64_t)VIO_REQUEST_MAX_BYTES, argv[optind]);
-        return -EINVAL;
-    }
-    if (bflag || compressed) {
-        if (offset % VIO_SECTOR) {
-            printf("%" PRId64 " is not a sector-aligned value for 'offset'\n", offset);
-            return -EINVAL;
-        }
-        if (count % VIO_SECTOR) {
-            printf("%" PRId64 " is not a sector-aligned value for 'count'\n", count);
-            return -EINVAL;
-        }
+    if ((bflag || compressed) && (ret = check_sector_aligned(offset, count)) < 0) {
+        return ret;
     }
     if (!zflag) {
         buf = sflag ? vio_alloc_from_file((size_t)count, source)
-                    : vio_alloc((size_t)count, pattern);
+                    : vio_alloc((size_t)count, f.pattern);
         if (!buf) {
             if (!sflag) {
                 printf("write failed: %s\n", strerror(ENOMEM));
@@ -512,18 +450,8 @@ static int write_f(int argc, char **argv)
         ret = do_pwrite(buf, offset, count, flags);
     }
     vio_now(&t2);
-    if (ret < 0) {
-        printf("write failed: %s\n", strerror(-ret));
-        goto out;
-    }
-    if (qflag) {
-        goto out;
-    }
-    t2 = vio_tsub(t2, t1);
-    vio_print_report("wrote", &t2, offset, count, count, 1, cflag);
-out:
     vio_free(buf);
-    return ret;
+    return write_report("write", "wrote", ret, offset, count, &f, t1, t2);
 }
 
 /* ---------------------------------------------------------------- writev */
@@ -559,47 +487,30 @@ const vio_cmd vio_cmd_writev = {
 
 static int writev_f(int argc, char **argv)
 {
-    bool cflag = false, qflag = false;
+    vio_io_flags f = {.pattern = 0xcd};
     unsigned flags = 0;
-    int pattern = 0xcd, c, ret;
-    int64_t offset, count;
+    int c, ret;
+    int64_t offset = 0, count = 0;
     struct timespec t1, t2;
 
     while ((c = getopt(argc, argv, "CfqP:")) != -1) {
-        switch (c) {
-        case 'C':
-            cflag = true;
-            break;
-        case 'f':
+        if (c == 'f') {
             flags |= VD_REQ_FUA;
-            break;
-        case 'q':
-            qflag = true;
-            break;
-        case 'P':
-            pattern = vio_parse_pattern(optarg);
-            if (pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        default:
-            return vio_usage(&vio_cmd_writev);
+            continue;
+        }
+        ret = vio_io_flag(c, &f);
+        if (ret <= 0) {
+            return ret < 0 ? ret : vio_usage(&vio_cmd_writev);
         }
     }
     if (optind > argc - 2) {
         return vio_usage(&vio_cmd_writev);
     }
-    offset = vio_cvtnum(argv[optind]);
-    if (offset < 0) {
-        vio_print_cvtnum_err(offset, argv[optind]);
-        return (int)offset;
+    ret = parse_off_lens(argv + optind, argc - optind, &offset, &count);
+    if (ret < 0) {
+        return ret;
     }
-    optind++;
-    count = vio_sum_lengths(&argv[optind], argc - optind);
-    if (count < 0) {
-        return (int)count;
-    }
-    uint8_t *buf = vio_alloc((size_t)count, pattern);
+    uint8_t *buf = vio_alloc((size_t)count, f.pattern);
     if (!buf) {
         printf("writev failed: %s\n", strerror(ENOMEM));
         return -ENOMEM;
@@ -607,18 +518,8 @@ static int writev_f(int argc, char **argv)
     vio_now(&t1);
     ret = do_pwrite(buf, offset, count, flags);
     vio_now(&t2);
-    if (ret < 0) {
-        printf("writev failed: %s\n", strerror(-ret));
-        goto out;
-    }
-    if (qflag) {
-        goto out;
-    }
-    t2 = vio_tsub(t2, t1);
-    vio_print_report("wrote", &t2, offset, count, count, 1, cflag);
-out:
     vio_free(buf);
-    return ret;
+    return write_report("writev", "wrote", ret, offset, count, &f, t1, t2);
 }
 
 /* --------------------------------------------------------------- discard */
@@ -652,40 +553,22 @@ const vio_cmd vio_cmd_discard = {
 
 static int discard_f(int argc, char **argv)
 {
-    bool cflag = false, qflag = false;
+    vio_io_flags f = {0};
     int c, ret;
-    int64_t offset, bytes;
+    int64_t offset = 0, bytes = 0;
     struct timespec t1, t2;
 
     while ((c = getopt(argc, argv, "Cq")) != -1) {
-        switch (c) {
-        case 'C':
-            cflag = true;
-            break;
-        case 'q':
-            qflag = true;
-            break;
-        default:
+        if (vio_io_flag(c, &f) <= 0) {
             return vio_usage(&vio_cmd_discard);
         }
     }
     if (optind != argc - 2) {
         return vio_usage(&vio_cmd_discard);
     }
-    offset = vio_cvtnum(argv[optind]);
-    if (offset < 0) {
-        vio_print_cvtnum_err(offset, argv[optind]);
-        return (int)offset;
-    }
-    optind++;
-    bytes = vio_cvtnum(argv[optind]);
-    if (bytes < 0) {
-        vio_print_cvtnum_err(bytes, argv[optind]);
-        return (int)bytes;
-    } else if (bytes > VIO_REQUEST_MAX_BYTES) {
-        printf("length cannot exceed %" PRIu64 ", given %s\n", (uint64_t)VIO_REQUEST_MAX_BYTES,
-               argv[optind]);
-        return -EINVAL;
+    ret = parse_off_len(argv + optind, &offset, &bytes, false, "");
+    if (ret < 0) {
+        return ret;
     }
     vio_now(&t1);
     ret = vio_check_request(offset, bytes);
@@ -693,15 +576,7 @@ static int discard_f(int argc, char **argv)
         ret = lib_err();
     }
     vio_now(&t2);
-    if (ret < 0) {
-        printf("discard failed: %s\n", strerror(-ret));
-        return ret;
-    }
-    if (!qflag) {
-        t2 = vio_tsub(t2, t1);
-        vio_print_report("discard", &t2, offset, bytes, bytes, 1, cflag);
-    }
-    return 0;
+    return write_report("discard", "discard", ret, offset, bytes, &f, t1, t2);
 }
 
 /* ----------------------------------------------------------------- flush */
@@ -771,9 +646,8 @@ static int truncate_f(int argc, char **argv)
     if (optind >= argc) {
         return vio_usage(&vio_cmd_truncate);
     }
-    offset = vio_cvtnum(argv[optind]);
+    offset = vio_parse_num(argv[optind]);
     if (offset < 0) {
-        vio_print_cvtnum_err(offset, argv[optind]);
         return (int)offset;
     }
     if (vd_truncate(vio.img, (uint64_t)offset, true, (vd_prealloc)prealloc) < 0) {

@@ -152,6 +152,36 @@ static bool parse_cache(const char *mode, vd_opts *opts, bool *writethrough)
     return true;
 }
 
+/*
+ * The open options the command line and the open command share (-n -r -U
+ * -k -i -t -d): 1 when c is one of them, 0 when not, -1 on a bad value
+ * (message printed).
+ */
+static int open_arg(int c, vio_open_args *args)
+{
+    switch (c) {
+    case 'n':
+        return parse_cache("none", args->opts, &args->writethrough) ? 1 : -1;
+    case 'r':
+        args->read_only = true;
+        return 1;
+    case 'U':
+        args->force_share = true;
+        return 1;
+    case 'k':
+        vd_opts_set(args->opts, "file.aio", "native");
+        return 1;
+    case 'i':
+        return vio_parse_aio(optarg, args->opts) ? 1 : -1;
+    case 't':
+        return parse_cache(optarg, args->opts, &args->writethrough) ? 1 : -1;
+    case 'd':
+        return vio_parse_discard(optarg, args->opts) ? 1 : -1;
+    default:
+        return 0;
+    }
+}
+
 /* ------------------------------------------------------ open/close/quit */
 
 static void open_help(void)
@@ -210,44 +240,22 @@ static int open_f(int argc, char **argv)
             vio_error("copy-on-read (-C) is not supported");
             ret = -ENOTSUP;
             goto out;
-        case 'n':
-            if (!parse_cache("none", args.opts, &args.writethrough)) {
-                goto out;
-            }
-            break;
-        case 'r':
-            args.read_only = true;
-            break;
-        case 'U':
-            args.force_share = true;
-            break;
-        case 'k':
-            vd_opts_set(args.opts, "file.aio", "native");
-            break;
-        case 'i':
-            if (!vio_parse_aio(optarg, args.opts)) {
-                goto out;
-            }
-            break;
-        case 't':
-            if (!parse_cache(optarg, args.opts, &args.writethrough)) {
-                goto out;
-            }
-            break;
-        case 'd':
-            if (!vio_parse_discard(optarg, args.opts)) {
-                goto out;
-            }
-            break;
         case 'o':
             if (vd_opts_parse(args.opts, optarg, NULL) < 0) {
                 vio_error("%s", vd_get_error());
                 goto out;
             }
             break;
-        default:
-            ret = vio_usage(&vio_cmd_open);
-            goto out;
+        default: {
+            int r = open_arg(c, &args);
+            if (r < 0) {
+                goto out;
+            } else if (r == 0) {
+                ret = vio_usage(&vio_cmd_open);
+                goto out;
+            }
+            break;
+        }
         }
     }
     if (optind == argc - 1) {
@@ -500,16 +508,6 @@ int main(int argc, char **argv)
         case 'C':
             vio_error("copy-on-read (-C) is not supported");
             goto out;
-        case 'n':
-            if (!parse_cache("none", args.opts, &args.writethrough)) {
-                goto out;
-            }
-            break;
-        case 'd':
-            if (!vio_parse_discard(optarg, args.opts)) {
-                goto out;
-            }
-            break;
         case 'f':
             fmt = optarg;
             break;
@@ -522,30 +520,11 @@ int main(int argc, char **argv)
             cmds[ncmds++] = optarg;
             break;
         }
-        case 'r':
-            args.read_only = true;
-            break;
         case 'm':
             vio_misalign = true;
             break;
-        case 'k':
-            vd_opts_set(args.opts, "file.aio", "native");
-            break;
-        case 'i':
-            if (!vio_parse_aio(optarg, args.opts)) {
-                goto out;
-            }
-            break;
-        case 't':
-            if (!parse_cache(optarg, args.opts, &args.writethrough)) {
-                goto out;
-            }
-            break;
         case 'T':
             /* tracing is QEMU's; accepted so scripts keep working */
-            break;
-        case 'U':
-            args.force_share = true;
             break;
         case 'V':
             printf("%s version %s\n", tool_progname(), vd_version());
@@ -563,9 +542,16 @@ int main(int argc, char **argv)
         case OPT_IMAGE_OPTS:
             vio_image_opts = true;
             break;
-        default:
-            usage(tool_progname());
-            goto out;
+        default: {
+            int r = open_arg(c, &args);
+            if (r < 0) {
+                goto out;
+            } else if (r == 0) {
+                usage(tool_progname());
+                goto out;
+            }
+            break;
+        }
         }
     }
     if (argc - optind > 1) {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vdisk-io.h"
 
@@ -167,6 +168,15 @@ void vio_print_cvtnum_err(int64_t rc, const char *arg)
     }
 }
 
+int64_t vio_parse_num(const char *arg)
+{
+    int64_t v = vio_cvtnum(arg);
+    if (v < 0) {
+        vio_print_cvtnum_err(v, arg);
+    }
+    return v;
+}
+
 void vio_cvtstr(double value, char *str, size_t size)
 {
     static const struct {
@@ -290,6 +300,50 @@ void vio_dump_buffer(const void *buf, int64_t offset, int64_t len)
 }
 
 /* ---------------------------------------------------------------- buffers */
+
+int vio_io_flag(int c, vio_io_flags *f)
+{
+    switch (c) {
+    case 'C':
+        f->cflag = true;
+        return 1;
+    case 'q':
+        f->qflag = true;
+        return 1;
+    case 'v':
+        f->vflag = true;
+        return 1;
+    case 'P':
+        f->pflag = true;
+        f->pattern = vio_parse_pattern(optarg);
+        return f->pattern < 0 ? -EINVAL : 1;
+    default:
+        return 0;
+    }
+}
+
+int vio_read_report(const uint8_t *buf, int64_t offset, int64_t count, int64_t poff,
+                    int64_t pcount, const vio_io_flags *f, const struct timespec *t)
+{
+    int ret = 0;
+    if (f->pflag) {
+        for (int64_t i = 0; i < pcount; i++) {
+            if (buf[poff + i] != (uint8_t)f->pattern) {
+                printf("Pattern verification failed at offset %" PRId64 ", %" PRId64 " bytes\n",
+                       offset + poff, pcount);
+                ret = -EINVAL;
+                break;
+            }
+        }
+    }
+    if (!f->qflag) {
+        if (f->vflag) {
+            vio_dump_buffer(buf, offset, count);
+        }
+        vio_print_report("read", t, offset, count, count, 1, f->cflag);
+    }
+    return ret;
+}
 
 void *vio_alloc(size_t len, int pattern)
 {

@@ -124,6 +124,8 @@ int64_t vio_cvtnum(const char *s);
 int64_t vio_sum_lengths(char **argv, int n);
 /* Print qemu-io's message for a vio_cvtnum failure. */
 void vio_print_cvtnum_err(int64_t rc, const char *arg);
+/* vio_cvtnum that prints that message: the value, or -errno. */
+int64_t vio_parse_num(const char *arg);
 /* qemu-io's human size: "4 KiB", "1.500 KiB", "512 bytes". */
 void vio_cvtstr(double value, char *str, size_t size);
 /* Parse a pattern byte; prints "X is not a valid pattern byte". -1 on error. */
@@ -137,6 +139,27 @@ void vio_print_report(const char *op, const struct timespec *t, int64_t offset, 
                       int64_t total, int cnt, bool cflag);
 /* qemu-io -v hex dump */
 void vio_dump_buffer(const void *buf, int64_t offset, int64_t len);
+
+/* The flags the read and write commands share: -C, -q, -v and -P. */
+typedef struct vio_io_flags {
+    bool cflag;  /* statistics as comma-separated values */
+    bool qflag;  /* no statistics */
+    bool vflag;  /* hex dump of the data read */
+    bool pflag;  /* -P given */
+    int pattern; /* its byte */
+} vio_io_flags;
+/*
+ * Handle getopt's c when it is one of those flags: 1 when it was, 0 when
+ * not, -EINVAL for a bad pattern byte (message printed).
+ */
+int vio_io_flag(int c, vio_io_flags *f);
+/*
+ * The end of a successful read of count bytes at offset into buf: with -P
+ * the check of its pcount bytes at poff (the message, and -EINVAL, on a
+ * mismatch), then unless -q the -v dump and the "read" report for time t.
+ */
+int vio_read_report(const uint8_t *buf, int64_t offset, int64_t count, int64_t poff,
+                    int64_t pcount, const vio_io_flags *f, const struct timespec *t);
 
 /* I/O buffers (misaligned by 16 bytes with -m), filled with pattern. */
 void *vio_alloc(size_t len, int pattern);

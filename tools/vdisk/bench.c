@@ -143,23 +143,6 @@ static bool bench_parse_ulong(const char *s, unsigned long max, unsigned long *o
     return true;
 }
 
-static bool bench_parse_size(const char *name, const char *arg, uint64_t max, uint64_t *out)
-{
-    uint64_t v;
-    if (vd_parse_size(arg, &v) < 0 && vd_get_errno() != ERANGE) {
-        tool_error("Invalid %s specified. You may use k, M, G, T, P or E suffixes for\n"
-                   "%s: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.",
-                   name, tool_progname());
-        return false;
-    }
-    if (vd_parse_size(arg, &v) < 0 || v > max) {
-        tool_error("Invalid %s specified. Must be between 0 and %" PRIu64 ".", name, max);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
 int cmd_bench(int argc, char **argv)
 {
     static const struct option long_options[] = {
@@ -235,7 +218,7 @@ int cmd_bench(int argc, char **argv)
             aio = optarg;
             break;
         case 'o':
-            if (!bench_parse_size("offset", optarg, INT64_MAX, &offset)) {
+            if (!tool_parse_size_range("offset", optarg, 0, INT64_MAX, &offset)) {
                 goto out;
             }
             break;
@@ -243,12 +226,12 @@ int cmd_bench(int argc, char **argv)
             quiet = true;
             break;
         case 's':
-            if (!bench_parse_size("buffer size", optarg, INT_MAX, &bufsize)) {
+            if (!tool_parse_size_range("buffer size", optarg, 0, INT_MAX, &bufsize)) {
                 goto out;
             }
             break;
         case 'S':
-            if (!bench_parse_size("step_size", optarg, INT_MAX, &step)) {
+            if (!tool_parse_size_range("step_size", optarg, 0, INT_MAX, &step)) {
                 goto out;
             }
             break;

@@ -24,31 +24,17 @@ enum {
     CMP_OPT_IMAGE_OPTS,
 };
 
-static bool compare_is_zero(const uint8_t *buf, size_t len)
-{
-    if (len == 0) {
-        return true;
-    }
-    size_t head = len < 16 ? len : 16;
-    for (size_t i = 0; i < head; i++) {
-        if (buf[i]) {
-            return false;
-        }
-    }
-    return len <= 16 || !memcmp(buf, buf + 16, len - 16);
-}
-
 /* Index of the first sector of buf holding a non-zero byte, or -1. */
 static int64_t compare_find_nonzero(const uint8_t *buf, uint64_t n)
 {
     uint64_t end = n - n % CMP_SECTOR;
     uint64_t i;
     for (i = 0; i < end; i += CMP_SECTOR) {
-        if (!compare_is_zero(buf + i, CMP_SECTOR)) {
+        if (!tool_is_zero(buf + i, CMP_SECTOR)) {
             return (int64_t)i;
         }
     }
-    if (i < n && !compare_is_zero(buf + i, n - end)) {
+    if (i < n && !tool_is_zero(buf + i, n - end)) {
         return (int64_t)i;
     }
     return -1;

@@ -98,21 +98,6 @@ static void convert_usage_error(const char *fmt, const char *arg)
     tool_error("%s\nTry '%s --help' for more information", msg, tool_progname());
 }
 
-/* Fast "all zero" check: the first word, then memcmp against itself. */
-static bool convert_is_zero(const uint8_t *buf, size_t len)
-{
-    if (len == 0) {
-        return true;
-    }
-    size_t head = len < 16 ? len : 16;
-    for (size_t i = 0; i < head; i++) {
-        if (buf[i]) {
-            return false;
-        }
-    }
-    return len <= 16 || !memcmp(buf, buf + 16, len - 16);
-}
-
 /* Which source holds sector_num, and where that source starts. */
 static void convert_select_part(const convert_state *s, uint64_t sector_num, int *src_cur,
                                 uint64_t *src_cur_offset)
@@ -297,11 +282,11 @@ static bool convert_allocated_run(const uint8_t *buf, int n, int *pnum, uint64_t
         *pnum = 0;
         return false;
     }
-    bool is_zero = convert_is_zero(buf, SECTOR);
+    bool is_zero = tool_is_zero(buf, SECTOR);
     int i;
     for (i = 1; i < n; i++) {
         buf += SECTOR;
-        if (is_zero != convert_is_zero(buf, SECTOR)) {
+        if (is_zero != tool_is_zero(buf, SECTOR)) {
             break;
         }
     }
@@ -395,11 +380,11 @@ static bool convert_cluster_run(const convert_state *s, const uint8_t *buf, int 
 {
     int cs = s->cluster_sectors;
     int first = cs < n ? cs : n;
-    bool data = !convert_is_zero(buf, (size_t)first * SECTOR);
+    bool data = !tool_is_zero(buf, (size_t)first * SECTOR);
     int i = first;
     while (i < n) {
         int len = n - i < cs ? n - i : cs;
-        if (!convert_is_zero(buf + (uint64_t)i * SECTOR, (size_t)len * SECTOR) != data) {
+        if (!tool_is_zero(buf + (uint64_t)i * SECTOR, (size_t)len * SECTOR) != data) {
             break;
         }
         i += len;

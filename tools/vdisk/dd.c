@@ -24,26 +24,6 @@ enum {
     DD_OPT_IMAGE_OPTS,
 };
 
-/* qemu's cvtnum_full: a size with suffixes in [min, max]. */
-static bool dd_parse_num(const char *name, const char *arg, uint64_t min, uint64_t max,
-                         uint64_t *out)
-{
-    uint64_t v;
-    if (vd_parse_size(arg, &v) < 0 && vd_get_errno() != ERANGE) {
-        tool_error("Invalid %s specified. You may use k, M, G, T, P or E suffixes for\n"
-                   "%s: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.",
-                   name, tool_progname());
-        return false;
-    }
-    if (vd_parse_size(arg, &v) < 0 || v < min || v > max) {
-        tool_error("Invalid %s specified. Must be between %" PRIu64 " and %" PRIu64 ".", name,
-                   min, max);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
 int cmd_dd(int argc, char **argv)
 {
     static const struct option long_options[] = {
@@ -113,16 +93,16 @@ int cmd_dd(int argc, char **argv)
         }
         const char *val = eq + 1;
         if (klen == 2 && !strncmp(arg, "bs", 2)) {
-            if (!dd_parse_num("bs", val, 1, INT32_MAX, &bs)) {
+            if (!tool_parse_size_range("bs", val, 1, INT32_MAX, &bs)) {
                 return 1;
             }
         } else if (klen == 5 && !strncmp(arg, "count", 5)) {
-            if (!dd_parse_num("count", val, 0, INT64_MAX, &count)) {
+            if (!tool_parse_size_range("count", val, 0, INT64_MAX, &count)) {
                 return 1;
             }
             has_count = true;
         } else if (klen == 4 && !strncmp(arg, "skip", 4)) {
-            if (!dd_parse_num("skip", val, 0, INT64_MAX, &skip)) {
+            if (!tool_parse_size_range("skip", val, 0, INT64_MAX, &skip)) {
                 return 1;
             }
             has_skip = true;

@@ -130,7 +130,7 @@ for name in "b'json:{\"driver\":\"file\",\"filename\":\"/etc/passwd\"}'" "b'nbd:
             "b'nbd:127.0.0.1:1'" "b'nbd+unix:///x?socket=/tmp/none'"; do
     cp h.qcow2 hh.qcow2
     setname hh.qcow2 "$name"
-    expect_fail "refusing" prlimit --as=268435456 -- "$VDISK" info hh.qcow2
+    expect_fail "refusing" bounded "$VDISK" info hh.qcow2
     expect_fail "refusing" "$VDISK_IO" -c 'read 0 512' hh.qcow2
 done
 # a protocol without a driver here is only a (missing) relative file name
@@ -141,7 +141,7 @@ expect_fail "NUL" "$VDISK" info hh.qcow2
 cp h.qcow2 hh.qcow2; setname hh.qcow2 "b''"
 expect_fail "'data-file' is required" "$VDISK" info hh.qcow2
 cp h.qcow2 hh.qcow2; setname hh.qcow2 "b'x' * 3000"
-expect_fail "" prlimit --as=268435456 -- "$VDISK" info hh.qcow2
+expect_fail "" bounded "$VDISK" info hh.qcow2
 cp h.qcow2 hh.qcow2; setname hh.qcow2 "b'/nonexistent/dir/d.raw'"
 expect_fail "Could not open data file" "$VDISK" info hh.qcow2
 echo ok

@@ -43,7 +43,7 @@ EOF
 )"
 [ -n "${BMDIR:-}" ] || fail "could not find the bitmap directory"
 
-limit() { prlimit --as=268435456 -- timeout -k 5 20 "$@"; }
+limit() { bounded "$@"; }
 
 patch() { # FILE OFFSET WIDTH VALUE (big endian)
     /usr/bin/python3 - "$@" <<'EOF'

@@ -10,6 +10,7 @@
 #define VD_FUZZ_QCOW2ADV_H
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,12 +50,32 @@ static inline vd_image *fuzz_open_fd(int fd, unsigned flags)
     return vd_open(name, "qcow2", NULL, flags | VD_OPEN_NO_BACKING);
 }
 
-/* Open a writable copy of data as qcow2 (NULL when it does not open);
- * *fd must be closed after vd_close. */
+/*
+ * Open a writable copy of data as qcow2 (NULL when it does not open);
+ * *fd must be closed after vd_close.  An image that claims an external
+ * data file gets a private empty memfd as its data file: the name in the
+ * header would resolve next to /proc/self/fd/N, i.e. anywhere.
+ */
 static inline vd_image *fuzz_open_rw_copy(const uint8_t *data, size_t size, int *fd)
 {
     *fd = fuzz_memfd(data, size);
-    return fuzz_open_fd(*fd, VD_OPEN_RDWR | VD_OPEN_RESIZE);
+    bool data_file = size >= 80 && data[4] == 0 && data[5] == 0 && data[6] == 0 &&
+                     data[7] >= 3 && (data[79] & 4);
+    if (!data_file) {
+        return fuzz_open_fd(*fd, VD_OPEN_RDWR | VD_OPEN_RESIZE);
+    }
+    int dfd = fuzz_memfd(data, 0);
+    char name[64], dname[64];
+    snprintf(name, sizeof(name), "/proc/self/fd/%d", *fd);
+    snprintf(dname, sizeof(dname), "/proc/self/fd/%d", dfd);
+    vd_opts *o = vd_opts_new();
+    vd_image *img = NULL;
+    if (o && vd_opts_set(o, "data-file", dname) == 0) {
+        img = vd_open(name, "qcow2", o, VD_OPEN_RDWR | VD_OPEN_RESIZE | VD_OPEN_NO_BACKING);
+    }
+    vd_opts_free(o);
+    close(dfd); /* the image keeps its own descriptor */
+    return img;
 }
 
 /*

@@ -101,8 +101,9 @@ cp good.qcow2 v.qcow2; patch v.qcow2 20 4 22
 expect_fail "cluster size" "$VDISK" info v.qcow2
 cp good.qcow2 v.qcow2; patch v.qcow2 72 8 0x20
 expect_fail "Unsupported qcow2 feature" "$VDISK" info v.qcow2
-cp good.qcow2 v.qcow2; patch v.qcow2 72 8 0x10
-expect_fail "extended L2" "$VDISK" info v.qcow2
+# extended L2 entries (supported since issue 6) need subclusters of >= 512 B
+cp good.qcow2 v.qcow2; patch v.qcow2 72 8 0x10; patch v.qcow2 20 4 12
+expect_fail "subcluster size" "$VDISK" info v.qcow2
 cp good.qcow2 v.qcow2; patch v.qcow2 96 4 7
 expect_fail "Reference count entry width too large" "$VDISK" info v.qcow2
 cp good.qcow2 v.qcow2; patch v.qcow2 60 4 65537

@@ -389,7 +389,7 @@ static int has_compressed_clusters(qcow2_state *s, bool *found)
                 return ret;
             }
             for (uint32_t j = 0; j < s->l2_slice_entries; j++) {
-                if (qcow2_get_cluster_type(s, vd_ld_be64(&slice[j])) ==
+                if (qcow2_get_cluster_type(s, qcow2_l2_entry(s, slice, j)) ==
                     QCOW2_CLUSTER_COMPRESSED) {
                     *found = true;
                     break;

@@ -96,7 +96,7 @@ static int write_l2_entry_direct(qcow2_state *s, uint64_t l2_offset, uint32_t in
     if (ret < 0) {
         return ret;
     }
-    vd_st_be64(&slice[index % s->l2_slice_entries], entry);
+    qcow2_l2_entry_set(s, slice, index % s->l2_slice_entries, entry);
     vd_cache_mark_dirty(s->l2_cache, slice);
     vd_cache_put(s->l2_cache, (void **)&slice);
     return 0;
@@ -113,8 +113,18 @@ static int check_l2(check_ctx *c, uint64_t l2_offset, bool active, uint8_t *tabl
         return 0; /* keep checking the rest */
     }
     for (uint32_t i = 0; i < s->l2_size; i++) {
-        uint64_t e = vd_ld_be64(table + (uint64_t)i * 8);
+        uint64_t e = vd_ld_be64(table + (uint64_t)i * qcow2_l2_entry_size(s));
         qcow2_cluster_type t = qcow2_get_cluster_type(s, e);
+        if (s->extended_l2) {
+            /* subcluster bitmap: no allocation without a host cluster, no
+             * subcluster both allocated and zero, none on compressed ones */
+            uint64_t b = vd_ld_be64(table + (uint64_t)i * 16 + 8);
+            if ((t == QCOW2_CLUSTER_COMPRESSED && b) ||
+                (t == QCOW2_CLUSTER_UNALLOCATED && (b & 0xffffffffull)) ||
+                ((b >> 32) & b)) {
+                res->corruptions++;
+            }
+        }
         if (t != QCOW2_CLUSTER_COMPRESSED && (e & L2E_STD_RESERVED_MASK)) {
             res->corruptions++; /* l2 entry with reserved bits set */
         }
@@ -554,7 +564,7 @@ static int check_oflag_copied(check_ctx *c)
                 break;
             }
             for (uint32_t k = 0; k < s->l2_slice_entries; k++) {
-                uint64_t e = vd_ld_be64(&slice[k]);
+                uint64_t e = qcow2_l2_entry(s, slice, k);
                 qcow2_cluster_type t = qcow2_get_cluster_type(s, e);
                 if (t != QCOW2_CLUSTER_NORMAL && t != QCOW2_CLUSTER_ZERO_ALLOC) {
                     continue;
@@ -569,7 +579,7 @@ static int check_oflag_copied(check_ctx *c)
                 if ((rc == 1) != ((e & QCOW_OFLAG_COPIED) != 0)) {
                     if (fix) {
                         e = rc == 1 ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED;
-                        vd_st_be64(&slice[k], e);
+                        qcow2_l2_entry_set(s, slice, k, e);
                         vd_cache_mark_dirty(s->l2_cache, slice);
                         res->corruptions_fixed++;
                     } else {

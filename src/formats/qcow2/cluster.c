@@ -178,6 +178,9 @@ int qcow2_get_host_offset(qcow2_state *s, uint64_t offset, uint64_t *bytes, uint
 int qcow2_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags)
 {
     qcow2_state *s = bs->opaque;
+    if (s->extended_l2) {
+        return qcow2_sc_pread(s, offset, len, buf); /* subcluster.c */
+    }
     uint8_t *p = buf;
     uint8_t *cbuf = NULL;
     int ret = 0;
@@ -709,6 +712,9 @@ int qcow2_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf, un
     if (bm_ret < 0) {
         return bm_ret;
     }
+    if (s->extended_l2) {
+        return qcow2_sc_pwrite(s, offset, len, buf); /* subcluster.c */
+    }
     const uint8_t *p = buf;
     (void)flags;
     while (len) {
@@ -728,6 +734,9 @@ int qcow2_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf, un
 
 int qcow2_cluster_zeroize(qcow2_state *s, uint64_t offset, uint64_t bytes, unsigned flags)
 {
+    if (s->extended_l2) {
+        return qcow2_sc_zeroize(s, offset, bytes, flags); /* subcluster.c */
+    }
     uint64_t cs = s->cluster_size;
     if (s->version < 3) {
         return -ENOTSUP;
@@ -774,6 +783,9 @@ int qcow2_cluster_zeroize(qcow2_state *s, uint64_t offset, uint64_t bytes, unsig
 int qcow2_cluster_discard(qcow2_state *s, uint64_t offset, uint64_t bytes,
                           qcow2_discard_type type, bool full_discard)
 {
+    if (s->extended_l2) {
+        return qcow2_sc_cluster_discard(s, offset, bytes, type, full_discard); /* subcluster.c */
+    }
     uint64_t cs = s->cluster_size;
     uint64_t end = offset + bytes;
     bool has_backing = s->backing_file != NULL;
@@ -856,6 +868,9 @@ int qcow2_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned fla
     if (bm_ret < 0) {
         return bm_ret;
     }
+    if (s->extended_l2) {
+        return qcow2_sc_pwrite_zeroes(s, offset, len, flags); /* subcluster.c */
+    }
     uint64_t cs = s->cluster_size;
     uint64_t end = offset + len;
     uint64_t astart, aend;
@@ -937,6 +952,9 @@ int qcow2_discard(vd_node *bs, uint64_t offset, uint64_t len)
     if (bm_ret < 0) {
         return bm_ret;
     }
+    if (s->extended_l2) {
+        return qcow2_sc_discard(s, offset, len); /* subcluster.c */
+    }
     uint64_t cs = s->cluster_size;
     uint64_t start, end = vd_align_down(offset + len, cs);
     if (offset + len >= s->size) {
@@ -995,6 +1013,9 @@ int qcow2_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64_t le
                        uint64_t *pnum, uint64_t *map, vd_node **file)
 {
     qcow2_state *s = bs->opaque;
+    if (s->extended_l2) {
+        return qcow2_sc_block_status(s, offset, len, pnum, map, file); /* subcluster.c */
+    }
     uint64_t bytes = len, host;
     qcow2_cluster_type t;
 
@@ -1042,6 +1063,9 @@ int qcow2_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64_t le
 int qcow2_preallocate(qcow2_state *s, uint64_t offset, uint64_t bytes, vd_prealloc mode,
                       vd_error **errp)
 {
+    if (s->extended_l2) {
+        return qcow2_sc_preallocate(s, offset, bytes, mode, errp); /* subcluster.c */
+    }
     uint64_t cs = s->cluster_size;
     uint64_t start = qcow2_start_of_cluster(s, offset);
     uint64_t end;

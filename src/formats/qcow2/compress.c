@@ -393,7 +393,7 @@ int qcow2_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const vo
         if (ret < 0) {
             break;
         }
-        uint64_t e = vd_ld_be64(&slice[idx]);
+        uint64_t e = qcow2_l2_entry(s, slice, idx); /* either entry size */
         vd_cache_put(s->l2_cache, (void **)&slice);
         if (e & L2E_OFFSET_MASK) {
             /* compression cannot overwrite anything (as in QEMU) */
@@ -481,7 +481,10 @@ int qcow2_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const vo
             uint64_t size = (uint64_t)jobs[i].result;
             uint64_t nb_csectors = ((coff[i] + size - 1) >> 9) - (coff[i] >> 9);
             uint64_t e = coff[i] | QCOW_OFLAG_COMPRESSED | (nb_csectors << s->csize_shift);
-            vd_st_be64(&slice[idx], e);
+            qcow2_l2_entry_set(s, slice, idx, e);
+            if (s->extended_l2) {
+                vd_st_be64(&slice[2 * idx + 1], 0); /* no subcluster bits */
+            }
             vd_cache_mark_dirty(s->l2_cache, slice);
             coff[i] = 0; /* linked: no longer ours to free */
         }

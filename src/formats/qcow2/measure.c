@@ -42,17 +42,18 @@ int64_t qcow2_refcount_metadata_size(int64_t clusters, uint64_t cluster_size,
 }
 
 int64_t qcow2_calc_prealloc_size(int64_t total_size, uint64_t cluster_size,
-                                 int refcount_order)
+                                 int refcount_order, bool extended_l2)
 {
     int64_t cs = (int64_t)cluster_size;
     int64_t aligned = (total_size + cs - 1) / cs * cs;
     int64_t meta = cs; /* header */
     int64_t per_l2 = cs / 8;
+    int64_t l2e = extended_l2 ? 16 : 8; /* subcluster.c: 16-byte entries */
 
     int64_t nl2e = aligned / cs;
-    nl2e = (nl2e + per_l2 - 1) / per_l2 * per_l2;
-    meta += nl2e * 8;
-    int64_t nl1e = nl2e * 8 / cs;
+    nl2e = (nl2e + cs / l2e - 1) / (cs / l2e) * (cs / l2e);
+    meta += nl2e * l2e;
+    int64_t nl1e = nl2e * l2e / cs;
     nl1e = (nl1e + per_l2 - 1) / per_l2 * per_l2;
     meta += nl1e * 8;
     meta += qcow2_refcount_metadata_size((meta + aligned) / cs, cluster_size, refcount_order,
@@ -163,7 +164,8 @@ int qcow2_measure(const vd_opts *opts, vd_node *src, uint64_t size, vd_measure_i
     if (full) {
         required = virtual_size;
     }
-    int64_t fa = qcow2_calc_prealloc_size((int64_t)virtual_size, cs, p.refcount_order);
+    int64_t fa = qcow2_calc_prealloc_size((int64_t)virtual_size, cs, p.refcount_order,
+                                          p.extended_l2);
     out->fully_allocated = (uint64_t)fa;
     out->required = (uint64_t)fa - virtual_size + required;
     out->bitmaps = p.version >= 3 ? bitmaps_size(src, cs) : 0;

@@ -92,7 +92,8 @@ qcow2_cluster_type qcow2_get_cluster_type(const qcow2_state *s, uint64_t l2_entr
     if (l2_entry & QCOW_OFLAG_COMPRESSED) {
         return QCOW2_CLUSTER_COMPRESSED;
     }
-    if (l2_entry & QCOW_OFLAG_ZERO) {
+    if ((l2_entry & QCOW_OFLAG_ZERO) && !s->extended_l2) {
+        /* with extended L2 entries the bitmap says what reads as zeroes */
         return (l2_entry & L2E_OFFSET_MASK) ? QCOW2_CLUSTER_ZERO_ALLOC
                                             : QCOW2_CLUSTER_ZERO_PLAIN;
     }
@@ -956,9 +957,16 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         goto fail;
     }
     if (s->incompatible_features & QCOW2_INCOMPAT_EXTL2) {
-        ret = vd_error_set(errp, ENOTSUP,
-                           "qcow2 extended L2 entries (subclusters) are not supported yet");
-        goto fail;
+        /* subcluster.c: 16-byte entries, 32 subclusters of >= 512 bytes */
+        s->extended_l2 = true;
+        s->l2_bits = s->cluster_bits - 4;
+        s->l2_size = 1u << s->l2_bits;
+        s->sc_bits = s->cluster_bits - 5;
+        if (s->sc_bits < QCOW2_MIN_CLUSTER_BITS) {
+            ret = vd_error_set(errp, EINVAL, "Unsupported subcluster size: %u",
+                               1u << s->sc_bits);
+            goto fail;
+        }
     }
     if (s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
         /* Writes are refused; check -r all may still repair the image. */
@@ -1190,7 +1198,7 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         goto fail;
     }
     s->l2_slice_size = l2_entry_size;
-    s->l2_slice_entries = (uint32_t)(l2_entry_size / 8);
+    s->l2_slice_entries = (uint32_t)(l2_entry_size / qcow2_l2_entry_size(s));
     s->l2_cache = vd_cache_new(bs->file, l2_entry_size, l2_entries);
     s->refcount_cache = vd_cache_new(bs->file, s->cluster_size, rc_entries);
     if (!s->l2_cache || !s->refcount_cache) {
@@ -1408,10 +1416,11 @@ static int qcow2_get_info(vd_node *bs, vd_info *info, vd_error **errp)
         info->format_specific_json = df ? vd_asprintf(
             "{\"type\":\"qcow2\",\"data\":{\"compat\":\"1.1\",\"compression-type\":\"%s\","
             "\"lazy-refcounts\":%s%s,\"refcount-bits\":%u%s,\"corrupt\":%s,"
-            "\"extended-l2\":false}}",
+            "\"extended-l2\":%s}}",
             ct, (s->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) ? "true" : "false",
             bitmaps ? bitmaps : "", s->refcount_bits, df,
-            (s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) ? "true" : "false") : NULL;
+            (s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) ? "true" : "false",
+            s->extended_l2 ? "true" : "false") : NULL;
         free(df);
     }
     free(bitmaps);
@@ -1747,7 +1756,10 @@ int qcow2_parse_create_opts(const vd_opts *opts, qcow2_create_params *p, bool ne
     if (p->backing_fmt && !p->backing_file) {
         return vd_error_set(errp, EINVAL, "Backing format cannot be used without backing file");
     }
-    if (p->backing_file && p->prealloc != VD_PREALLOC_OFF) {
+    if (vd_opts_get_bool(opts, "extended_l2", false, &p->extended_l2, errp) < 0) {
+        return -EINVAL;
+    }
+    if (p->backing_file && p->prealloc != VD_PREALLOC_OFF && !p->extended_l2) {
         return vd_error_set(errp, EINVAL, "Backing file and preallocation can only be used at "
                             "the same time if extended_l2 is on");
     }
@@ -1763,12 +1775,13 @@ int qcow2_parse_create_opts(const vd_opts *opts, qcow2_create_params *p, bool ne
     if (b || vd_opts_get(opts, "encrypt.format")) {
         return vd_error_set(errp, ENOTSUP, "qcow2 encryption is not supported yet");
     }
-    if (vd_opts_get_bool(opts, "extended_l2", false, &b, errp) < 0) {
-        return -EINVAL;
+    if (p->extended_l2 && p->version < 3) {
+        return vd_error_set(errp, EINVAL, "Extended L2 entries are only supported with "
+                            "compatibility level 1.1 and above (use version=v3 or greater)");
     }
-    if (b) {
-        return vd_error_set(errp, ENOTSUP,
-                            "qcow2 extended L2 entries (extended_l2=on) are not supported yet");
+    if (p->extended_l2 && p->cluster_size < 16384) {
+        return vd_error_set(errp, EINVAL, "Extended L2 entries are only supported with "
+                            "cluster sizes of at least 16384 bytes");
     }
     if (qcow2_data_file_create_opts(opts, p->version, p->backing_file, &p->data_file,
                                     &p->data_file_raw, errp) < 0) {
@@ -1784,7 +1797,7 @@ int qcow2_parse_create_opts(const vd_opts *opts, qcow2_create_params *p, bool ne
             return vd_error_set(errp, EFBIG, "Image size too large");
         }
     }
-    uint64_t l2_entries = p->cluster_size / 8;
+    uint64_t l2_entries = p->cluster_size / (p->extended_l2 ? 16 : 8);
     uint64_t l1 = vd_div_round_up(vd_div_round_up(p->size, p->cluster_size), l2_entries);
     if (l1 > QCOW2_MAX_L1_BYTES / 8) {
         return vd_error_set(errp, EFBIG, "The image size is too large for file format 'qcow2' "
@@ -1845,6 +1858,9 @@ static int qcow2_create(const char *filename, const vd_opts *opts, vd_error **er
         uint64_t incompat = 0;
         if (p.compression_type != QCOW2_COMPRESSION_ZLIB) {
             incompat |= QCOW2_INCOMPAT_COMPRESSION;
+        }
+        if (p.extended_l2) {
+            incompat |= QCOW2_INCOMPAT_EXTL2; /* subcluster.c */
         }
         if (p.data_file) {
             size_t pos = QCOW2_HEADER_LEN_CREATE;

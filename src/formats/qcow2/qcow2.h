@@ -203,6 +203,9 @@ typedef struct qcow2_state {
      * file at host offset = guest offset, without refcounts) */
     vd_node *data;
     char *data_file_name; /* from the header extension, or NULL */
+    /* subcluster.c: extended L2 entries (16 bytes: entry + bitmap) */
+    bool extended_l2;
+    uint32_t sc_bits; /* log2 of the subcluster size */
 
     /* caches (L) */
     vd_cache *l2_cache;
@@ -242,6 +245,7 @@ typedef struct qcow2_create_params {
     const char *backing_fmt;
     const char *data_file; /* datafile.c */
     bool data_file_raw;
+    bool extended_l2; /* subcluster.c */
 } qcow2_create_params;
 
 /* ------------------------------------------------------------- qcow2.c */
@@ -390,7 +394,7 @@ int64_t qcow2_refcount_metadata_size(int64_t clusters, uint64_t cluster_size,
                                      int refcount_order, bool generous,
                                      uint64_t *refblock_count);
 int64_t qcow2_calc_prealloc_size(int64_t total_size, uint64_t cluster_size,
-                                 int refcount_order);
+                                 int refcount_order, bool extended_l2);
 
 /* ----------------------------------------------------------- snapshot.c */
 
@@ -453,6 +457,36 @@ char *qcow2_data_file_info_json(const qcow2_state *s);
 int qcow2_data_file_put_ext(uint8_t *buf, size_t cap, size_t *pos, const char *name);
 /* Change (or with "" drop) the data file name in the header extension. */
 int qcow2_set_data_file_name(qcow2_state *s, const char *name, vd_error **errp);
+
+/* --------------------------------------------------------- subcluster.c */
+
+/* Entry i of an L2 slice (either entry size), host byte order. */
+static inline uint64_t qcow2_l2_entry(const qcow2_state *s, const uint64_t *slice, uint32_t i)
+{
+    return vd_ld_be64(&slice[s->extended_l2 ? 2 * (size_t)i : i]);
+}
+static inline void qcow2_l2_entry_set(const qcow2_state *s, uint64_t *slice, uint32_t i,
+                                      uint64_t v)
+{
+    vd_st_be64(&slice[s->extended_l2 ? 2 * (size_t)i : i], v);
+}
+/* Bytes per L2 entry. */
+static inline uint32_t qcow2_l2_entry_size(const qcow2_state *s)
+{
+    return s->extended_l2 ? 16 : 8;
+}
+int qcow2_sc_pread(qcow2_state *s, uint64_t offset, uint64_t len, uint8_t *p);
+int qcow2_sc_pwrite(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_t *data);
+int qcow2_sc_pwrite_zeroes(qcow2_state *s, uint64_t offset, uint64_t len, unsigned flags);
+int qcow2_sc_discard(qcow2_state *s, uint64_t offset, uint64_t len);
+int qcow2_sc_block_status(qcow2_state *s, uint64_t offset, uint64_t len, uint64_t *pnum,
+                          uint64_t *map, vd_node **file);
+/* As the cluster.c functions of the same names (lock held). */
+int qcow2_sc_cluster_discard(qcow2_state *s, uint64_t offset, uint64_t bytes,
+                             qcow2_discard_type type, bool full_discard);
+int qcow2_sc_zeroize(qcow2_state *s, uint64_t offset, uint64_t bytes, unsigned flags);
+int qcow2_sc_preallocate(qcow2_state *s, uint64_t offset, uint64_t bytes, vd_prealloc mode,
+                         vd_error **errp);
 
 /* -------------------------------------------------------------- amend.c */
 

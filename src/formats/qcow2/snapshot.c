@@ -97,7 +97,7 @@ static int update_l2(qcow2_state *s, uint64_t l2_offset, int addend)
             return ret;
         }
         for (uint32_t j = 0; j < per_slice; j++) {
-            uint64_t old = vd_ld_be64(&slice[j]);
+            uint64_t old = qcow2_l2_entry(s, slice, j);
             uint64_t entry = old & ~QCOW_OFLAG_COPIED;
             uint64_t rc = 0;
             switch (qcow2_get_cluster_type(s, entry)) {
@@ -143,7 +143,7 @@ static int update_l2(qcow2_state *s, uint64_t l2_offset, int addend)
                         return ret;
                     }
                 }
-                vd_st_be64(&slice[j], entry);
+                qcow2_l2_entry_set(s, slice, j, entry);
                 vd_cache_mark_dirty(s->l2_cache, slice);
             }
         }
@@ -238,7 +238,7 @@ static int check_increment(qcow2_state *s, const uint64_t *l1, uint32_t n)
                 return ret;
             }
             for (uint32_t j = 0; j < s->l2_slice_entries && ret == 0; j++) {
-                uint64_t e = vd_ld_be64(&slice[j]), off, len;
+                uint64_t e = qcow2_l2_entry(s, slice, j), off, len;
                 switch (qcow2_get_cluster_type(s, e)) {
                 case QCOW2_CLUSTER_COMPRESSED:
                     qcow2_parse_compressed(s, e, &off, &len);

@@ -5,10 +5,9 @@
  * create, info, flush, close and resize.
  *
  * Specification: QEMU's docs/interop/qcow2.txt, versions 2 and 3.
- * Not supported yet (clear errors): encryption (AES, LUKS), external data
- * files, extended L2 entries; internal snapshots and persistent bitmaps are
- * parsed (bounds, info, check) and preserved but cannot be created or
- * changed.  cache-clean-interval is honoured without a timer thread: caches
+ * Not supported yet (clear error): encryption (AES, LUKS).  Snapshots,
+ * bitmaps, amend, data files and extended L2 live in snapshot.c, bitmap.c,
+ * amend.c, datafile.c and subcluster.c.  cache-clean-interval is honoured without a timer thread: caches
  * are trimmed by the next metadata operation after the interval elapsed.
  */
 #include <stdio.h>

@@ -502,7 +502,9 @@ int qcow2_sc_pwrite_zeroes(qcow2_state *s, uint64_t offset, uint64_t len, unsign
         if (flags & VD_REQ_NO_FALLBACK) {
             return -ENOTSUP;
         }
-        z = calloc(1, scs);
+        /* without a whole subcluster inside, the range spans at most two
+         * partial ones: up to 2 * scs bytes */
+        z = calloc(2, scs);
         if (!z) {
             return -ENOMEM;
         }

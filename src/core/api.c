@@ -178,6 +178,11 @@ vd_image *vd_image_file(vd_image *img)
     return check_img(img) ? child_handle(img, img->node->file) : NULL;
 }
 
+vd_node *vd_image_node(vd_image *img)
+{
+    return img ? img->node : NULL;
+}
+
 const char *vd_image_filename(const vd_image *img)
 {
     return img && img->node ? img->node->filename : NULL;

@@ -463,6 +463,9 @@ struct vd_driver {
                          uint64_t *pnum, bool *dirty);
 };
 
+/* The node behind a public handle (api.c), for library code such as NBD. */
+vd_node *vd_image_node(vd_image *img);
+
 /* The driver table (drivers.c). */
 extern const vd_driver *const vd_drivers[];
 const vd_driver *vd_driver_find(const char *name);

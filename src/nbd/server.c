@@ -68,6 +68,7 @@ typedef struct srv_export {
     char *desc;
     char *bitmap;
     char *bitmap_ctx; /* "qemu:dirty-bitmap:NAME" */
+    vd_node *bm_node; /* the node holding the bitmap */
     vd_image *img;
     uint64_t offset;
     uint64_t size;
@@ -228,6 +229,38 @@ void vd_nbd_server_free(vd_nbd_server *srv)
     free(srv);
 }
 
+/*
+ * The node holding persistent bitmap `name`: the image's node, else down
+ * its filters and backing chain, as qemu-nbd searches.
+ */
+static int srv_find_bitmap(vd_image *img, const char *name, uint64_t len, vd_node **out)
+{
+    for (vd_node *bs = vd_image_node(img); bs;
+         bs = bs->drv->is_filter ? bs->file : bs->backing) {
+        if (!bs->drv->bitmap_status) {
+            continue;
+        }
+        uint64_t pnum;
+        bool dirty;
+        int ret = bs->drv->bitmap_status(bs, name, 0, 1, &pnum, &dirty);
+        if (ret == 0 || (ret == -EINVAL && !len)) {
+            *out = bs;
+            return 0;
+        }
+        if (ret == -EBUSY) {
+            vd_set_public_error(EINVAL, "Bitmap '%s' is inconsistent and cannot be used",
+                                name);
+            return -1;
+        }
+        if (ret != -ENOENT) {
+            vd_set_public_error(-ret, "Cannot read bitmap '%s': %s", name, strerror(-ret));
+            return -1;
+        }
+    }
+    vd_set_public_error(ENOENT, "Bitmap '%s' is not found", name);
+    return -1;
+}
+
 int vd_nbd_server_add_export(vd_nbd_server *srv, const vd_nbd_export_opts *o)
 {
     const char *name = o->name ? o->name : "";
@@ -263,13 +296,8 @@ int vd_nbd_server_add_export(vd_nbd_server *srv, const vd_nbd_export_opts *o)
         }
         size = o->size;
     }
-    if (o->bitmap) {
-        /* The library has no interface to read a persistent bitmap's
-         * dirty bits yet; refuse instead of exporting a lie. */
-        vd_set_public_error(ENOTSUP,
-                            "Bitmap '%s' cannot be exported: format '%s' of '%s' offers no "
-                            "readable persistent dirty bitmaps",
-                            o->bitmap, vd_image_format(o->image), vd_image_filename(o->image));
+    vd_node *bm_node = NULL;
+    if (o->bitmap && srv_find_bitmap(o->image, o->bitmap, (uint64_t)len, &bm_node) < 0) {
         return -1;
     }
     srv_export *n = realloc(srv->exports, (srv->nexports + 1) * sizeof(*n));
@@ -287,6 +315,18 @@ int vd_nbd_server_add_export(vd_nbd_server *srv, const vd_nbd_export_opts *o)
         free(e->desc);
         vd_set_public_error(ENOMEM, "out of memory");
         return -1;
+    }
+    if (o->bitmap) {
+        e->bitmap = vd_strdup(o->bitmap);
+        e->bitmap_ctx = e->bitmap ? vd_asprintf("qemu:dirty-bitmap:%s", o->bitmap) : NULL;
+        if (!e->bitmap_ctx) {
+            free(e->name);
+            free(e->desc);
+            free(e->bitmap);
+            vd_set_public_error(ENOMEM, "out of memory");
+            return -1;
+        }
+        e->bm_node = bm_node;
     }
     e->img = o->image;
     e->offset = o->offset;
@@ -1025,7 +1065,21 @@ static int srv_extents(srv_client *c, int ctx, uint64_t off, uint64_t len, bool 
     uint64_t pos = off, end = off + len;
     while (pos < end) {
         vd_extent x;
-        if (vd_block_status(e->img, e->offset + pos, end - pos, true, &x) < 0) {
+        if (ctx == META_DIRTY_BITMAP) {
+            /* NBD_STATE_DIRTY (1) for set bits, 0 for clean */
+            bool dirty = false;
+            int ret = e->bm_node->drv->bitmap_status(e->bm_node, e->bitmap, e->offset + pos,
+                                                     end - pos, &x.length, &dirty);
+            if (ret < 0) {
+                if (n) {
+                    break;
+                }
+                vd_set_public_error(-ret, "Cannot read bitmap '%s': %s", e->bitmap,
+                                    strerror(-ret));
+                return -1;
+            }
+            x.flags = dirty ? 1 : 0;
+        } else if (vd_block_status(e->img, e->offset + pos, end - pos, true, &x) < 0) {
             if (n) {
                 break; /* answer what we have; the client asks again */
             }
@@ -1036,7 +1090,9 @@ static int srv_extents(srv_client *c, int ctx, uint64_t off, uint64_t len, bool 
             break;
         }
         uint32_t f;
-        if (ctx == META_BASE_ALLOCATION) {
+        if (ctx == META_DIRTY_BITMAP) {
+            f = x.flags;
+        } else if (ctx == META_BASE_ALLOCATION) {
             f = (x.flags & VD_BS_DATA ? 0 : NBD_STATE_HOLE) |
                 (x.flags & VD_BS_ZERO ? NBD_STATE_ZERO : 0);
         } else {

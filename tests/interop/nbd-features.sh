@@ -35,8 +35,41 @@ kill "${NBD_PIDS[@]}"
 wait "${NBD_PIDS[@]}" 2>/dev/null || true
 NBD_PIDS=()
 
-# --- -B: a clear error while bitmaps cannot be read --------------------------
-expect_fail "Bitmap 'b0'" "$VDISK_NBD" -k "$PWD/b.sock" -f qcow2 -B b0 top.qcow2
+# --- -B: persistent bitmaps as qemu:dirty-bitmap:NAME, as qemu-nbd -----------
+# two granularities; writes unaligned to them, one at the image's end, one
+# crossing from one bitmap data cluster to the next (16M: bit 32768 of b0)
+qemu-img create -q -f qcow2 -o cluster_size=4096 bm.qcow2 40M
+qemu-img bitmap --add -g 512 bm.qcow2 b0
+qemu-img bitmap --add -g 1M bm.qcow2 b1
+qemu-io -f qcow2 -c "write -q 0 4k" -c "write -q 1M 65k" -c "write -q 10M 3M" -c "write -q 15M 2M" \
+    -c "write -q 35M 5M" bm.qcow2 >/dev/null
+cp bm.qcow2 bmq.qcow2
+start_vdisk_nbd "$PWD/bv.sock" -f qcow2 -t -r -B b0 bm.qcow2
+start_qemu_nbd "$PWD/bq.sock" -f qcow2 -t -r -B b0 bmq.qcow2
+start_vdisk_nbd "$PWD/bv1.sock" -f qcow2 -t -r -B b1 bm.qcow2
+start_qemu_nbd "$PWD/bq1.sock" -f qcow2 -t -r -B b1 bmq.qcow2
+for b in b0:bv:bq b1:bv1:bq1; do
+    IFS=: read -r bn vs qs <<< "$b"
+    ctx="qemu:dirty-bitmap:$bn"
+    nbdinfo --map="$ctx" "nbd+unix:///?socket=$PWD/$vs.sock" > v.map || fail "nbdinfo --map=$ctx"
+    nbdinfo --map="$ctx" "nbd+unix:///?socket=$PWD/$qs.sock" > q.map
+    diff -u q.map v.map || fail "$ctx differs from qemu-nbd's"
+    grep -q dirty v.map || fail "$ctx shows nothing dirty"
+    nbdinfo --map=base:allocation "nbd+unix:///?socket=$PWD/$vs.sock" > v.map ||
+        fail "base:allocation beside $ctx"
+    nbdinfo --map=base:allocation "nbd+unix:///?socket=$PWD/$qs.sock" > q.map
+    diff -u q.map v.map || fail "base:allocation beside $ctx differs"
+done
+qemu-nbd -L -k "$PWD/bv.sock" > v.list
+qemu-nbd -L -k "$PWD/bq.sock" > q.list
+diff -u q.list v.list || fail "-L with -B differs from qemu-nbd's"
+grep -q "qemu:dirty-bitmap:b0" v.list || fail "-L lists no dirty bitmap context"
+kill "${NBD_PIDS[@]}"
+wait "${NBD_PIDS[@]}" 2>/dev/null || true
+NBD_PIDS=()
+# a bitmap that does not exist: a clear error, as qemu-nbd
+expect_fail "Bitmap 'nosuch' is not found" "$VDISK_NBD" -k "$PWD/b.sock" -f qcow2 -r \
+    -B nosuch bm.qcow2
 
 # --- -o: the export is a window into the image --------------------------------
 qemu-img create -q -f raw win.raw 8M

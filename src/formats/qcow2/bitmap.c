@@ -1155,3 +1155,92 @@ int qcow2_bitmap_merge(vd_node *bs, const char *name, vd_node *src, const char *
     }
     return end(s, 0, errp);
 }
+
+/* ------------------------------------------------------------- reading */
+
+/* Disk pieces one status call may read: bounds the work per call. */
+#define BM_STATUS_MAX_READS 16
+
+int qcow2_bitmap_status(vd_node *bs, const char *name, uint64_t offset, uint64_t len,
+                        uint64_t *pnum, bool *dirty)
+{
+    qcow2_state *s = bs->opaque;
+    if (!len) {
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&s->lock);
+    bm *b = s->bm ? find(s, name) : NULL;
+    int ret = 0;
+    if (!s->bm) {
+        ret = -EIO; /* the directory could not be loaded */
+    } else if (!b) {
+        ret = -ENOENT;
+    } else if (b->inconsistent) {
+        ret = -EBUSY;
+    } else if (offset >= s->size) {
+        ret = -EINVAL;
+    }
+    if (ret < 0) {
+        pthread_mutex_unlock(&s->lock);
+        return ret;
+    }
+    len = VD_MIN(len, s->size - offset);
+    uint64_t per = (uint64_t)s->cluster_size * 8;
+    uint64_t first = offset >> b->gran_bits;
+    uint64_t last = (offset + len - 1) >> b->gran_bits;
+    uint8_t *buf = NULL;
+    unsigned reads = 0;
+    bool val = false;
+    uint64_t bit = first;
+    while (bit <= last) {
+        uint64_t k = bit / per;
+        const uint8_t *c;
+        if (b->chunks && k < b->nb_chunks && b->chunks[k]) {
+            c = b->chunks[k];
+        } else {
+            if (bit != first && reads >= BM_STATUS_MAX_READS) {
+                break; /* the caller asks again for the rest */
+            }
+            if (!buf) {
+                buf = malloc(s->cluster_size);
+                if (!buf) {
+                    ret = -ENOMEM;
+                    break;
+                }
+            }
+            ret = read_disk_chunk(s, b, k, buf);
+            if (ret < 0) {
+                break;
+            }
+            reads++;
+            c = buf;
+        }
+        if (bit == first) {
+            uint64_t i = bit - k * per;
+            val = (c[i / 8] >> (i & 7)) & 1;
+        }
+        uint64_t i = bit - k * per, e = VD_MIN(last + 1, (k + 1) * per) - k * per;
+        uint8_t same = val ? 0xff : 0x00;
+        while (i < e) {
+            if (!(i & 7) && i + 8 <= e && c[i / 8] == same) {
+                i += 8; /* a whole byte of the same answer */
+            } else if ((bool)((c[i / 8] >> (i & 7)) & 1) == val) {
+                i++;
+            } else {
+                break;
+            }
+        }
+        bit = k * per + i;
+        if (i < e) {
+            break; /* the answer changes here */
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    free(buf);
+    if (ret < 0) {
+        return ret;
+    }
+    *pnum = VD_MIN(bit << b->gran_bits, offset + len) - offset;
+    *dirty = val;
+    return 0;
+}

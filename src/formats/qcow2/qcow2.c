@@ -1967,5 +1967,6 @@ const vd_driver vd_drv_qcow2 = {
     .bitmap_clear = qcow2_bitmap_clear,
     .bitmap_enable = qcow2_bitmap_enable,
     .bitmap_merge = qcow2_bitmap_merge,
+    .bitmap_status = qcow2_bitmap_status,
     .amend = qcow2_amend,
 };

@@ -431,6 +431,9 @@ int qcow2_bitmap_clear(vd_node *bs, const char *name, vd_error **errp);
 int qcow2_bitmap_enable(vd_node *bs, const char *name, bool enable, vd_error **errp);
 int qcow2_bitmap_merge(vd_node *bs, const char *name, vd_node *src, const char *src_name,
                        vd_error **errp);
+/* The driver's bitmap_status: -ENOENT no such bitmap, -EBUSY inconsistent. */
+int qcow2_bitmap_status(vd_node *bs, const char *name, uint64_t offset, uint64_t len,
+                        uint64_t *pnum, bool *dirty);
 
 /* ----------------------------------------------------------- datafile.c */
 

@@ -46,3 +46,38 @@ bounded() {
         prlimit --as=268435456 -- timeout -k 5 20 "$@"
     fi
 }
+
+# hostile_sweep FMT MIN: every *.FMT here but good.FMT goes through info,
+# convert, map and check (bounded): a result or a clean error with a
+# message, never a crash, hang or change to the file; at least MIN images.
+hostile_sweep() {
+    local fmt=$1 min=$2 n=0 f cmd out rc sum
+    for f in *."$fmt"; do
+        [ "$f" = good."$fmt" ] && continue
+        n=$((n + 1))
+        sum=$(md5sum < "$f")
+        for cmd in "info --output=json" "info -f $fmt" "convert -f $fmt -O raw" \
+            "map -f $fmt --output=json" "check -f $fmt --output=json"; do
+            out="$cmd $f"; case $cmd in convert*) out="$cmd $f out.raw" ;; esac
+            rc=0
+            bounded "$VDISK" $out >stdout 2>stderr || rc=$?
+            [ "$rc" -lt 124 ] || fail "$cmd $f: exit $rc (crash, hang or out of memory): $(cat stderr)"
+            if [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ] && [ "$rc" -ne 3 ]; then
+                [ -s stderr ] || fail "$cmd $f: exit $rc without a message"
+            fi
+        done
+        [ "$(md5sum < "$f")" = "$sum" ] || fail "reading $f changed it"
+    done
+    [ "$n" -gt "$min" ] || fail "only $n hostile images"
+}
+
+# same_verdict_as_qemu FMT FILE...: vdisk info and qemu-img info agree on
+# success or failure (exit code) for each file.
+same_verdict_as_qemu() {
+    local fmt=$1 f rc qrc; shift
+    for f in "$@"; do
+        rc=0; "$VDISK" info -f "$fmt" "$f" >/dev/null 2>&1 || rc=$?
+        qrc=0; qemu-img info -f "$fmt" "$f" >/dev/null 2>&1 || qrc=$?
+        [ "$rc" = "$qrc" ] || fail "info $f: exit $rc, qemu-img $qrc"
+    done
+}

@@ -53,28 +53,7 @@ f = bytearray(512 * 8) + bytearray(g[:512]); struct.pack_into(">IQ", f, 4096 + 6
 struct.pack_into(">Q", f, 4096 + 16, 0xffffffffffffffff)
 put("fixed.vpc", 4096 + 48, ">Q", 1 << 62, f, footer=False)
 PY
-n=0
-for f in *.vpc; do
-    [ "$f" = good.vpc ] && continue
-    n=$((n + 1))
-    sum=$(md5sum < "$f")
-    for cmd in "info --output=json" "info -f vpc" "convert -f vpc -O raw" "map -f vpc --output=json" "check -f vpc --output=json"; do
-        out="$cmd $f"; case $cmd in convert*) out="$cmd $f out.raw" ;; esac
-        rc=0
-        # at most 256 MiB and 20 s (tests/lib.sh)
-        bounded "$VDISK" $out >stdout 2>stderr || rc=$?
-        [ "$rc" -lt 124 ] || fail "$cmd $f: exit $rc (crash, hang or out of memory): $(cat stderr)"
-        if [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ] && [ "$rc" -ne 3 ]; then
-            [ -s stderr ] || fail "$cmd $f: exit $rc without a message"
-        fi
-    done
-    [ "$(md5sum < "$f")" = "$sum" ] || fail "reading $f changed it"
-done
-[ "$n" -gt 30 ] || fail "only $n hostile images"
+hostile_sweep vpc 30
 # a few results must match QEMU's verdict exactly
-for f in csum.vpc bsz0.vpc magic.vpc mte3.vpc doff1.vpc; do
-    rc=0; "$VDISK" info -f vpc "$f" >/dev/null 2>&1 || rc=$?
-    qrc=0; qemu-img info -f vpc "$f" >/dev/null 2>&1 || qrc=$?
-    [ "$rc" = "$qrc" ] || fail "info $f: exit $rc, qemu-img $qrc"
-done
+same_verdict_as_qemu vpc csum.vpc bsz0.vpc magic.vpc mte3.vpc doff1.vpc
 echo ok

@@ -722,9 +722,10 @@ int vd_create(const char *filename, const char *format, const vd_opts *opts)
         errno = EINVAL;
         return -1;
     }
-    const vd_driver *drv = vd_driver_find(format ? format : "raw");
+    /* no format: raw, as qemu-img create */
+    const vd_driver *drv = format ? vd_driver_find(format) : vd_driver_raw_format();
     if (!drv) {
-        vd_set_public_error(EINVAL, "Unknown file format '%s'", format);
+        vd_set_public_error(EINVAL, "Unknown file format '%s'", format ? format : "");
         errno = EINVAL;
         return -1;
     }
@@ -734,10 +735,7 @@ int vd_create(const char *filename, const char *format, const vd_opts *opts)
         errno = ENOTSUP;
         return -1;
     }
-    const vd_driver *proto = vd_driver_find_protocol(filename);
-    if (!proto) {
-        proto = vd_driver_find("file");
-    }
+    const vd_driver *proto = vd_protocol_for(filename);
     const vd_opt_desc *tables[4];
     vd_opts *o = opts ? vd_opts_clone(opts) : vd_opts_new();
     if (!o) {
@@ -811,10 +809,7 @@ const vd_opt_desc *vd_driver_create_opts(const char *driver, const char *filenam
     }
     const vd_driver *proto = NULL;
     if (filename && drv->kind == VD_DRV_FORMAT) {
-        proto = vd_driver_find_protocol(filename);
-        if (!proto) {
-            proto = vd_driver_find("file");
-        }
+        proto = vd_protocol_for(filename);
     }
     const vd_opt_desc *tables[4];
     create_tables(drv, proto, tables);

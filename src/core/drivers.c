@@ -77,6 +77,43 @@ const vd_driver *vd_driver_find_protocol(const char *filename)
     return NULL;
 }
 
+const vd_driver *vd_protocol_for(const char *filename)
+{
+    const vd_driver *drv = filename ? vd_driver_find_protocol(filename) : NULL;
+    if (drv) {
+        return drv;
+    }
+    const vd_driver *best = NULL, *fallback = NULL;
+    int best_score = 0;
+    for (size_t i = 0; vd_drivers[i]; i++) {
+        const vd_driver *d = vd_drivers[i];
+        if (d->kind != VD_DRV_PROTOCOL) {
+            continue;
+        }
+        if ((d->flags & VD_DRV_DEFAULT_PROTOCOL) && !fallback) {
+            fallback = d;
+        }
+        if (filename && d->probe_device) {
+            int score = d->probe_device(filename);
+            if (score > best_score) {
+                best_score = score;
+                best = d;
+            }
+        }
+    }
+    return best ? best : fallback;
+}
+
+const vd_driver *vd_driver_raw_format(void)
+{
+    for (size_t i = 0; vd_drivers[i]; i++) {
+        if (vd_drivers[i]->kind == VD_DRV_FORMAT && (vd_drivers[i]->flags & VD_DRV_RAW_FORMAT)) {
+            return vd_drivers[i];
+        }
+    }
+    return NULL;
+}
+
 size_t vd_driver_count(void)
 {
     size_t n = 0;

@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "../protocols/file.h"
 
 static const vd_opt_desc generic_open_opts[] = {
     {"driver", VD_OPT_STRING, "driver name", NULL},
@@ -36,6 +35,55 @@ static const vd_opt_desc generic_open_opts[] = {
 static const char *const inherited_opts[] = {
     "cache.direct", "cache.no-flush", "discard", "force-share", "read-only", NULL,
 };
+
+/* ------------------------------------------------------------ permissions */
+
+/*
+ * QEMU's permission rules, reduced to the flags our tools open with.
+ *
+ * The image user (qemu-img/qemu-io/qemu-nbd's BlockBackend) takes
+ * consistent read unless no I/O is done, write when read-write, resize when
+ * asked, and shares everything.  A raw format without offset/size passes
+ * that through unchanged (QEMU's raw_child_perm), and so does a protocol
+ * opened directly.  Every other format (QEMU's
+ * bdrv_default_perms_for_storage, role metadata|data) additionally needs
+ * write and resize on its file when writable, always reads it consistently
+ * (unless no I/O), and lets nobody else write or resize it.  force-share
+ * shares everything.
+ */
+void vd_lock_perms(unsigned node_flags, bool under_format, unsigned *perm, unsigned *shared)
+{
+    unsigned p = 0, s = VD_PERM_ALL;
+
+    if (!(node_flags & VD_NODE_NO_IO)) {
+        p |= VD_PERM_CONSISTENT_READ;
+    }
+    if (node_flags & VD_NODE_RDWR) {
+        p |= VD_PERM_WRITE;
+    }
+    if (node_flags & VD_NODE_RESIZE) {
+        p |= VD_PERM_RESIZE;
+    }
+    if (under_format) {
+        if (node_flags & VD_NODE_RDWR) {
+            p |= VD_PERM_WRITE | VD_PERM_RESIZE;
+        }
+        s &= ~(VD_PERM_WRITE | VD_PERM_RESIZE);
+    }
+    if (node_flags & VD_NODE_NO_SHARE) {
+        s &= VD_PERM_CONSISTENT_READ | VD_PERM_WRITE_UNCHANGED;
+    }
+    if (node_flags & VD_NODE_EXPORT) {
+        s &= ~VD_PERM_RESIZE;
+    }
+    if (node_flags & VD_NODE_FORCE_SHARE) {
+        s = VD_PERM_ALL;
+    }
+    *perm = p;
+    *shared = s;
+}
+
+/* -------------------------------------------------------------------- nodes */
 
 static vd_node *node_new(const vd_driver *drv, vd_error **errp)
 {
@@ -159,14 +207,6 @@ static void inherit_opts(vd_opts *child, const vd_opts *parent)
     }
 }
 
-/* The protocol driver a filename names: its prefix, else the file family's
- * choice (file, host_device or host_cdrom by what the path is). */
-static const vd_driver *protocol_for(const char *filename)
-{
-    const vd_driver *drv = filename ? vd_driver_find_protocol(filename) : NULL;
-    return drv ? drv : vd_file_protocol_for(filename);
-}
-
 static vd_node *open_protocol(const vd_driver *drv, const char *filename, vd_opts *opts,
                               unsigned flags, vd_error **errp)
 {
@@ -267,7 +307,7 @@ static const vd_driver *probe_format(vd_node *file, bool *is_raw, vd_error **err
                      file->filename);
         return NULL;
     }
-    *is_raw = !strcmp(best->name, "raw");
+    *is_raw = (best->flags & VD_DRV_RAW_FORMAT) != 0;
     return best;
 }
 
@@ -282,7 +322,7 @@ char *vd_resolve_backing_name(const vd_node *bs, const char *name, vd_error **er
         return NULL;
     }
     const vd_driver *proto = vd_driver_find_protocol(name);
-    if (proto && strcmp(proto->name, "file") != 0) {
+    if (proto && !(proto->flags & VD_DRV_PLAIN_FILENAME)) {
         vd_error_set(errp, EPERM,
                      "Image '%s' names a backing file over the '%s' protocol ('%s'); "
                      "refusing to follow a protocol named inside an image (give it "
@@ -295,7 +335,7 @@ char *vd_resolve_backing_name(const vd_node *bs, const char *name, vd_error **er
     while (f->file) {
         f = f->file;
     }
-    if (name[0] != '/' && f->exact_filename && !strcmp(f->drv->name, "file")) {
+    if (name[0] != '/' && f->exact_filename && (f->drv->flags & VD_DRV_PLAIN_FILENAME)) {
         return vd_path_combine(f->exact_filename, name);
     }
     return strdup(name);
@@ -392,7 +432,7 @@ static vd_node *open_format(const vd_driver *drv, const char *filename, vd_opts 
                           VD_NODE_PROTOCOL;
         if (drv && (drv->is_filter || drv->kind == VD_DRV_FILTER)) {
             cflags |= flags & VD_NODE_UNDER_FORMAT;
-        } else if (drv && strcmp(drv->name, "raw") != 0) {
+        } else if (drv && !(drv->flags & VD_DRV_RAW_FORMAT)) {
             cflags |= VD_NODE_UNDER_FORMAT;
         }
         if (child_drv) {
@@ -425,8 +465,13 @@ static vd_node *open_format(const vd_driver *drv, const char *filename, vd_opts 
                 /* the probe found a real format: take its locks now */
                 unsigned p, sh;
                 vd_lock_perms(file->flags | VD_NODE_UNDER_FORMAT, true, &p, &sh);
-                if (vd_file_set_perm(file, p, sh, errp) < 0) {
-                    goto fail;
+                if (file->drv->set_perm) {
+                    if (file->drv->set_perm(file, p, sh, errp) < 0) {
+                        goto fail;
+                    }
+                } else {
+                    file->perm = p;
+                    file->shared_perm = sh;
                 }
             }
         }
@@ -505,7 +550,7 @@ vd_node *vd_node_open_file(const char *filename, const vd_opts *opts, unsigned f
         return NULL;
     }
     const char *dn = vd_opts_get(o, "driver");
-    const vd_driver *drv = dn ? vd_driver_find(dn) : protocol_for(filename);
+    const vd_driver *drv = dn ? vd_driver_find(dn) : vd_protocol_for(filename);
     vd_node *bs = NULL;
     if (!drv) {
         vd_error_set(errp, EINVAL, "Unknown driver '%s'", dn);
@@ -577,7 +622,7 @@ out:
 
 int vd_create_file(const char *filename, const vd_opts *opts, vd_error **errp)
 {
-    const vd_driver *drv = protocol_for(filename);
+    const vd_driver *drv = vd_protocol_for(filename);
     if (!drv || !drv->create) {
         return vd_error_set(errp, ENOTSUP, "Protocol '%s' does not support image creation",
                             drv ? drv->name : "?");

@@ -319,4 +319,5 @@ const vd_driver vd_drv_raw = {
     .truncate = raw_truncate,
     .get_info = raw_get_info,
     .measure = raw_measure,
+    .flags = VD_DRV_RAW_FORMAT,
 };

@@ -35,51 +35,6 @@ const char *vd_perm_name(unsigned perm_bit)
     return "unknown";
 }
 
-/*
- * QEMU's permission rules, reduced to the flags our tools open with.
- *
- * The image user (qemu-img/qemu-io/qemu-nbd's BlockBackend) takes
- * consistent read unless no I/O is done, write when read-write, resize when
- * asked, and shares everything.  A raw format without offset/size passes
- * that through unchanged (QEMU's raw_child_perm), and so does a protocol
- * opened directly.  Every other format (QEMU's
- * bdrv_default_perms_for_storage, role metadata|data) additionally needs
- * write and resize on its file when writable, always reads it consistently
- * (unless no I/O), and lets nobody else write or resize it.  force-share
- * shares everything.
- */
-void vd_lock_perms(unsigned node_flags, bool under_format, unsigned *perm, unsigned *shared)
-{
-    unsigned p = 0, s = VD_PERM_ALL;
-
-    if (!(node_flags & VD_NODE_NO_IO)) {
-        p |= VD_PERM_CONSISTENT_READ;
-    }
-    if (node_flags & VD_NODE_RDWR) {
-        p |= VD_PERM_WRITE;
-    }
-    if (node_flags & VD_NODE_RESIZE) {
-        p |= VD_PERM_RESIZE;
-    }
-    if (under_format) {
-        if (node_flags & VD_NODE_RDWR) {
-            p |= VD_PERM_WRITE | VD_PERM_RESIZE;
-        }
-        s &= ~(VD_PERM_WRITE | VD_PERM_RESIZE);
-    }
-    if (node_flags & VD_NODE_NO_SHARE) {
-        s &= VD_PERM_CONSISTENT_READ | VD_PERM_WRITE_UNCHANGED;
-    }
-    if (node_flags & VD_NODE_EXPORT) {
-        s &= ~VD_PERM_RESIZE;
-    }
-    if (node_flags & VD_NODE_FORCE_SHARE) {
-        s = VD_PERM_ALL;
-    }
-    *perm = p;
-    *shared = s;
-}
-
 bool vd_file_lock_ofd_supported(int fd)
 {
     struct flock fl = {

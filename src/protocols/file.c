@@ -106,11 +106,14 @@ static bool file_is_cdrom_fd(int fd)
     return ioctl(fd, CDROM_DRIVE_STATUS, CDSL_CURRENT) >= 0;
 }
 
-const vd_driver *vd_file_protocol_for(const char *filename)
+/* What a plain filename names: 0 a regular file (or nothing yet),
+ * 1 a block or character device, 2 a block device answering the CD-ROM
+ * status ioctl. */
+static int file_device_kind(const char *filename)
 {
     struct stat st;
     if (!filename || stat(filename, &st) < 0) {
-        return &vd_drv_file;
+        return 0;
     }
     if (S_ISBLK(st.st_mode)) {
         /* QEMU scores the CD-ROM ioctl higher than a plain device */
@@ -119,15 +122,40 @@ const vd_driver *vd_file_protocol_for(const char *filename)
             bool cd = file_is_cdrom_fd(fd);
             close(fd);
             if (cd) {
-                return &vd_drv_host_cdrom;
+                return 2;
             }
         }
-        return &vd_drv_host_device;
+        return 1;
     }
-    if (S_ISCHR(st.st_mode)) {
-        return &vd_drv_host_device;
+    return S_ISCHR(st.st_mode) ? 1 : 0;
+}
+
+/* probe_device: host_device claims devices, host_cdrom claims CD-ROM
+ * drives with a higher score; file is the core's default protocol. */
+static int hdev_probe_device(const char *filename)
+{
+    struct stat st;
+    if (!filename || stat(filename, &st) < 0) {
+        return 0;
     }
-    return &vd_drv_file;
+    return S_ISBLK(st.st_mode) || S_ISCHR(st.st_mode) ? 50 : 0;
+}
+
+static int cdrom_probe_device(const char *filename)
+{
+    return file_device_kind(filename) == 2 ? 100 : 0;
+}
+
+const vd_driver *vd_file_protocol_for(const char *filename)
+{
+    switch (file_device_kind(filename)) {
+    case 2:
+        return &vd_drv_host_cdrom;
+    case 1:
+        return &vd_drv_host_device;
+    default:
+        return &vd_drv_file;
+    }
 }
 
 /* --------------------------------------------------------- basic I/O */
@@ -1173,6 +1201,8 @@ const vd_driver vd_drv_file = {
     .flush = file_flush,
     .block_status = file_block_status,
     .truncate = file_truncate,
+    .set_perm = vd_file_set_perm,
+    .flags = VD_DRV_PLAIN_FILENAME | VD_DRV_DEFAULT_PROTOCOL,
 };
 
 /* No block_status: the core answers "data at the same offset", as QEMU's
@@ -1195,6 +1225,8 @@ const vd_driver vd_drv_host_device = {
     .discard = file_discard,
     .flush = file_flush,
     .truncate = file_truncate,
+    .probe_device = hdev_probe_device,
+    .set_perm = vd_file_set_perm,
 };
 
 /* Like QEMU's host_cdrom: no zero writes or discards of its own. */
@@ -1214,4 +1246,6 @@ const vd_driver vd_drv_host_cdrom = {
     .pwrite = cdrom_pwrite,
     .flush = cdrom_flush,
     .truncate = file_truncate,
+    .probe_device = cdrom_probe_device,
+    .set_perm = vd_file_set_perm,
 };

@@ -80,6 +80,14 @@ int vd_parse_size(const char *str, uint64_t *out);
  */
 int vd_object_add(const char *spec);
 int vd_object_add_opts(const vd_opts *opts);
+/* Delete the object with this id (ENOENT when there is none).  Nothing may
+ * be using it (an open image whose key it is, a running NBD server's TLS
+ * credentials hold their own reference and are fine). */
+int vd_object_del(const char *id);
+/* Number of object types --object takes, and the name of the i-th
+ * ("secret", "tls-creds-x509", ...; NULL past the end). */
+size_t vd_object_type_count(void);
+const char *vd_object_type_name(size_t i);
 
 /* ----------------------------------------------------------------- drivers */
 

@@ -2,6 +2,7 @@
 /*
  * The explicit driver table.  Adding a driver: one extern line and one
  * table line, in probe order (cheap, specific probes first; raw last).
+ * The --object types are listed the same way, below.
  */
 #include <stdlib.h>
 
@@ -41,6 +42,18 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_vdi,
     &vd_drv_vpc,
     &vd_drv_raw,
+    NULL,
+};
+
+/* object types for --object: one extern line and one table line each */
+extern const vd_object_type vd_obj_secret;
+extern const vd_object_type vd_obj_tls_creds_x509;
+extern const vd_object_type vd_obj_tls_creds_psk;
+
+const vd_object_type *const vd_object_types[] = {
+    &vd_obj_secret,
+    &vd_obj_tls_creds_x509,
+    &vd_obj_tls_creds_psk,
     NULL,
 };
 

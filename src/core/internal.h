@@ -211,6 +211,56 @@ int vd_opts_parse_json_filename(vd_opts *opts, const char *filename, vd_error **
 int vd_opts_parse_err(vd_opts *opts, const char *str, const char *implied_key,
                       vd_error **errp);
 
+/* ----------------------------------------------------------------- objects */
+
+/*
+ * Object types for --object (QEMU's user-creatable objects: secret,
+ * tls-creds-x509, tls-creds-psk, later LUKS/RBD keys), listed in
+ * drivers.c's vd_object_types[] the way drivers are.  The core
+ * (src/core/object.c) parses the definition, checks qom-type, id and
+ * that ids are unique across all types, then calls add; lookups find the
+ * object by id.  Objects live until vd_object_del (or the process ends).
+ */
+typedef struct vd_object_type {
+    const char *type; /* qom-type: "secret", "tls-creds-x509" */
+    /*
+     * Properties besides qom-type and id, NULL-name terminated: the core
+     * refuses others ("Invalid parameter 'x' for object type 't'").  NULL:
+     * add checks them itself.
+     */
+    const vd_opt_desc *props;
+    /*
+     * Create the object from its properties (qom-type and id included).
+     * *obj is what lookups return.  Runs without the registry lock held
+     * (it may look other objects up); -errno with a message on failure.
+     */
+    int (*add)(const char *id, const vd_opts *props, void **obj, vd_error **errp);
+    /* Drop the registry's hold on obj (free it, or release a reference). */
+    void (*del)(void *obj);
+    /*
+     * Optional: return obj with a new reference for a caller of
+     * vd_object_find(..., ref = true), called with the registry lock held
+     * so a concurrent vd_object_del cannot free obj in between.
+     */
+    void *(*ref)(void *obj);
+} vd_object_type;
+
+/* The object type table (drivers.c), NULL-terminated. */
+extern const vd_object_type *const vd_object_types[];
+
+/*
+ * Register an object from parsed properties (qom-type, id, ...).
+ * Messages as QEMU's: missing qom-type/id, unknown type, taken id.
+ */
+int vd_object_add_parsed(const vd_opts *props, vd_error **errp);
+/*
+ * The object with this id: its pointer (with a new reference from the
+ * type's ref callback when ref and the type has one, else borrowed) and
+ * its type in *type (may be NULL).  NULL with ENOENT when there is none.
+ * Messages are left to the caller (errp is not set).
+ */
+void *vd_object_find(const char *id, const vd_object_type **type, bool ref);
+
 /* Secrets registered with --object secret. */
 int vd_secret_lookup(const char *id, uint8_t **data, size_t *len, vd_error **errp);
 

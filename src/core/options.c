@@ -4,8 +4,8 @@
  * its two text forms ("k=v,k2=v2" as QEMU's QemuOpts / qemu-img -o parse
  * them, and json:{...} filenames flattened as QEMU's qdict_flatten does),
  * sizes with suffixes (QEMU's qemu_strtosz), typed getters for drivers,
- * and the --object registry (secrets; TLS credentials are handed to
- * src/nbd/tls.c).
+ * --object parsing and the "secret" object type (the registry itself is
+ * src/core/object.c).
  *
  * Differences from QEMU, on purpose:
  *  - sizes above INT64_MAX fail with ERANGE (every QEMU caller rejects them
@@ -31,7 +31,6 @@
 #include <nettle/cbc.h>
 
 #include "internal.h"
-#include "../nbd/tls.h"
 
 /* ------------------------------------------------------------ the dictionary */
 
@@ -1062,16 +1061,13 @@ int vd_opts_validate(const vd_opts *opts, const vd_opt_desc *const *tables,
 
 /* ------------------------------------------------------------------ objects */
 
-typedef struct vd_object {
-    char *id;
-    char *type;
-    uint8_t *data;    /* secrets: the decoded bytes, NUL-terminated */
+/* A secret object: the decoded bytes, NUL-terminated, with a reference
+ * count so that a lookup can copy them while another thread deletes it. */
+typedef struct secret_obj {
+    int refs;
+    uint8_t *data;
     size_t len;
-    struct vd_object *next;
-} vd_object;
-
-static pthread_mutex_t objects_lock = PTHREAD_MUTEX_INITIALIZER;
-static vd_object *objects;
+} secret_obj;
 
 /* Largest secret file read (keys and passphrases are tiny). */
 #define SECRET_FILE_MAX (16u << 20)
@@ -1165,30 +1161,6 @@ static int read_secret_file(const char *path, uint8_t **out, size_t *outlen, vd_
     }
     wipe_free(buf, cap + 1);
     return r < 0 ? r : vd_error_set(errp, ENOMEM, "Out of memory reading %s", path);
-}
-
-/* QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_'. */
-static bool id_wellformed(const char *id)
-{
-    if (!isalpha((unsigned char)id[0])) {
-        return false;
-    }
-    for (const char *p = id + 1; *p; p++) {
-        if (!isalnum((unsigned char)*p) && !strchr("-._", *p)) {
-            return false;
-        }
-    }
-    return true;
-}
-
-static vd_object *object_find_locked(const char *id)
-{
-    for (vd_object *o = objects; o; o = o->next) {
-        if (!strcmp(o->id, id)) {
-            return o;
-        }
-    }
-    return NULL;
 }
 
 /*
@@ -1314,111 +1286,57 @@ static int secret_load(const vd_opts *props, uint8_t **out, size_t *outlen, vd_e
     return 0;
 }
 
-static const char *const secret_props[] = {"qom-type", "id",    "data", "file",
-                                           "format",   "keyid", "iv",   NULL};
-
-static void object_free(vd_object *o)
+static void secret_unref(void *obj)
 {
-    if (o) {
-        free(o->id);
-        free(o->type);
-        wipe_free(o->data, o->len + 1);
-        free(o);
+    secret_obj *sec = obj;
+    if (sec && __atomic_sub_fetch(&sec->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        wipe_free(sec->data, sec->len + 1);
+        free(sec);
     }
 }
 
-/* Register o unless its id is taken; frees o on failure. */
-static int object_register(vd_object *o, vd_error **errp)
+static void *secret_ref(void *obj)
 {
-    int r = 0;
-    pthread_mutex_lock(&objects_lock);
-    if (object_find_locked(o->id)) {
-        r = vd_error_set(errp, EEXIST, "An object with id '%s' already exists", o->id);
-    } else {
-        o->next = objects;
-        objects = o;
-    }
-    pthread_mutex_unlock(&objects_lock);
-    if (r < 0) {
-        object_free(o);
-    }
-    return r;
+    secret_obj *sec = obj;
+    __atomic_add_fetch(&sec->refs, 1, __ATOMIC_ACQ_REL);
+    return sec;
 }
 
-static bool object_exists(const char *id)
+static int secret_add(const char *id, const vd_opts *props, void **obj, vd_error **errp)
 {
-    pthread_mutex_lock(&objects_lock);
-    bool found = object_find_locked(id) != NULL;
-    pthread_mutex_unlock(&objects_lock);
-    return found;
-}
-
-static int object_add(const vd_opts *opts, vd_error **errp)
-{
-    const char *type = vd_opts_get(opts, "qom-type");
-    const char *id = vd_opts_get(opts, "id");
-    if (!type) {
-        return vd_error_set(errp, EINVAL, "Parameter 'qom-type' is missing");
-    }
-    bool secret = !strcmp(type, "secret");
-    bool tls = !strcmp(type, "tls-creds-x509") || !strcmp(type, "tls-creds-psk");
-    if (!secret && !tls) {
-        return vd_error_set(errp, ENOTSUP,
-                            "Object type '%s' is not supported (supported: secret, "
-                            "tls-creds-x509, tls-creds-psk)",
-                            type);
-    }
-    if (!id) {
-        return vd_error_set(errp, EINVAL, "Parameter 'id' is missing");
-    }
-    if (!id_wellformed(id)) {
-        return vd_error_set(errp, EINVAL,
-                            "Parameter 'id' expects an identifier (a letter, then letters, "
-                            "digits, '-', '.' or '_'), not '%s'",
-                            id);
-    }
-    vd_object *o = calloc(1, sizeof(*o));
-    if (!o || !(o->id = strdup(id)) || !(o->type = strdup(type))) {
-        object_free(o);
+    secret_obj *sec = calloc(1, sizeof(*sec));
+    if (!sec) {
         return vd_error_set(errp, ENOMEM, "Out of memory");
     }
-    if (tls) {
-        /* The NBD code owns TLS credentials; the entry here only keeps ids
-         * unique across object types, as QEMU's are. */
-        if (object_exists(id)) {
-            object_free(o);
-            return vd_error_set(errp, EEXIST, "An object with id '%s' already exists", id);
-        }
-        int r = vd_nbd_tls_object_add_opts(opts, errp);
-        if (r < 0) {
-            object_free(o);
-            return r;
-        }
-        return object_register(o, errp);
-    }
-
-    for (size_t i = 0; i < opts->count; i++) {
-        const char *k = opts->items[i].key;
-        bool known = false;
-        for (size_t j = 0; secret_props[j] && !known; j++) {
-            known = !strcmp(k, secret_props[j]);
-        }
-        if (!known) {
-            object_free(o);
-            return vd_error_set(errp, EINVAL, "Invalid parameter '%s' for object type '%s'", k,
-                                type);
-        }
-    }
-    /* Loaded now, as QEMU does, so that errors show at --object time;
-     * a taken id is only noticed when registering. */
-    int r = secret_load(opts, &o->data, &o->len, errp);
+    /* Loaded now, as QEMU does, so that errors show at --object time. */
+    int r = secret_load(props, &sec->data, &sec->len, errp);
     if (r < 0) {
         vd_error_prepend(errp, "Secret '%s': ", id);
-        object_free(o);
+        free(sec);
         return r;
     }
-    return object_register(o, errp);
+    sec->refs = 1;
+    *obj = sec;
+    return 0;
 }
+
+static const vd_opt_desc secret_props[] = {
+    {"data", VD_OPT_STRING, "the secret itself", NULL},
+    {"file", VD_OPT_STRING, "file holding the secret", NULL},
+    {"format", VD_OPT_STRING, "raw or base64", "raw"},
+    {"keyid", VD_OPT_STRING, "id of a secret that encrypts this one (AES-256-CBC)", NULL},
+    {"iv", VD_OPT_STRING, "base64 initialisation vector of the encryption", NULL},
+    {NULL, 0, NULL, NULL},
+};
+
+/* QEMU's "secret" object type (registered in drivers.c). */
+const vd_object_type vd_obj_secret = {
+    .type = "secret",
+    .props = secret_props,
+    .add = secret_add,
+    .del = secret_unref,
+    .ref = secret_ref,
+};
 
 int vd_object_add_opts(const vd_opts *opts)
 {
@@ -1427,7 +1345,7 @@ int vd_object_add_opts(const vd_opts *opts)
         vd_set_public_error(EINVAL, "No object options given");
         return -1;
     }
-    if (object_add(opts, &err) < 0) {
+    if (vd_object_add_parsed(opts, &err) < 0) {
         vd_error_publish(err);
         return -1;
     }
@@ -1450,7 +1368,7 @@ int vd_object_add(const char *spec)
         r = opts_parse_list(&tmp, spec, "qom-type", false, &err);
     }
     if (r == 0) {
-        r = object_add(&tmp, &err);
+        r = vd_object_add_parsed(&tmp, &err);
     }
     /* the parsed text may hold the secret itself */
     for (size_t i = 0; i < tmp.count; i++) {
@@ -1469,23 +1387,27 @@ int vd_secret_lookup(const char *id, uint8_t **data, size_t *len, vd_error **err
     if (!id) {
         return vd_error_set(errp, EINVAL, "No secret id given");
     }
-    int r = 0;
-    pthread_mutex_lock(&objects_lock);
-    vd_object *o = object_find_locked(id);
-    if (!o) {
-        r = vd_error_set(errp, ENOENT, "No secret with id '%s'", id);
-    } else if (strcmp(o->type, "secret") != 0) {
-        r = vd_error_set(errp, EINVAL, "Object '%s' is not a secret", id);
-    } else {
-        uint8_t *copy = malloc(o->len + 1);
-        if (!copy) {
-            r = vd_error_set(errp, ENOMEM, "Out of memory");
-        } else {
-            memcpy(copy, o->data, o->len + 1);
-            *data = copy;
-            *len = o->len;
-        }
+    const vd_object_type *type = NULL;
+    void *obj = vd_object_find(id, &type, true);
+    if (!obj) {
+        return vd_error_set(errp, ENOENT, "No secret with id '%s'", id);
     }
-    pthread_mutex_unlock(&objects_lock);
+    if (type != &vd_obj_secret) {
+        if (type->ref) {
+            type->del(obj); /* the reference find took */
+        }
+        return vd_error_set(errp, EINVAL, "Object '%s' is not a secret", id);
+    }
+    secret_obj *sec = obj;
+    int r = 0;
+    uint8_t *copy = malloc(sec->len + 1);
+    if (!copy) {
+        r = vd_error_set(errp, ENOMEM, "Out of memory");
+    } else {
+        memcpy(copy, sec->data, sec->len + 1);
+        *data = copy;
+        *len = sec->len;
+    }
+    secret_unref(sec);
     return r;
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
- * TLS credentials for NBD with GnuTLS, and the registry of --object
- * tls-creds-x509 / tls-creds-psk (see tls.h).  Follows QEMU's file layout
+ * TLS credentials for NBD with GnuTLS, and the --object types
+ * tls-creds-x509 / tls-creds-psk, registered with the core's object
+ * registry in drivers.c (see tls.h).  Follows QEMU's file layout
  * so the same directories work with qemu-nbd, qemu-img and nbdkit.
  */
 #include "tls.h"
@@ -15,10 +16,6 @@
 
 #define TLS_PRIORITY_X509 "NORMAL"
 #define TLS_PRIORITY_PSK "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK"
-
-static pthread_mutex_t tls_registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static vd_nbd_tls_creds **tls_registry;
-static size_t tls_registry_len;
 
 static bool tls_file_exists(const char *path)
 {
@@ -362,79 +359,52 @@ int vd_nbd_tls_session_setup(gnutls_session_t s, vd_nbd_tls_creds *c, const char
     return 0;
 }
 
-/* ------------------------------------------------------------- registry */
+/* ------------------------------------------------------ --object types */
 
-static int tls_registry_add(vd_nbd_tls_creds *c, vd_error **errp)
+static bool tls_is_type(const vd_object_type *t)
 {
-    pthread_mutex_lock(&tls_registry_lock);
-    for (size_t i = 0; i < tls_registry_len; i++) {
-        if (!strcmp(tls_registry[i]->id, c->id)) {
-            pthread_mutex_unlock(&tls_registry_lock);
-            return vd_error_set(errp, EEXIST, "object '%s' already exists", c->id);
+    return t == &vd_obj_tls_creds_x509 || t == &vd_obj_tls_creds_psk;
+}
+
+/* A registered TLS object by id, with a new reference, or NULL. */
+static vd_nbd_tls_creds *tls_find(const char *id, bool *other_type)
+{
+    const vd_object_type *t = NULL;
+    void *obj = vd_object_find(id, &t, true);
+    *other_type = false;
+    if (!obj) {
+        return NULL;
+    }
+    if (!tls_is_type(t)) {
+        if (t->ref) {
+            t->del(obj);
         }
+        *other_type = true;
+        return NULL;
     }
-    vd_nbd_tls_creds **n = realloc(tls_registry, (tls_registry_len + 1) * sizeof(*n));
-    if (!n) {
-        pthread_mutex_unlock(&tls_registry_lock);
-        return vd_error_set(errp, ENOMEM, "out of memory");
-    }
-    tls_registry = n;
-    tls_registry[tls_registry_len++] = c;
-    pthread_mutex_unlock(&tls_registry_lock);
-    return 0;
+    return obj;
 }
 
 vd_nbd_tls_creds *vd_nbd_tls_creds_lookup(const char *id)
 {
-    vd_nbd_tls_creds *found = NULL;
-    pthread_mutex_lock(&tls_registry_lock);
-    for (size_t i = 0; id && i < tls_registry_len; i++) {
-        if (!strcmp(tls_registry[i]->id, id)) {
-            found = tls_registry[i];
-        }
-    }
-    pthread_mutex_unlock(&tls_registry_lock);
-    if (!found) {
+    bool other = false;
+    vd_nbd_tls_creds *c = id ? tls_find(id, &other) : NULL;
+    if (!c) {
         vd_set_public_error(ENOENT, "No TLS credentials with id '%s'", id ? id : "");
+        return NULL;
     }
-    return found;
+    /* borrowed, as documented: the registry keeps its own reference */
+    vd_nbd_tls_creds_free(c);
+    return c;
 }
 
-int vd_nbd_tls_object_add_opts(const vd_opts *opts, vd_error **errp)
+static int tls_object_add(const char *id, const vd_opts *opts, void **obj, vd_error **errp)
 {
     const char *type = vd_opts_get(opts, "qom-type");
-    const char *id = vd_opts_get(opts, "id");
     const char *dir = vd_opts_get(opts, "dir");
-    bool psk;
-    if (type && !strcmp(type, "tls-creds-x509")) {
-        psk = false;
-    } else if (type && !strcmp(type, "tls-creds-psk")) {
-        psk = true;
-    } else {
-        return vd_error_set(errp, EINVAL, "'%s' is not a TLS credentials object",
-                            type ? type : "");
-    }
-    if (!id || !*id) {
-        return vd_error_set(errp, EINVAL, "Parameter 'id' is missing");
-    }
+    bool psk = type && !strcmp(type, "tls-creds-psk");
     if (!dir || !*dir) {
         return vd_error_set(errp, EINVAL, "%s '%s': parameter 'dir' is missing", type, id);
-    }
-    static const vd_opt_desc known[] = {
-        {"qom-type", VD_OPT_STRING, NULL, NULL},  {"id", VD_OPT_STRING, NULL, NULL},
-        {"dir", VD_OPT_STRING, NULL, NULL},       {"endpoint", VD_OPT_STRING, NULL, NULL},
-        {"verify-peer", VD_OPT_BOOL, NULL, NULL}, {"username", VD_OPT_STRING, NULL, NULL},
-        {"priority", VD_OPT_STRING, NULL, NULL},  {"sanity-check", VD_OPT_BOOL, NULL, NULL},
-        {"loaded", VD_OPT_BOOL, NULL, NULL},      {NULL, 0, NULL, NULL},
-    };
-    for (size_t i = 0; i < vd_opts_count(opts); i++) {
-        const char *k = vd_opts_key(opts, i);
-        size_t j;
-        for (j = 0; known[j].name && strcmp(known[j].name, k); j++) {
-        }
-        if (!known[j].name) {
-            return vd_error_set(errp, EINVAL, "Invalid parameter '%s'", k);
-        }
     }
     const char *ep = vd_opts_get(opts, "endpoint");
     bool server;
@@ -475,17 +445,62 @@ int vd_nbd_tls_object_add_opts(const vd_opts *opts, vd_error **errp)
         tls_creds_destroy(c);
         return vd_error_set(errp, ENOMEM, "out of memory");
     }
-    int r = tls_registry_add(c, errp);
-    if (r < 0) {
-        tls_creds_destroy(c);
+    *obj = c;
+    return 0;
+}
+
+static void tls_object_del(void *obj)
+{
+    vd_nbd_tls_creds_free(obj);
+}
+
+static void *tls_object_ref(void *obj)
+{
+    return vd_nbd_tls_creds_ref(obj);
+}
+
+/* QEMU's properties; priority, sanity-check and loaded are accepted and
+ * have no effect here. */
+static const vd_opt_desc tls_x509_props[] = {
+    {"dir", VD_OPT_STRING, "directory of ca-cert.pem, server-cert.pem, ...", NULL},
+    {"endpoint", VD_OPT_STRING, "server or client", "client"},
+    {"verify-peer", VD_OPT_BOOL, "check the peer's certificate", "on"},
+    {"priority", VD_OPT_STRING, "GnuTLS priority string (ignored)", NULL},
+    {"sanity-check", VD_OPT_BOOL, "check the certificates at load time (ignored)", NULL},
+    {"loaded", VD_OPT_BOOL, "(ignored)", NULL},
+    {"username", VD_OPT_STRING, "PSK user name (tls-creds-psk)", NULL},
+    {NULL, 0, NULL, NULL},
+};
+
+const vd_object_type vd_obj_tls_creds_x509 = {
+    .type = "tls-creds-x509",
+    .props = tls_x509_props,
+    .add = tls_object_add,
+    .del = tls_object_del,
+    .ref = tls_object_ref,
+};
+
+const vd_object_type vd_obj_tls_creds_psk = {
+    .type = "tls-creds-psk",
+    .props = tls_x509_props,
+    .add = tls_object_add,
+    .del = tls_object_del,
+    .ref = tls_object_ref,
+};
+
+int vd_nbd_tls_object_add_opts(const vd_opts *opts, vd_error **errp)
+{
+    const char *type = vd_opts_get(opts, "qom-type");
+    if (!type || (strcmp(type, "tls-creds-x509") && strcmp(type, "tls-creds-psk"))) {
+        return vd_error_set(errp, EINVAL, "'%s' is not a TLS credentials object",
+                            type ? type : "");
     }
-    return r;
+    return vd_object_add_parsed(opts, errp);
 }
 
 int vd_nbd_tls_object_add(const char *spec)
 {
-    /* only look at the type here; vd_object_add registers the id (unique
-     * across object kinds) and calls vd_nbd_tls_object_add_opts */
+    /* only look at the type here; vd_object_add registers it */
     vd_opts *o = vd_opts_new();
     if (!o) {
         vd_set_public_error(ENOMEM, "out of memory");
@@ -508,14 +523,8 @@ int vd_nbd_tls_object_add(const char *spec)
 
 vd_nbd_tls_creds *vd_nbd_tls_creds_get(const char *id_or_dir, bool server, vd_error **errp)
 {
-    vd_nbd_tls_creds *found = NULL;
-    pthread_mutex_lock(&tls_registry_lock);
-    for (size_t i = 0; i < tls_registry_len; i++) {
-        if (!strcmp(tls_registry[i]->id, id_or_dir)) {
-            found = vd_nbd_tls_creds_ref(tls_registry[i]);
-        }
-    }
-    pthread_mutex_unlock(&tls_registry_lock);
+    bool other = false;
+    vd_nbd_tls_creds *found = tls_find(id_or_dir, &other);
     if (found) {
         if (found->server != server) {
             vd_nbd_tls_creds_free(found);

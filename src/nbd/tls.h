@@ -42,10 +42,13 @@ int vd_nbd_tls_session_setup(gnutls_session_t s, vd_nbd_tls_creds *creds, const 
 /* New reference. */
 vd_nbd_tls_creds *vd_nbd_tls_creds_ref(vd_nbd_tls_creds *c);
 
+/* The --object types (registered in src/core/drivers.c). */
+extern const vd_object_type vd_obj_tls_creds_x509;
+extern const vd_object_type vd_obj_tls_creds_psk;
+
 /*
- * For the core's --object handling: add a tls-creds-x509 / tls-creds-psk
- * object from its options (type key "qom-type" or the first element).
- * Returns 0, or -errno with a message.
+ * Add a tls-creds-x509 / tls-creds-psk object from its options (through
+ * the core's object registry).  Returns 0, or -errno with a message.
  */
 int vd_nbd_tls_object_add_opts(const vd_opts *opts, vd_error **errp);
 

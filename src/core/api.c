@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * The public API: thin wrappers that turn -errno / vd_error into the
- * per-thread error of vd_get_error(), check what only the top of the graph
- * can check (request ranges against the virtual size), and walk backing
- * chains for block status.
+ * per-thread error of vd_get_error() (request ranges are checked in io.c,
+ * on the path every caller takes), and walk backing chains for block
+ * status.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -251,15 +251,17 @@ int64_t vd_get_length(vd_image *img)
     return len;
 }
 
-/* Requests through the public API must lie within the image. */
-static int check_range(vd_image *img, const char *what, uint64_t offset, uint64_t len)
+/* The request path (io.c) refuses requests outside the image with
+ * -ERANGE; this only words the message. */
+static int io_result(vd_image *img, const char *what, int ret, uint64_t offset, uint64_t len)
 {
-    int64_t size = vd_node_get_length(img->node);
-    uint64_t end;
-    if (size < 0) {
-        return fail_io(img, what, (int)size, offset);
+    if (ret == -EPERM && img->node->read_only) {
+        vd_set_public_error(EPERM, "'%s' is opened read-only", img->node->filename);
+        errno = EPERM;
+        return -1;
     }
-    if (vd_add_overflow(offset, len, &end) || end > (uint64_t)size) {
+    if (ret == -ERANGE) {
+        int64_t size = vd_node_get_length(img->node);
         vd_set_public_error(EINVAL,
                             "%s of '%s' out of range: %llu bytes at offset %llu, image size "
                             "is %lld bytes",
@@ -268,47 +270,38 @@ static int check_range(vd_image *img, const char *what, uint64_t offset, uint64_
         errno = EINVAL;
         return -1;
     }
-    return 0;
-}
-
-static int io_result(vd_image *img, const char *what, int ret, uint64_t offset)
-{
-    if (ret == -EPERM && img->node->read_only) {
-        vd_set_public_error(EPERM, "'%s' is opened read-only", img->node->filename);
-        errno = EPERM;
-        return -1;
-    }
     return ret < 0 ? fail_io(img, what, ret, offset) : 0;
 }
 
 int vd_pread(vd_image *img, void *buf, size_t len, uint64_t offset)
 {
-    if (!check_img(img) || check_range(img, "read", offset, len) < 0) {
+    if (!check_img(img)) {
         return -1;
     }
-    return io_result(img, "read", vd_node_pread(img->node, offset, len, buf, 0), offset);
+    return io_result(img, "read", vd_node_pread(img->node, offset, len, buf, VD_REQ_STRICT_RANGE), offset, len);
 }
 
 int vd_pwrite(vd_image *img, const void *buf, size_t len, uint64_t offset, unsigned flags)
 {
-    if (!check_img(img) || check_range(img, "write", offset, len) < 0) {
+    if (!check_img(img)) {
         return -1;
     }
-    return io_result(img, "write", vd_node_pwrite(img->node, offset, len, buf, flags), offset);
+    return io_result(img, "write", vd_node_pwrite(img->node, offset, len, buf, flags), offset,
+                     len);
 }
 
 int vd_pwrite_zeroes(vd_image *img, uint64_t offset, uint64_t len, unsigned flags)
 {
-    if (!check_img(img) || check_range(img, "zero write", offset, len) < 0) {
+    if (!check_img(img)) {
         return -1;
     }
     return io_result(img, "zero write", vd_node_pwrite_zeroes(img->node, offset, len, flags),
-                     offset);
+                     offset, len);
 }
 
 int vd_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t offset)
 {
-    if (!check_img(img) || check_range(img, "compressed write", offset, len) < 0) {
+    if (!check_img(img)) {
         return -1;
     }
     int ret = vd_node_pwrite_compressed(img->node, offset, len, buf);
@@ -318,15 +311,15 @@ int vd_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t of
         errno = ENOTSUP;
         return -1;
     }
-    return io_result(img, "compressed write", ret, offset);
+    return io_result(img, "compressed write", ret, offset, len);
 }
 
 int vd_discard(vd_image *img, uint64_t offset, uint64_t len)
 {
-    if (!check_img(img) || check_range(img, "discard", offset, len) < 0) {
+    if (!check_img(img)) {
         return -1;
     }
-    return io_result(img, "discard", vd_node_discard(img->node, offset, len), offset);
+    return io_result(img, "discard", vd_node_discard(img->node, offset, len), offset, len);
 }
 
 int vd_flush(vd_image *img)

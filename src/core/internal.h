@@ -317,6 +317,15 @@ enum {
     VD_NODE_CHECK = 1u << 10,   /* opened to be checked: no repair at open */
 };
 
+/*
+ * Request flag of the request path only (never reaches a driver): a read
+ * past the end of the node fails with -ERANGE instead of reading zeroes
+ * (the public API asks for it, as QEMU's BlockBackend; internal readers,
+ * e.g. of a shorter backing file, get zeroes).  Writes past the end of a
+ * node that cannot grow always fail with -ERANGE.
+ */
+#define VD_REQ_STRICT_RANGE (1u << 16)
+
 /* Block status flags a driver returns (same values as the public ones). */
 enum {
     VD_BLOCK_DATA = VD_BS_DATA,
@@ -636,10 +645,14 @@ char *vd_resolve_backing_name(const vd_node *bs, const char *name, vd_error **er
 /* -------------------------------------------------------------- node I/O */
 
 /*
- * The request path: range/permission checks, max_transfer splitting,
- * alignment (RMW + serialisation), detect-zeroes, zero fallback.
- * Used by formats on their children and by the public API.
- * Reads past the end of a node read zeroes.  Return 0 or -errno.
+ * The request path (io.c): range/permission checks, max_transfer
+ * splitting, alignment (RMW + serialisation), detect-zeroes, zero fallback.
+ * Used by formats on their children and by the public API: the one place
+ * requests are checked.  Reads past the end of a format node read zeroes
+ * (-ERANGE with VD_REQ_STRICT_RANGE); writes, zero writes, discards and
+ * compressed writes past the end fail with -ERANGE unless the node is a
+ * file child (VD_NODE_PROTOCOL), which its format may grow.  Return 0 or
+ * -errno.
  */
 int vd_node_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags);
 int vd_node_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf,

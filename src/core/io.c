@@ -2,8 +2,10 @@
 /*
  * The request path.  Every read, write, zero write, discard and flush of
  * every node enters here, so that drivers only ever see valid requests:
- *  - overflow and range checks, write permission;
- *  - reads past the end of a format node return zeroes;
+ *  - overflow and range checks (check_request: the one place requests are
+ *    held to the node's length, for the public API and internal callers
+ *    alike), write permission;
+ *  - reads past the end of a growable format child return zeroes;
  *  - splitting to the node's max_transfer;
  *  - alignment to request_alignment (reads through a bounce buffer, writes
  *    by read-modify-write of the head and tail blocks), with overlapping
@@ -174,11 +176,34 @@ static bool is_format_like(const vd_node *bs)
     return bs->drv->kind != VD_DRV_PROTOCOL;
 }
 
-static int check_request(uint64_t offset, uint64_t len)
+/* A file child (a format's protocol, data file, filter): the format above
+ * may write past its end to grow it, and reads past its end are defined. */
+static bool may_grow(const vd_node *bs)
+{
+    return (bs->flags & VD_NODE_PROTOCOL) != 0;
+}
+
+/*
+ * The range guarantee of internal.h, for every request of every caller
+ * (the public API, formats on their children, the NBD server through the
+ * API): no overflow, nothing past INT64_MAX, and nothing past the end of
+ * a node that cannot grow (an image's top node, a backing node): those
+ * fail with -ERANGE, which api.c turns into its "out of range" message.
+ */
+static int check_request(vd_node *bs, uint64_t offset, uint64_t len, bool strict)
 {
     uint64_t end;
     if (vd_add_overflow(offset, len, &end) || end > (uint64_t)INT64_MAX) {
         return -EINVAL;
+    }
+    if (strict && !may_grow(bs)) {
+        int64_t size = vd_node_get_length(bs);
+        if (size < 0) {
+            return (int)size;
+        }
+        if (end > (uint64_t)size) {
+            return -ERANGE;
+        }
     }
     return 0;
 }
@@ -218,16 +243,16 @@ static int node_pread_inner(vd_node *bs, uint64_t offset, uint64_t len, void *bu
 
 int vd_node_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags)
 {
-    if (len == 0) {
-        return 0;
-    }
-    if (check_request(offset, len) < 0) {
-        return -EINVAL;
+    int ret = check_request(bs, offset, len, (flags & VD_REQ_STRICT_RANGE) != 0);
+    flags &= ~VD_REQ_STRICT_RANGE;
+    if (ret < 0 || len == 0) {
+        return ret;
     }
     if (!bs->drv->pread) {
         return -ENOTSUP;
     }
     if (is_format_like(bs)) {
+        /* reads past the end of a format read zeroes */
         int64_t size = vd_node_get_length(bs);
         if (size < 0) {
             return (int)size;
@@ -247,7 +272,7 @@ int vd_node_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigne
     }
     vd_req req;
     req_begin(bs, &req, offset, len, false);
-    int ret = node_pread_inner(bs, offset, len, buf, flags);
+    ret = node_pread_inner(bs, offset, len, buf, flags);
     req_end(bs, &req);
     return ret;
 }
@@ -370,15 +395,17 @@ static int node_write_inner(vd_node *bs, uint64_t offset, uint64_t len, const vo
              : aligned_pwrite_zeroes(bs, offset, len, flags);
 }
 
+/* 1: nothing to do (len 0), 0: go on, else -errno. */
 static int write_prepare(vd_node *bs, uint64_t offset, uint64_t len)
 {
-    if (check_request(offset, len) < 0) {
-        return -EINVAL;
+    int ret = check_request(bs, offset, len, true);
+    if (ret < 0) {
+        return ret;
     }
-    if (bs->read_only) {
-        return -EPERM;
+    if (len == 0) {
+        return 1;
     }
-    return 0;
+    return bs->read_only ? -EPERM : 0;
 }
 
 static int node_write(vd_node *bs, uint64_t offset, uint64_t len, const void *data,
@@ -403,12 +430,9 @@ static int node_write(vd_node *bs, uint64_t offset, uint64_t len, const void *da
 
 int vd_node_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf, unsigned flags)
 {
-    if (len == 0) {
-        return 0;
-    }
     int ret = write_prepare(bs, offset, len);
-    if (ret < 0) {
-        return ret;
+    if (ret != 0) {
+        return ret < 0 ? ret : 0;
     }
     if (!bs->drv->pwrite) {
         return -ENOTSUP;
@@ -425,12 +449,9 @@ int vd_node_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf, 
 
 int vd_node_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned flags)
 {
-    if (len == 0) {
-        return 0;
-    }
     int ret = write_prepare(bs, offset, len);
-    if (ret < 0) {
-        return ret;
+    if (ret != 0) {
+        return ret < 0 ? ret : 0;
     }
     if (!bs->drv->pwrite_zeroes && !bs->drv->pwrite) {
         return -ENOTSUP;
@@ -447,6 +468,9 @@ int vd_node_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const 
     if (ret < 0) {
         return ret;
     }
+    if (bs->read_only) {
+        return -EPERM;
+    }
     if (!bs->drv->pwrite_compressed) {
         return -ENOTSUP;
     }
@@ -455,12 +479,9 @@ int vd_node_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const 
 
 int vd_node_discard(vd_node *bs, uint64_t offset, uint64_t len)
 {
-    if (len == 0) {
-        return 0;
-    }
     int ret = write_prepare(bs, offset, len);
-    if (ret < 0) {
-        return ret;
+    if (ret != 0) {
+        return ret < 0 ? ret : 0;
     }
     if (!bs->discard_unmap || !bs->drv->discard) {
         return 0; /* discard is advisory */

@@ -120,6 +120,42 @@ const char *vd_driver_type(const char *name);
  */
 const vd_opt_desc *vd_driver_create_opts(const char *driver, const char *filename);
 
+/*
+ * What a driver can do, so that programs need no list of format names
+ * (`vdisk convert -c` asks can_compress, `-o help` prints create_opts).
+ * Owned by the library, valid for the life of the process; fields are
+ * only ever appended.
+ */
+typedef struct vd_driver_info {
+    const char *name;
+    const char *kind;      /* "protocol", "format" or "filter" */
+    bool can_create;       /* vd_create */
+    bool can_compress;     /* vd_pwrite_compressed (convert -c) */
+    bool has_bitmaps;      /* persistent dirty bitmaps (some images of the
+                              format may still lack them, e.g. qcow2 v2:
+                              vd_image_supports_bitmaps) */
+    bool has_snapshots;    /* internal snapshots */
+    bool read_only;        /* no writes at all */
+    bool supports_backing; /* backing files */
+    bool can_amend;        /* vd_amend */
+    bool can_check;        /* vd_check */
+    bool can_measure;      /* vd_measure */
+    bool can_resize;       /* vd_truncate */
+    bool is_raw;           /* the bytes of its file, unchanged */
+    /* Filename prefixes it answers ("nbd", "nbd+unix"), NULL-terminated;
+     * never NULL (empty list). */
+    const char *const *protocols;
+    /* Options of create (with "size"), of amend (only the amendable ones;
+     * empty when !can_amend) and of open; each NULL-name terminated, in
+     * the driver's order, never NULL. */
+    const vd_opt_desc *create_opts;
+    const vd_opt_desc *amend_opts;
+    const vd_opt_desc *open_opts;
+} vd_driver_info;
+
+/* The capabilities of driver `name`; NULL (ENOENT) for an unknown name. */
+const vd_driver_info *vd_driver_get_info(const char *name);
+
 /* ------------------------------------------------------------------ create */
 
 /*
@@ -175,6 +211,9 @@ uint32_t vd_image_alignment(const vd_image *img);
 bool vd_image_has_zero_init(vd_image *img);
 /* True when the format supports backing files. */
 bool vd_image_supports_backing(const vd_image *img);
+/* True when this image can store persistent dirty bitmaps (a qcow2 v3
+ * image can, a v2 one or a raw image cannot). */
+bool vd_image_supports_bitmaps(vd_image *img);
 
 /* --------------------------------------------------------------------- I/O */
 
@@ -309,6 +348,18 @@ int vd_check(vd_image *img, unsigned fix, vd_check_result *res);
  */
 int vd_measure(const char *format, const vd_opts *opts, vd_image *src,
                uint64_t *required, uint64_t *fully_allocated, uint64_t *bitmaps);
+
+/* vd_measure's answers, with whether the format reports a bitmaps size
+ * at all (qemu-img measure prints "bitmaps size" then).  Zero-initialise;
+ * fields are only ever appended. */
+typedef struct vd_measure_result {
+    uint64_t required;
+    uint64_t fully_allocated;
+    uint64_t bitmaps;
+    bool has_bitmaps; /* the target stores bitmaps and src may have some */
+} vd_measure_result;
+int vd_measure_get(const char *format, const vd_opts *opts, vd_image *src,
+                   vd_measure_result *out);
 
 /* ------------------------------------------------ whole-image operations */
 

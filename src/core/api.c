@@ -234,6 +234,19 @@ bool vd_image_supports_backing(const vd_image *img)
     return img && img->node && img->node->drv->supports_backing;
 }
 
+bool vd_node_supports_bitmaps(vd_node *bs)
+{
+    if (!bs->drv->bitmap_add) {
+        return false;
+    }
+    return bs->drv->supports_bitmaps ? bs->drv->supports_bitmaps(bs) : true;
+}
+
+bool vd_image_supports_bitmaps(vd_image *img)
+{
+    return img && img->node && vd_node_supports_bitmaps(img->node);
+}
+
 /* --------------------------------------------------------------------- I/O */
 
 int64_t vd_get_length(vd_image *img)
@@ -517,8 +530,8 @@ int vd_check(vd_image *img, unsigned fix, vd_check_result *res)
 
 /* ----------------------------------------------------------------- measure */
 
-int vd_measure(const char *format, const vd_opts *opts, vd_image *src, uint64_t *required,
-               uint64_t *fully_allocated, uint64_t *bitmaps)
+int vd_measure_get(const char *format, const vd_opts *opts, vd_image *src,
+                   vd_measure_result *res)
 {
     vd_error *err = NULL;
     const vd_driver *drv = vd_driver_find(format);
@@ -549,10 +562,24 @@ int vd_measure(const char *format, const vd_opts *opts, vd_image *src, uint64_t 
     if (ret < 0) {
         return fail_errp(err, ret);
     }
-    *required = mi.required;
-    *fully_allocated = mi.fully_allocated;
+    res->required = mi.required;
+    res->fully_allocated = mi.fully_allocated;
+    res->bitmaps = mi.bitmaps;
+    res->has_bitmaps = mi.has_bitmaps || mi.bitmaps != 0;
+    return 0;
+}
+
+int vd_measure(const char *format, const vd_opts *opts, vd_image *src, uint64_t *required,
+               uint64_t *fully_allocated, uint64_t *bitmaps)
+{
+    vd_measure_result r = {0};
+    if (vd_measure_get(format, opts, src, &r) < 0) {
+        return -1;
+    }
+    *required = r.required;
+    *fully_allocated = r.fully_allocated;
     if (bitmaps) {
-        *bitmaps = mi.bitmaps;
+        *bitmaps = r.bitmaps;
     }
     return 0;
 }

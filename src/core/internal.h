@@ -394,6 +394,7 @@ typedef struct vd_measure_info {
     uint64_t required;
     uint64_t fully_allocated;
     uint64_t bitmaps;
+    bool has_bitmaps; /* report a bitmaps size (QEMU's has_bitmaps) */
 } vd_measure_info;
 
 struct vd_driver {
@@ -579,6 +580,10 @@ enum {
     /* The protocol for filenames no probe_device claims (file). */
     VD_DRV_DEFAULT_PROTOCOL = 1u << 2,
 };
+
+/* Whether the node can store persistent bitmaps (api.c: bitmap_add and
+ * the driver's supports_bitmaps). */
+bool vd_node_supports_bitmaps(vd_node *bs);
 
 /* The node behind a public handle (api.c), for library code such as NBD. */
 vd_node *vd_image_node(vd_image *img);

@@ -10,9 +10,7 @@
 
 static int amend_help(const char *fmt)
 {
-    char title[256];
-    snprintf(title, sizeof(title), "Amend options for '%s':", fmt);
-    return img_print_create_opts_help(fmt, NULL, title);
+    return img_print_amend_opts_help(fmt);
 }
 
 int cmd_amend(int argc, char **argv)

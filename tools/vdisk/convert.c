@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <json-c/json.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +24,7 @@
 
 #include "cmds.h"
 #include "tool.h"
+#include "vdisk-bitmap.h"
 
 #define SECTOR ((uint64_t)512)
 #define BUF_SECTORS 4096      /* 2 MiB: qemu-img's IO_BUF_SIZE */
@@ -732,67 +732,39 @@ typedef struct convert_bitmap {
 } convert_bitmap;
 
 /*
- * The source's persistent bitmaps, read from its format-specific info
- * (qcow2 v3 is the one format that has them).  Returns -1 (message
- * printed) when the source cannot have bitmaps.
+ * The source's persistent bitmaps.  Returns -1 (message printed) when the
+ * source cannot have bitmaps.
  */
 static int convert_list_bitmaps(vd_image *src, convert_bitmap **out, size_t *count)
 {
     *out = NULL;
     *count = 0;
-    vd_info *info = NULL;
-    if (vd_get_info(src, &info) < 0) {
+    if (!vd_image_supports_bitmaps(src)) {
+        tool_error("Source lacks bitmap support");
+        return -1;
+    }
+    vd_bitmap_info *bl = NULL;
+    size_t n = 0;
+    if (vd_bitmap_list(src, &bl, &n) < 0) {
         tool_error_lib("Could not read the bitmaps of '%s'", vd_image_filename(src));
         return -1;
     }
-    json_object *root =
-        info->format_specific_json ? json_tokener_parse(info->format_specific_json) : NULL;
-    json_object *data = NULL, *compat = NULL, *bitmaps = NULL;
-    bool supported = root && json_object_object_get_ex(root, "data", &data) &&
-                     strcmp(info->format ? info->format : "", "qcow2") == 0 &&
-                     json_object_object_get_ex(data, "compat", &compat) &&
-                     strcmp(json_object_get_string(compat), "0.10") != 0;
-    if (!supported) {
-        tool_error("Source lacks bitmap support");
-        json_object_put(root);
-        vd_info_free(info);
+    convert_bitmap *list = calloc(n ? n : 1, sizeof(*list));
+    if (!list) {
+        tool_error("Out of memory");
+        vd_bitmap_list_free(bl, n);
         return -1;
     }
-    if (json_object_object_get_ex(data, "bitmaps", &bitmaps) &&
-        json_object_is_type(bitmaps, json_type_array)) {
-        size_t n = json_object_array_length(bitmaps);
-        convert_bitmap *list = calloc(n ? n : 1, sizeof(*list));
-        if (!list) {
-            tool_error("Out of memory");
-            json_object_put(root);
-            vd_info_free(info);
-            return -1;
-        }
-        for (size_t i = 0; i < n; i++) {
-            json_object *bm = json_object_array_get_idx(bitmaps, i), *v;
-            if (json_object_object_get_ex(bm, "name", &v)) {
-                list[i].name = strdup(json_object_get_string(v));
-            }
-            if (json_object_object_get_ex(bm, "granularity", &v)) {
-                list[i].granularity = (uint32_t)json_object_get_int64(v);
-            }
-            if (json_object_object_get_ex(bm, "flags", &v) &&
-                json_object_is_type(v, json_type_array)) {
-                for (size_t k = 0; k < json_object_array_length(v); k++) {
-                    const char *f = json_object_get_string(json_object_array_get_idx(v, k));
-                    if (f && !strcmp(f, "in-use")) {
-                        list[i].in_use = true;
-                    } else if (f && !strcmp(f, "auto")) {
-                        list[i].enabled = true;
-                    }
-                }
-            }
-        }
-        *out = list;
-        *count = n;
+    for (size_t i = 0; i < n; i++) {
+        list[i].name = bl[i].name;
+        bl[i].name = NULL;
+        list[i].granularity = bl[i].granularity;
+        list[i].in_use = bl[i].in_use;
+        list[i].enabled = bl[i].enabled;
     }
-    json_object_put(root);
-    vd_info_free(info);
+    vd_bitmap_list_free(bl, n);
+    *out = list;
+    *count = n;
     return 0;
 }
 
@@ -829,10 +801,11 @@ static int convert_copy_bitmaps(vd_image *src, vd_image *dst, const convert_bitm
 
 /* ------------------------------------------------------------- command */
 
-/* Formats whose drivers can write compressed clusters (qemu's list). */
+/* Whether the target's driver can write compressed clusters. */
 static bool convert_format_can_compress(const char *fmt)
 {
-    return !strcmp(fmt, "qcow2") || !strcmp(fmt, "qcow") || !strcmp(fmt, "vmdk");
+    const vd_driver_info *di = fmt ? vd_driver_get_info(fmt) : NULL;
+    return di && di->can_compress;
 }
 
 /* qemu-img's is_valid_option_list: not empty, no leading comma, and any
@@ -1338,7 +1311,7 @@ int cmd_convert(int argc, char **argv)
 
     if (bitmaps) {
         const char *tf = vd_image_format(s.target);
-        if (!tf || strcmp(tf, "qcow2")) {
+        if (!vd_image_supports_bitmaps(s.target)) {
             tool_error("Format driver '%s' does not support bitmaps", tf ? tf : "?");
             goto out_progress;
         }

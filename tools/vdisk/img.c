@@ -136,17 +136,9 @@ bool img_format_known(const char *fmt)
     return kind != NULL;
 }
 
-int img_print_create_opts_help(const char *fmt, const char *filename, const char *title)
+/* The options of a table, sorted, under title, as qemu-img prints them. */
+static int print_opts_table(const vd_opt_desc *opts, const char *title, bool protocol_note)
 {
-    if (!img_format_known(fmt)) {
-        tool_error("Unknown file format '%s'", fmt);
-        return 1;
-    }
-    const vd_opt_desc *opts = vd_driver_create_opts(fmt, filename);
-    if (!opts) {
-        tool_error_lib("Format driver '%s' does not support image creation", fmt);
-        return 1;
-    }
     size_t n = 0;
     while (opts[n].name) {
         n++;
@@ -172,13 +164,7 @@ int img_print_create_opts_help(const char *fmt, const char *filename, const char
         }
     }
     qsort(sorted, m, sizeof(*sorted), desc_cmp);
-    if (title) {
-        printf("%s\n", title);
-    } else if (filename) {
-        printf("Supported options:\n");
-    } else {
-        printf("Supported %s options:\n", fmt);
-    }
+    printf("%s\n", title);
     for (size_t i = 0; i < m; i++) {
         char head[256];
         snprintf(head, sizeof(head), "%s=<%s>", sorted[i].name, opt_type_name(sorted[i].type));
@@ -188,12 +174,46 @@ int img_print_create_opts_help(const char *fmt, const char *filename, const char
             printf("  %s\n", head);
         }
     }
-    if (!filename && !title) {
+    if (protocol_note) {
         printf("\nThe protocol level may support further options.\n"
                "Specify the target filename to include those options.\n");
     }
     free(sorted);
     return 0;
+}
+
+int img_print_create_opts_help(const char *fmt, const char *filename, const char *title)
+{
+    if (!img_format_known(fmt)) {
+        tool_error("Unknown file format '%s'", fmt);
+        return 1;
+    }
+    const vd_opt_desc *opts = vd_driver_create_opts(fmt, filename);
+    if (!opts) {
+        tool_error_lib("Format driver '%s' does not support image creation", fmt);
+        return 1;
+    }
+    char head[256];
+    if (title) {
+        snprintf(head, sizeof(head), "%s", title);
+    } else if (filename) {
+        snprintf(head, sizeof(head), "Supported options:");
+    } else {
+        snprintf(head, sizeof(head), "Supported %s options:", fmt);
+    }
+    return print_opts_table(opts, head, !filename && !title);
+}
+
+int img_print_amend_opts_help(const char *fmt)
+{
+    const vd_driver_info *di = vd_driver_get_info(fmt);
+    if (!di) {
+        tool_error("Unknown file format '%s'", fmt);
+        return 1;
+    }
+    char head[256];
+    snprintf(head, sizeof(head), "Amend options for '%s':", fmt);
+    return print_opts_table(di->amend_opts, head, false);
 }
 
 /* ------------------------------------------------------------------ help */

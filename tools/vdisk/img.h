@@ -68,6 +68,9 @@ bool img_has_help_option(const char *options);
  * filename is given) as qemu-img's "-o help".  Returns the exit code.
  */
 int img_print_create_opts_help(const char *fmt, const char *filename, const char *title);
+/* amend's "-o help": exactly the options fmt's amend takes (none when it
+ * cannot amend), from vd_driver_get_info().  Returns the exit code. */
+int img_print_amend_opts_help(const char *fmt);
 
 /* Per-command help (syntax plus what the options mean) on stdout. */
 void img_command_help(const char *cmd);

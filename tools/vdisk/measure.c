@@ -12,24 +12,6 @@
 #include "img.h"
 #include "qjson.h"
 
-/*
- * QEMU reports a bitmaps size when the output format can store persistent
- * bitmaps (qcow2 v3) and the source can have them; otherwise only a
- * non-zero value is worth a line.
- */
-static bool show_bitmaps(const char *out_fmt, const vd_opts *opts, vd_image *src,
-                         uint64_t bitmaps)
-{
-    if (bitmaps) {
-        return true;
-    }
-    if (!src || strcmp(out_fmt, "qcow2") || strcmp(vd_image_format(src), "qcow2")) {
-        return false;
-    }
-    const char *compat = vd_opts_get(opts, "compat");
-    return !compat || (strcmp(compat, "0.10") && strcmp(compat, "v2"));
-}
-
 int cmd_measure(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -193,13 +175,16 @@ int cmd_measure(int argc, char **argv)
         vd_opts_set(opts, "size", num);
     }
 
-    uint64_t required = 0, fully = 0, bitmaps = 0;
     vd_image *src = snap ? snap : in;
-    if (vd_measure(out_fmt, opts, src, &required, &fully, &bitmaps) < 0) {
+    vd_measure_result mr = {0};
+    if (vd_measure_get(out_fmt, opts, src, &mr) < 0) {
         tool_error("%s", vd_get_error());
         goto out;
     }
-    bool with_bitmaps = show_bitmaps(out_fmt, opts, src, bitmaps);
+    /* QEMU reports a bitmaps size when the output format stores them and
+     * the source can have them: the driver says so */
+    uint64_t required = mr.required, fully = mr.fully_allocated, bitmaps = mr.bitmaps;
+    bool with_bitmaps = mr.has_bitmaps;
     if (ofmt == IMG_OUTPUT_HUMAN) {
         printf("required size: %" PRIu64 "\n", required);
         printf("fully allocated size: %" PRIu64 "\n", fully);

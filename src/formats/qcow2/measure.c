@@ -169,5 +169,6 @@ int qcow2_measure(const vd_opts *opts, vd_node *src, uint64_t size, vd_measure_i
     out->fully_allocated = (uint64_t)fa;
     out->required = (uint64_t)fa - virtual_size + required;
     out->bitmaps = p.version >= 3 ? bitmaps_size(src, cs) : 0;
+    out->has_bitmaps = p.version >= 3 && src && vd_node_supports_bitmaps(src);
     return 0;
 }

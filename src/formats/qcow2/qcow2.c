@@ -84,6 +84,20 @@ static const vd_opt_desc qcow2_create_opts[] = {
     {NULL, 0, NULL, NULL},
 };
 
+/* What qcow2_amend accepts (amend.c), as `amend -o help` lists it.  QEMU
+ * also amends LUKS keyslots (encrypt.*), which vdisk does not. */
+static const vd_opt_desc qcow2_amend_opts[] = {
+    {"size", VD_OPT_SIZE, "Virtual disk size", NULL},
+    {"compat", VD_OPT_STRING, "Compatibility level (v2 [0.10] or v3 [1.1])", NULL},
+    {"backing_file", VD_OPT_STRING, "File name of a base image", NULL},
+    {"backing_fmt", VD_OPT_STRING, "Image format of the base image", NULL},
+    {"data_file", VD_OPT_STRING, "File name of an external data file", NULL},
+    {"data_file_raw", VD_OPT_BOOL, "The external data file must stay valid as a raw image", NULL},
+    {"lazy_refcounts", VD_OPT_BOOL, "Postpone refcount updates", NULL},
+    {"refcount_bits", VD_OPT_NUMBER, "Width of a reference count entry in bits", NULL},
+    {NULL, 0, NULL, NULL},
+};
+
 /* ----------------------------------------------------------- helpers */
 
 qcow2_cluster_type qcow2_get_cluster_type(const qcow2_state *s, uint64_t l2_entry)
@@ -1333,6 +1347,13 @@ static uint32_t qcow2_cluster_size_cb(vd_node *bs)
     return s->cluster_size;
 }
 
+/* Persistent bitmaps need the version 3 header's extensions. */
+static bool qcow2_supports_bitmaps(vd_node *bs)
+{
+    qcow2_state *s = bs->opaque;
+    return s->version >= 3;
+}
+
 /* --------------------------------------------------------------- info */
 
 static int qcow2_get_info(vd_node *bs, vd_info *info, vd_error **errp)
@@ -1969,4 +1990,6 @@ const vd_driver vd_drv_qcow2 = {
     .bitmap_merge = qcow2_bitmap_merge,
     .bitmap_status = qcow2_bitmap_status,
     .amend = qcow2_amend,
+    .amend_opts = qcow2_amend_opts,
+    .supports_bitmaps = qcow2_supports_bitmaps,
 };

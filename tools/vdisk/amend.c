@@ -29,36 +29,28 @@ int cmd_amend(int argc, char **argv)
     vd_image *img = NULL;
     vd_opts *opts = NULL, *extra = NULL;
 
+    img_common co = {0};
     while ((c = getopt_long(argc, argv, ":ho:f:t:pq", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            img_command_help("amend");
+        switch (img_common_option(&co, "amend", c, argv)) {
+        case IMG_OPT_HANDLED:
+            continue;
+        case IMG_OPT_HELP:
             free(options);
             return 0;
+        case IMG_OPT_FAIL:
+            goto out;
+        }
+        switch (c) {
         case 'o':
             if (!img_add_options(&options, optarg)) {
                 goto out;
             }
-            break;
-        case 'f':
-            fmt = optarg;
             break;
         case 't':
             cache = optarg;
             break;
         case 'p':
             progress = true;
-            break;
-        case 'q':
-            quiet = true;
-            break;
-        case OPT_OBJECT:
-            if (!tool_object_add(optarg)) {
-                goto out;
-            }
-            break;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
             break;
         case OPT_FORCE:
             force = true;
@@ -68,6 +60,11 @@ int cmd_amend(int argc, char **argv)
             return img_bad_option(c, argv);
         }
     }
+    if (co.fmt) {
+        fmt = co.fmt;
+    }
+    quiet = co.quiet;
+    image_opts = co.image_opts;
     if (!options) {
         return img_usage_error("Must specify options (-o)");
     }

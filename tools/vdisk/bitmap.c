@@ -42,18 +42,21 @@ int cmd_bitmap(int argc, char **argv)
     int c, ret = 1;
     vd_image *img = NULL, *src = NULL;
 
+    img_common co = {0};
     while ((c = getopt_long(argc, argv, ":b:f:F:g:h", longopts, NULL)) != -1) {
         int act = -1;
-        switch (c) {
-        case 'h':
-            img_command_help("bitmap");
+        switch (img_common_option(&co, "bitmap", c, argv)) {
+        case IMG_OPT_HANDLED:
+            continue;
+        case IMG_OPT_HELP:
             free(actions);
             return 0;
+        case IMG_OPT_FAIL:
+            goto out;
+        }
+        switch (c) {
         case 'b':
             src_filename = optarg;
-            break;
-        case 'f':
-            fmt = optarg;
             break;
         case 'F':
             src_fmt = optarg;
@@ -62,14 +65,6 @@ int cmd_bitmap(int argc, char **argv)
             if (!tool_parse_size("granularity", optarg, &granularity)) {
                 goto out;
             }
-            break;
-        case OPT_OBJECT:
-            if (!tool_object_add(optarg)) {
-                goto out;
-            }
-            break;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
             break;
         case OPT_ADD:
             act = BM_ADD;
@@ -107,6 +102,10 @@ int cmd_bitmap(int argc, char **argv)
             nact++;
         }
     }
+    if (co.fmt) {
+        fmt = co.fmt;
+    }
+    image_opts = co.image_opts;
 
     if (!nact) {
         tool_error("Need at least one of --add, --remove, --clear, --enable, --disable, or "

@@ -108,14 +108,17 @@ int cmd_check(int argc, char **argv)
     unsigned flags = 0;
     int c;
 
+    img_common co = {0};
     while ((c = getopt_long(argc, argv, ":hf:r:T:qU", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            img_command_help("check");
+        switch (img_common_option(&co, "check", c, argv)) {
+        case IMG_OPT_HANDLED:
+            continue;
+        case IMG_OPT_HELP:
             return 0;
-        case 'f':
-            fmt = optarg;
-            break;
+        case IMG_OPT_FAIL:
+            return 1;
+        }
+        switch (c) {
         case 'r':
             flags |= VD_OPEN_RDWR;
             if (!strcmp(optarg, "leaks")) {
@@ -127,30 +130,22 @@ int cmd_check(int argc, char **argv)
                     "Unknown option value for -r (expecting 'leaks' or 'all'): %s", optarg);
             }
             break;
-        case 'T':
-            cache = optarg;
-            break;
-        case 'q':
-            quiet = true;
-            break;
-        case 'U':
-            force_share = true;
-            break;
-        case OPT_OUTPUT:
-            output = optarg;
-            break;
-        case OPT_OBJECT:
-            if (!tool_object_add(optarg)) {
-                return 1;
-            }
-            break;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
-            break;
         default:
             return img_bad_option(c, argv);
         }
     }
+    if (co.fmt) {
+        fmt = co.fmt;
+    }
+    if (co.src_cache) {
+        cache = co.src_cache;
+    }
+    quiet = co.quiet;
+    force_share = co.force_share;
+    if (co.output) {
+        output = co.output;
+    }
+    image_opts = co.image_opts;
     if (optind != argc - 1) {
         return img_usage_error("Expecting one image file name");
     }

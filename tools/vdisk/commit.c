@@ -81,14 +81,17 @@ int cmd_commit(int argc, char **argv)
     char *base_name = NULL, *base_fmt = NULL;
     uint8_t *buf = NULL;
 
+    img_common co = {0};
     while ((c = getopt_long(argc, argv, ":f:ht:b:dpqr:", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            img_command_help("commit");
+        switch (img_common_option(&co, "commit", c, argv)) {
+        case IMG_OPT_HANDLED:
+            continue;
+        case IMG_OPT_HELP:
             return 0;
-        case 'f':
-            fmt = optarg;
-            break;
+        case IMG_OPT_FAIL:
+            return 1;
+        }
+        switch (c) {
         case 't':
             cache = optarg;
             break;
@@ -103,26 +106,20 @@ int cmd_commit(int argc, char **argv)
         case 'p':
             progress = true;
             break;
-        case 'q':
-            quiet = true;
-            break;
         case 'r':
             if (!tool_parse_size("rate limit", optarg, &rate)) {
                 return 1;
             }
             break;
-        case OPT_OBJECT:
-            if (!tool_object_add(optarg)) {
-                return 1;
-            }
-            break;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
-            break;
         default:
             return img_bad_option(c, argv);
         }
     }
+    if (co.fmt) {
+        fmt = co.fmt;
+    }
+    quiet = co.quiet;
+    image_opts = co.image_opts;
     if (quiet) {
         progress = false;
     }

@@ -76,42 +76,41 @@ int cmd_create(int argc, char **argv)
     int c, ret = 1;
     vd_opts *opts = NULL;
 
+    img_common co = {0};
     while ((c = getopt_long(argc, argv, ":F:b:f:ho:qu", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            img_command_help("create");
+        switch (img_common_option(&co, "create", c, argv)) {
+        case IMG_OPT_HANDLED:
+            continue;
+        case IMG_OPT_HELP:
             free(options);
             return 0;
+        case IMG_OPT_FAIL:
+            goto out;
+        }
+        switch (c) {
         case 'F':
             base_fmt = optarg;
             break;
         case 'b':
             base_filename = optarg;
             break;
-        case 'f':
-            fmt = optarg;
-            break;
         case 'o':
             if (!img_add_options(&options, optarg)) {
                 goto out;
             }
             break;
-        case 'q':
-            quiet = true;
-            break;
         case 'u':
             unsafe = true;
-            break;
-        case OPT_OBJECT:
-            if (!tool_object_add(optarg)) {
-                goto out;
-            }
             break;
         default:
             free(options);
             return img_bad_option(c, argv);
         }
     }
+    if (co.fmt) {
+        fmt = co.fmt;
+    }
+    quiet = co.quiet;
 
     const char *filename = optind < argc ? argv[optind] : NULL;
     if (img_has_help_option(options)) {

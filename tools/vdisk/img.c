@@ -35,6 +35,38 @@ int img_bad_option(int c, char **argv)
     return img_usage_error("unrecognized option '%s'", opt);
 }
 
+int img_common_option(img_common *co, const char *cmd, int c, char **argv)
+{
+    switch (c) {
+    case 'h':
+        img_command_help(cmd);
+        return IMG_OPT_HELP;
+    case 'f':
+        co->fmt = optarg;
+        return IMG_OPT_HANDLED;
+    case 'U':
+        co->force_share = true;
+        return IMG_OPT_HANDLED;
+    case 'q':
+        co->quiet = true;
+        return IMG_OPT_HANDLED;
+    case 'T':
+        co->src_cache = optarg;
+        return IMG_OPT_HANDLED;
+    case OPT_OUTPUT:
+        co->output = optarg;
+        return IMG_OPT_HANDLED;
+    case OPT_IMAGE_OPTS:
+        co->image_opts = true;
+        return IMG_OPT_HANDLED;
+    case OPT_OBJECT:
+        return tool_object_add(optarg) ? IMG_OPT_HANDLED : IMG_OPT_FAIL;
+    default:
+        /* the command's own, or ':' / '?' for its usage error */
+        return IMG_OPT_OTHER;
+    }
+}
+
 bool img_parse_output(const char *arg, enum img_output *out)
 {
     if (!strcmp(arg, "json")) {

@@ -42,6 +42,35 @@ enum {
 };
 
 /*
+ * The option prologue every subcommand shares: -f/--format, --image-opts,
+ * -U/--force-share, --object, --output, -q, -T and -h/--help.  A command
+ * lists the ones it takes in its getopt string and long options (so each
+ * keeps qemu-img's exact set), passes every option getopt returns to
+ * img_common_option first, and handles only its own in its switch.
+ */
+typedef struct img_common {
+    const char *fmt;       /* -f, --format */
+    const char *output;    /* --output, as given (the command checks it
+                              where qemu-img does) */
+    const char *src_cache; /* -T */
+    bool image_opts;       /* --image-opts */
+    bool force_share;      /* -U, --force-share */
+    bool quiet;            /* -q */
+} img_common;
+
+enum {
+    IMG_OPT_OTHER,   /* not a common option: the command's own (or ':' / '?',
+                        which the command reports as usage errors) */
+    IMG_OPT_HANDLED, /* stored in the img_common */
+    IMG_OPT_HELP,    /* -h: help printed, exit 0 */
+    IMG_OPT_FAIL,    /* error printed (bad --object), exit 1 */
+};
+
+/* One option from getopt_long (with a leading ':' in the option string);
+ * cmd names the command for -h. */
+int img_common_option(img_common *co, const char *cmd, int c, char **argv);
+
+/*
  * "vdisk: <message>" plus "Try 'vdisk --help' for more information" on
  * stderr, as qemu-img's error_exit.  Returns 1 (the exit code to use).
  */

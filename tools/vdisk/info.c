@@ -140,39 +140,29 @@ int cmd_info(int argc, char **argv)
         {"force-share", no_argument, NULL, 'U'},
         {NULL, 0, NULL, 0},
     };
-    const char *fmt = NULL, *output = NULL;
-    bool chain = false, image_opts = false, force_share = false;
+    img_common co = {0};
+    bool chain = false;
     int c;
 
     while ((c = getopt_long(argc, argv, ":f:hU", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            img_command_help("info");
+        switch (img_common_option(&co, "info", c, argv)) {
+        case IMG_OPT_HANDLED:
+            continue;
+        case IMG_OPT_HELP:
             return 0;
-        case 'f':
-            fmt = optarg;
-            break;
-        case 'U':
-            force_share = true;
-            break;
-        case OPT_OUTPUT:
-            output = optarg;
-            break;
+        case IMG_OPT_FAIL:
+            return 1;
+        }
+        switch (c) {
         case OPT_BACKING_CHAIN:
             chain = true;
-            break;
-        case OPT_OBJECT:
-            if (!tool_object_add(optarg)) {
-                return 1;
-            }
-            break;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
             break;
         default:
             return img_bad_option(c, argv);
         }
     }
+    const char *fmt = co.fmt, *output = co.output;
+    bool image_opts = co.image_opts, force_share = co.force_share;
     if (optind != argc - 1) {
         return img_usage_error("Expecting one image file name");
     }

@@ -128,20 +128,17 @@ int cmd_map(int argc, char **argv)
     uint64_t v;
     int c;
 
+    img_common co = {0};
     while ((c = getopt_long(argc, argv, ":f:hU", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            img_command_help("map");
+        switch (img_common_option(&co, "map", c, argv)) {
+        case IMG_OPT_HANDLED:
+            continue;
+        case IMG_OPT_HELP:
             return 0;
-        case 'f':
-            fmt = optarg;
-            break;
-        case 'U':
-            force_share = true;
-            break;
-        case OPT_OUTPUT:
-            output = optarg;
-            break;
+        case IMG_OPT_FAIL:
+            return 1;
+        }
+        switch (c) {
         case OPT_START_OFFSET:
             if (!tool_parse_size("start offset", optarg, &v)) {
                 return 1;
@@ -154,18 +151,18 @@ int cmd_map(int argc, char **argv)
             }
             max_length = (int64_t)v;
             break;
-        case OPT_OBJECT:
-            if (!tool_object_add(optarg)) {
-                return 1;
-            }
-            break;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
-            break;
         default:
             return img_bad_option(c, argv);
         }
     }
+    if (co.fmt) {
+        fmt = co.fmt;
+    }
+    force_share = co.force_share;
+    if (co.output) {
+        output = co.output;
+    }
+    image_opts = co.image_opts;
     if (optind != argc - 1) {
         return img_usage_error("Expecting one image file name");
     }

@@ -31,15 +31,18 @@ int cmd_measure(int argc, char **argv)
     vd_image *in = NULL, *snap = NULL;
     vd_opts *opts = NULL;
 
+    img_common co = {0};
     while ((c = getopt_long(argc, argv, ":hf:O:o:l:U", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            img_command_help("measure");
+        switch (img_common_option(&co, "measure", c, argv)) {
+        case IMG_OPT_HANDLED:
+            continue;
+        case IMG_OPT_HELP:
             free(options);
             return 0;
-        case 'f':
-            fmt = optarg;
-            break;
+        case IMG_OPT_FAIL:
+            goto out;
+        }
+        switch (c) {
         case 'O':
             out_fmt = optarg;
             break;
@@ -51,20 +54,6 @@ int cmd_measure(int argc, char **argv)
         case 'l':
             snapshot = optarg;
             break;
-        case 'U':
-            force_share = true;
-            break;
-        case OPT_OBJECT:
-            if (!tool_object_add(optarg)) {
-                goto out;
-            }
-            break;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
-            break;
-        case OPT_OUTPUT:
-            output = optarg;
-            break;
         case OPT_SIZE:
             if (!tool_parse_size("image size", optarg, &img_size)) {
                 goto out;
@@ -75,6 +64,14 @@ int cmd_measure(int argc, char **argv)
             free(options);
             return img_bad_option(c, argv);
         }
+    }
+    if (co.fmt) {
+        fmt = co.fmt;
+    }
+    force_share = co.force_share;
+    image_opts = co.image_opts;
+    if (co.output) {
+        output = co.output;
     }
     enum img_output ofmt = IMG_OUTPUT_HUMAN;
     if (output && !img_parse_output(output, &ofmt)) {

@@ -106,14 +106,17 @@ int cmd_rebase(int argc, char **argv)
     uint8_t *buf_old = NULL, *buf_new = NULL;
     char *out_real_path = NULL;
 
+    img_common co = {0};
     while ((c = getopt_long(argc, argv, ":hf:F:b:upt:T:qUc", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            img_command_help("rebase");
+        switch (img_common_option(&co, "rebase", c, argv)) {
+        case IMG_OPT_HANDLED:
+            continue;
+        case IMG_OPT_HELP:
             return 0;
-        case 'f':
-            fmt = optarg;
-            break;
+        case IMG_OPT_FAIL:
+            return 1;
+        }
+        switch (c) {
         case 'F':
             out_basefmt = optarg;
             break;
@@ -129,30 +132,22 @@ int cmd_rebase(int argc, char **argv)
         case 't':
             cache = optarg;
             break;
-        case 'T':
-            src_cache = optarg;
-            break;
-        case 'q':
-            quiet = true;
-            break;
-        case 'U':
-            force_share = true;
-            break;
         case 'c':
             compress = true;
-            break;
-        case OPT_OBJECT:
-            if (!tool_object_add(optarg)) {
-                return 1;
-            }
-            break;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
             break;
         default:
             return img_bad_option(c, argv);
         }
     }
+    if (co.fmt) {
+        fmt = co.fmt;
+    }
+    if (co.src_cache) {
+        src_cache = co.src_cache;
+    }
+    quiet = co.quiet;
+    force_share = co.force_share;
+    image_opts = co.image_opts;
     if (quiet) {
         progress = false;
     }

@@ -36,25 +36,17 @@ int cmd_resize(int argc, char **argv)
     }
     const char *size_arg = argv[--argc];
 
+    img_common co = {0};
     while ((c = getopt_long(argc, argv, ":f:hq", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            img_command_help("resize");
+        switch (img_common_option(&co, "resize", c, argv)) {
+        case IMG_OPT_HANDLED:
+            continue;
+        case IMG_OPT_HELP:
             return 0;
-        case 'f':
-            fmt = optarg;
-            break;
-        case 'q':
-            quiet = true;
-            break;
-        case OPT_OBJECT:
-            if (!tool_object_add(optarg)) {
-                return 1;
-            }
-            break;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
-            break;
+        case IMG_OPT_FAIL:
+            return 1;
+        }
+        switch (c) {
         case OPT_PREALLOCATION:
             prealloc = vd_prealloc_parse(optarg);
             if (prealloc < 0) {
@@ -69,6 +61,11 @@ int cmd_resize(int argc, char **argv)
             return img_bad_option(c, argv);
         }
     }
+    if (co.fmt) {
+        fmt = co.fmt;
+    }
+    quiet = co.quiet;
+    image_opts = co.image_opts;
     if (optind != argc - 1) {
         return img_usage_error("Expecting image file name and size");
     }

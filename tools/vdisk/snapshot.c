@@ -25,11 +25,17 @@ int cmd_snapshot(int argc, char **argv)
     unsigned flags = VD_OPEN_RDWR;
     int c;
 
+    img_common co = {0};
     while ((c = getopt_long(argc, argv, ":la:c:d:hqU", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            img_command_help("snapshot");
+        switch (img_common_option(&co, "snapshot", c, argv)) {
+        case IMG_OPT_HANDLED:
+            continue;
+        case IMG_OPT_HELP:
             return 0;
+        case IMG_OPT_FAIL:
+            return 1;
+        }
+        switch (c) {
         case 'l':
         case 'a':
         case 'c':
@@ -47,24 +53,13 @@ int cmd_snapshot(int argc, char **argv)
                 name = optarg;
             }
             break;
-        case 'q':
-            quiet = true;
-            break;
-        case 'U':
-            force_share = true;
-            break;
-        case OPT_OBJECT:
-            if (!tool_object_add(optarg)) {
-                return 1;
-            }
-            break;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
-            break;
         default:
             return img_bad_option(c, argv);
         }
     }
+    quiet = co.quiet;
+    force_share = co.force_share;
+    image_opts = co.image_opts;
     if (optind != argc - 1) {
         return img_usage_error("Expecting one image file name");
     }

@@ -310,6 +310,12 @@ typedef struct vd_info {
     char *format_specific_json;
     vd_snapshot_info *snapshots;
     size_t nb_snapshots;
+    /* Where the format stores VM state (qcow2), 0 when it has none. */
+    uint64_t vm_state_offset;
+    /* The driver describes the image itself (QEMU's bdrv_get_info: qemu-io
+     * info prints cluster size and VM state offset); raw and filters pass
+     * their file's answer on. */
+    bool has_block_info;
 } vd_info;
 
 int vd_get_info(vd_image *img, vd_info **out);

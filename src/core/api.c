@@ -439,6 +439,16 @@ int vd_block_status(vd_image *img, uint64_t offset, uint64_t len, bool above, vd
 
 /* -------------------------------------------------------------------- info */
 
+/* QEMU's bdrv_get_info exists: the node, or for raw and filters its file. */
+static bool node_has_block_info(const vd_node *bs)
+{
+    const vd_driver *d = bs->drv;
+    if ((d->flags & VD_DRV_RAW_FORMAT) || d->is_filter || d->kind == VD_DRV_FILTER) {
+        return bs->file && node_has_block_info(bs->file);
+    }
+    return d->cluster_size != NULL || (d->flags & VD_DRV_BLOCK_INFO);
+}
+
 int vd_get_info(vd_image *img, vd_info **out)
 {
     vd_error *err = NULL;
@@ -462,6 +472,7 @@ int vd_get_info(vd_image *img, vd_info **out)
         info->actual_size = a >= 0 ? a : -1;
     }
     info->cluster_size = vd_image_cluster_size(img);
+    info->has_block_info = node_has_block_info(bs);
     info->backing_filename = vd_strdup(bs->backing_file);
     info->full_backing_filename = vd_strdup(bs->full_backing_filename);
     info->backing_format = vd_strdup(bs->backing_format);

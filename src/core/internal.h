@@ -579,6 +579,13 @@ enum {
     VD_DRV_PLAIN_FILENAME = 1u << 1,
     /* The protocol for filenames no probe_device claims (file). */
     VD_DRV_DEFAULT_PROTOCOL = 1u << 2,
+    /*
+     * Describes its images (QEMU's bdrv_get_info: qemu-io's info prints a
+     * cluster size and VM state offset) though it has no cluster_size
+     * callback (the file protocols).  Formats with cluster_size do anyway;
+     * raw formats and filters pass their file's answer on.
+     */
+    VD_DRV_BLOCK_INFO = 1u << 3,
 };
 
 /* Whether the node can store persistent bitmaps (api.c: bitmap_add and

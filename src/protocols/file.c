@@ -1202,7 +1202,7 @@ const vd_driver vd_drv_file = {
     .block_status = file_block_status,
     .truncate = file_truncate,
     .set_perm = vd_file_set_perm,
-    .flags = VD_DRV_PLAIN_FILENAME | VD_DRV_DEFAULT_PROTOCOL,
+    .flags = VD_DRV_PLAIN_FILENAME | VD_DRV_DEFAULT_PROTOCOL | VD_DRV_BLOCK_INFO,
 };
 
 /* No block_status: the core answers "data at the same offset", as QEMU's
@@ -1227,6 +1227,7 @@ const vd_driver vd_drv_host_device = {
     .truncate = file_truncate,
     .probe_device = hdev_probe_device,
     .set_perm = vd_file_set_perm,
+    .flags = VD_DRV_BLOCK_INFO,
 };
 
 /* Like QEMU's host_cdrom: no zero writes or discards of its own. */
@@ -1248,4 +1249,5 @@ const vd_driver vd_drv_host_cdrom = {
     .truncate = file_truncate,
     .probe_device = cdrom_probe_device,
     .set_perm = vd_file_set_perm,
+    .flags = VD_DRV_BLOCK_INFO,
 };

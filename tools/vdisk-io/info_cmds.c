@@ -43,35 +43,6 @@ const vio_cmd vio_cmd_length = {
 
 /* ------------------------------------------------------------------ info */
 
-/*
- * qemu prints cluster size and VM state offset only for drivers that can
- * describe themselves; raw, luks and filters answer with their file's
- * description.  Drivers that cannot:
- */
-static bool has_block_info(vd_image *img)
-{
-    static const char *const none[] = {
-        "parallels", "bochs",   "cloop", "dmg",   "vvfat", "null-co", "null-aio", "nbd",
-        "ssh",       "gluster", "http",  "https", "ftp",   "ftps",    NULL,
-    };
-    const char *fmt = vd_image_format(img);
-    const char *kind = fmt ? vd_driver_type(fmt) : NULL;
-
-    if (!fmt) {
-        return false;
-    }
-    if (!strcmp(fmt, "raw") || !strcmp(fmt, "luks") || (kind && !strcmp(kind, "filter"))) {
-        vd_image *file = vd_image_file(img);
-        return file ? has_block_info(file) : false;
-    }
-    for (size_t i = 0; none[i]; i++) {
-        if (!strcmp(fmt, none[i])) {
-            return false;
-        }
-    }
-    return true;
-}
-
 /* Print a JSON value the way qemu dumps format-specific information:
  * "key: value" lines, dashes in keys shown as spaces, lists as [i]. */
 static void dump_json(int indent, struct json_object *obj);
@@ -126,20 +97,6 @@ static void dump_json(int indent, struct json_object *obj)
 
 /* qcow2's VM state lives right after the guest-visible clusters, at the
  * first L1 entry the disk does not use. */
-static uint64_t qcow2_vm_state_offset(const vd_info *info, uint32_t cluster_size,
-                                      struct json_object *data)
-{
-    struct json_object *ext = NULL;
-    bool extended = data && json_object_object_get_ex(data, "extended-l2", &ext) &&
-                    json_object_get_boolean(ext);
-    if (!cluster_size) {
-        return 0;
-    }
-    uint64_t l2_entries = cluster_size / (extended ? 16 : 8);
-    uint64_t span = (uint64_t)cluster_size * l2_entries;
-    return (info->virtual_size + span - 1) / span * span;
-}
-
 static int info_f(int argc, char **argv)
 {
     (void)argc;
@@ -153,12 +110,14 @@ static int info_f(int argc, char **argv)
         /* qemu prints a protocol's format name and protocol name */
         printf("format name: %s\n", fmt);
     }
-    if (!has_block_info(vio.img)) {
-        return 0;
-    }
-
+    /* qemu prints cluster size and VM state offset only for drivers that
+     * can describe themselves (the library says which) */
     vd_info *info = NULL;
     if (vd_get_info(vio.img, &info) < 0) {
+        return 0;
+    }
+    if (!info->has_block_info) {
+        vd_info_free(info);
         return 0;
     }
     struct json_object *spec = NULL, *data = NULL;
@@ -169,10 +128,7 @@ static int info_f(int argc, char **argv)
         }
     }
     uint32_t cluster_size = vd_image_cluster_size(vio.img);
-    uint64_t vm_state = 0;
-    if (fmt && !strcmp(fmt, "qcow2")) {
-        vm_state = qcow2_vm_state_offset(info, cluster_size, data);
-    }
+    uint64_t vm_state = info->vm_state_offset;
     vio_cvtstr((double)cluster_size, s1, sizeof(s1));
     vio_cvtstr((double)vm_state, s2, sizeof(s2));
     printf("cluster size: %s\n", s1);

@@ -1363,6 +1363,10 @@ static int qcow2_get_info(vd_node *bs, vd_info *info, vd_error **errp)
 
     pthread_mutex_lock(&s->lock);
     info->cluster_size = s->cluster_size;
+    /* QEMU's qcow2_vm_state_offset: the first guest offset past what the
+     * L1 table covers for the virtual size */
+    uint64_t span = (uint64_t)1 << (s->l2_bits + s->cluster_bits);
+    info->vm_state_offset = vd_div_round_up(s->size, span) * span;
     info->has_dirty_flag = true;
     info->dirty_flag = (s->incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;
     info->corrupt = (s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) != 0;

@@ -22,6 +22,7 @@
 #include <zlib.h>
 
 #include "cache.h"
+#include "format-io.h"
 #include "internal.h"
 
 #define QCOW_MAGIC 0x514649fbu /* "QFI\xfb" */
@@ -444,64 +445,76 @@ static int qcow_run(vd_node *bs, uint64_t offset, uint64_t len, uint64_t entry, 
     return ret;
 }
 
+/* vd_fmt_read's map: a run of host-contiguous clusters or of holes, or one
+ * compressed cluster decompressed into buf under the lock. */
+static int qcow_map(vd_node *bs, void *opaque, uint64_t offset, uint64_t max, void *buf,
+                    vd_fmt_extent *ext)
+{
+    qcow_state *s = bs->opaque;
+    uint64_t in_cl = offset & (s->cluster_size - 1);
+    uint64_t entry;
+    (void)opaque;
+
+    ext->len = VD_MIN(max, s->cluster_size - in_cl);
+    pthread_mutex_lock(&s->lock);
+    int ret = qcow_lookup(bs, offset, &entry);
+    if (ret == 0 && (qcow_is_normal(entry) || !entry)) {
+        /* one I/O for host-contiguous clusters or a hole */
+        ret = qcow_run(bs, offset, max, entry, &ext->len);
+    }
+    if (ret == 0 && qcow_is_normal(entry)) {
+        ext->kind = VD_FMT_MAP_DATA;
+        ext->host = (entry & s->offset_mask) + in_cl;
+    } else if (ret == 0 && entry) {
+        ext->kind = VD_FMT_MAP_FILLED;
+        ret = qcow_decompress(bs, entry);
+        if (ret == 0) {
+            memcpy(buf, s->ccache + in_cl, ext->len);
+        }
+    } else {
+        ext->kind = VD_FMT_MAP_BACKING;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
 static int qcow_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags)
 {
     qcow_state *s = bs->opaque;
-    uint8_t *p = buf;
-    int ret = 0;
     (void)flags;
 
     if (s->encrypted) {
         return -ENOTSUP;
     }
-    while (len > 0 && ret == 0) {
-        uint64_t in_cl = offset & (s->cluster_size - 1);
-        uint64_t n = VD_MIN(len, s->cluster_size - in_cl);
-        uint64_t entry;
-        pthread_mutex_lock(&s->lock);
-        ret = qcow_lookup(bs, offset, &entry);
-        if (ret == 0 && (qcow_is_normal(entry) || !entry)) {
-            /* one I/O for host-contiguous clusters or a hole */
-            ret = qcow_run(bs, offset, len, entry, &n);
-        }
-        if (ret == 0 && qcow_is_normal(entry)) {
-            uint64_t host = (entry & s->offset_mask) + in_cl;
-            pthread_mutex_unlock(&s->lock);
-            ret = vd_node_pread(bs->file, host, n, p, 0);
-        } else if (ret == 0 && entry) {
-            ret = qcow_decompress(bs, entry);
-            if (ret == 0) {
-                memcpy(p, s->ccache + in_cl, n);
-            }
-            pthread_mutex_unlock(&s->lock);
-        } else {
-            pthread_mutex_unlock(&s->lock);
-            if (ret == 0) {
-                ret = vd_node_read_backing(bs, offset, n, p);
-            }
-        }
-        offset += n;
-        len -= n;
-        p += n;
-    }
-    return ret;
+    return vd_fmt_read(bs, offset, len, buf, qcow_map, NULL);
 }
 
+/* The clusters of one allocating write (vd_fmt_cow_write's opaque). */
+typedef struct qcow_cow {
+    vd_node *bs;
+    const uint8_t *table; /* their L2 table */
+    uint64_t l2i;         /* the entry of `first` */
+    uint64_t first;       /* guest offset of the first cluster */
+} qcow_cow;
+
 /*
- * Lock held.  Content of the cluster starting at guest offset `start` that
- * a write does not cover: decompressed data, the backing file, or zeroes.
+ * Lock held.  vd_fmt_cow_write's read_old: what part of a cluster the write
+ * does not cover held: decompressed data, the backing file, or zeroes.
  */
-static int qcow_fill(vd_node *bs, uint64_t start, uint64_t entry, uint8_t *out)
+static int qcow_fill(void *opaque, uint64_t cluster, uint64_t from, uint64_t to, uint8_t *buf)
 {
-    qcow_state *s = bs->opaque;
+    qcow_cow *c = opaque;
+    qcow_state *s = c->bs->opaque;
+    uint64_t entry =
+        vd_ld_be64(c->table + (c->l2i + (cluster - c->first) / s->cluster_size) * 8);
     if (entry & QCOW_OFLAG_COMPRESSED) {
-        int ret = qcow_decompress(bs, entry);
+        int ret = qcow_decompress(c->bs, entry);
         if (ret == 0) {
-            memcpy(out, s->ccache, s->cluster_size);
+            memcpy(buf + from, s->ccache + from, to - from);
         }
         return ret;
     }
-    return vd_node_read_backing(bs, start, s->cluster_size, out);
+    return vd_node_read_backing(c->bs, cluster + from, to - from, buf + from);
 }
 
 /*
@@ -528,53 +541,10 @@ static int qcow_alloc_write(vd_node *bs, uint64_t offset, uint64_t len, const ui
         ((host + ncl * cs) & ~s->offset_mask)) {
         return -EFBIG;
     }
-    uint64_t head = offset - first;
-    uint64_t tail = end - (offset + len);
-    uint8_t *tmp = NULL;
-    if (head || tail) {
-        tmp = vd_malloc(cs);
-        if (!tmp) {
-            return -ENOMEM;
-        }
-    }
-    uint64_t done = 0; /* bytes of p written */
-    /* first cluster, partial */
-    if (head || (ncl == 1 && tail)) {
-        ret = qcow_fill(bs, first, vd_ld_be64(table + l2i * 8), tmp);
-        if (ret < 0) {
-            goto out;
-        }
-        uint64_t n = VD_MIN(len, cs - head);
-        memcpy(tmp + head, p, n);
-        ret = vd_node_pwrite(bs->file, host, cs, tmp, 0);
-        if (ret < 0) {
-            goto out;
-        }
-        done = n;
-    }
-    /* whole clusters straight from the caller */
-    uint64_t whole_end = tail ? end - cs : end;
-    uint64_t pos = offset + done;
-    if (pos < whole_end) {
-        ret = vd_node_pwrite(bs->file, host + (pos - first), whole_end - pos, p + done, 0);
-        if (ret < 0) {
-            goto out;
-        }
-        done += whole_end - pos;
-        pos = whole_end;
-    }
-    /* last cluster, partial */
-    if (done < len) {
-        uint64_t li = l2i + (pos - first) / cs;
-        ret = qcow_fill(bs, pos, vd_ld_be64(table + li * 8), tmp);
-        if (ret < 0) {
-            goto out;
-        }
-        memcpy(tmp, p + done, len - done);
-        ret = vd_node_pwrite(bs->file, host + (pos - first), cs, tmp, 0);
-        if (ret < 0) {
-            goto out;
-        }
+    qcow_cow cow = {bs, table, l2i, first};
+    ret = vd_fmt_cow_write(bs->file, host, cs, offset, len, p, qcow_fill, &cow);
+    if (ret < 0) {
+        return ret;
     }
     s->file_end = host + ncl * cs;
     s->zero_l2 = 0;
@@ -584,10 +554,7 @@ static int qcow_alloc_write(vd_node *bs, uint64_t offset, uint64_t len, const ui
         vd_st_be64(table + (l2i + k) * 8, host + k * cs);
     }
     vd_cache_mark_dirty(s->l2c, table);
-    ret = 0;
-out:
-    free(tmp);
-    return ret;
+    return 0;
 }
 
 static int qcow_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf,

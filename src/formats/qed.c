@@ -27,6 +27,7 @@
 #include <stdlib.h>
 
 #include "cache.h"
+#include "format-io.h"
 #include "internal.h"
 
 #define QED_MAGIC 0x00444551u /* "QED\0" */
@@ -518,38 +519,28 @@ static int64_t qed_get_length(vd_node *bs)
     return (int64_t)s->h.image_size;
 }
 
-static int qed_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags)
+/* vd_fmt_read's map: one qed_find run, looked up under the lock. */
+static int qed_map(vd_node *bs, void *opaque, uint64_t offset, uint64_t max, void *buf,
+                   vd_fmt_extent *ext)
 {
     qed_state *s = bs->opaque;
-    uint8_t *p = buf;
-    int ret = 0;
-    (void)flags;
+    enum qed_kind kind = QED_UNALLOC;
+    (void)opaque;
+    (void)buf;
 
-    while (len > 0 && ret == 0) {
-        enum qed_kind kind;
-        uint64_t host = 0, n;
-        pthread_mutex_lock(&s->lock);
-        ret = qed_find(bs, offset, len, true, &kind, &host, &n);
-        pthread_mutex_unlock(&s->lock);
-        if (ret < 0) {
-            break;
-        }
-        switch (kind) {
-        case QED_FOUND:
-            ret = vd_node_pread(bs->file, host, n, p, 0);
-            break;
-        case QED_ZERO:
-            memset(p, 0, n);
-            break;
-        default:
-            ret = vd_node_read_backing(bs, offset, n, p);
-            break;
-        }
-        offset += n;
-        len -= n;
-        p += n;
-    }
+    pthread_mutex_lock(&s->lock);
+    int ret = qed_find(bs, offset, max, true, &kind, &ext->host, &ext->len);
+    pthread_mutex_unlock(&s->lock);
+    ext->kind = kind == QED_FOUND  ? VD_FMT_MAP_DATA
+                : kind == QED_ZERO ? VD_FMT_MAP_ZERO
+                                   : VD_FMT_MAP_BACKING;
     return ret;
+}
+
+static int qed_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags)
+{
+    (void)flags;
+    return vd_fmt_read(bs, offset, len, buf, qed_map, NULL);
 }
 
 /* Lock held.  Before the first L2 update of a session without a backing
@@ -659,47 +650,8 @@ static int qed_alloc_write(vd_node *bs, uint64_t pos, uint64_t n, const uint8_t 
     if (ret < 0) {
         return ret;
     }
-    uint64_t head = pos - first;
-    uint64_t tail = end - (pos + n);
-    uint8_t *tmp = NULL;
-    if (head || tail) {
-        tmp = vd_malloc(cs);
-        if (!tmp) {
-            return -ENOMEM;
-        }
-    }
-    uint64_t done = 0;
-    if (head || (ncl == 1 && tail)) {
-        if (kind == QED_ZERO) {
-            memset(tmp, 0, cs);
-        } else {
-            ret = vd_node_read_backing(bs, first, cs, tmp);
-        }
-        if (ret == 0) {
-            done = VD_MIN(n, cs - head);
-            memcpy(tmp + head, p, done);
-            ret = vd_node_pwrite(bs->file, host, cs, tmp, 0);
-        }
-    }
-    uint64_t whole_end = tail ? end - cs : end;
-    uint64_t at = pos + done;
-    if (ret == 0 && at < whole_end) {
-        ret = vd_node_pwrite(bs->file, host + (at - first), whole_end - at, p + done, 0);
-        done += whole_end - at;
-        at = whole_end;
-    }
-    if (ret == 0 && done < n) {
-        if (kind == QED_ZERO) {
-            memset(tmp, 0, cs);
-        } else {
-            ret = vd_node_read_backing(bs, at, cs, tmp);
-        }
-        if (ret == 0) {
-            memcpy(tmp, p + done, n - done);
-            ret = vd_node_pwrite(bs->file, host + (at - first), cs, tmp, 0);
-        }
-    }
-    free(tmp);
+    ret = vd_fmt_cow_write(bs->file, host, cs, pos, n, p,
+                           kind == QED_ZERO ? vd_fmt_cow_zeroes : vd_fmt_cow_backing, bs);
     if (ret < 0) {
         return ret;
     }

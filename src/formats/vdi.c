@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "format-io.h"
 #include "internal.h"
 
 #define VDI_TEXT "<<< QEMU VM Virtual Disk Image >>>\n"
@@ -304,31 +305,35 @@ static uint64_t vdi_data_offset(const vdi_state *s, uint32_t entry, uint64_t in_
     return s->offset_data + (uint64_t)entry * s->block_size + in_block;
 }
 
+/* vd_fmt_read's map, read lock held: one block, data or zeroes. */
+static int vdi_map(vd_node *bs, void *opaque, uint64_t offset, uint64_t max, void *buf,
+                   vd_fmt_extent *ext)
+{
+    vdi_state *s = bs->opaque;
+    uint64_t block = offset / s->block_size;
+    uint64_t in_block = offset % s->block_size;
+    uint32_t entry = block < s->blocks_in_image ? s->bmap[block] : VDI_UNALLOCATED;
+    (void)opaque;
+    (void)buf;
+
+    ext->len = VD_MIN(max, s->block_size - in_block);
+    if (VDI_IS_ALLOCATED(entry)) {
+        ext->kind = VD_FMT_MAP_DATA;
+        ext->host = vdi_data_offset(s, entry, in_block);
+    } else {
+        ext->kind = VD_FMT_MAP_ZERO;
+    }
+    return 0;
+}
+
 static int vdi_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags)
 {
     vdi_state *s = bs->opaque;
-    uint8_t *p = buf;
-    int ret = 0;
     (void)flags;
 
+    /* held throughout: discard moves blocks */
     pthread_rwlock_rdlock(&s->lock);
-    while (len > 0) {
-        uint64_t block = offset / s->block_size;
-        uint64_t in_block = offset % s->block_size;
-        uint64_t n = VD_MIN(len, s->block_size - in_block);
-        uint32_t entry = block < s->blocks_in_image ? s->bmap[block] : VDI_UNALLOCATED;
-        if (VDI_IS_ALLOCATED(entry)) {
-            ret = vd_node_pread(bs->file, vdi_data_offset(s, entry, in_block), n, p, 0);
-            if (ret < 0) {
-                break;
-            }
-        } else {
-            memset(p, 0, n);
-        }
-        offset += n;
-        len -= n;
-        p += n;
-    }
+    int ret = vd_fmt_read(bs, offset, len, buf, vdi_map, NULL);
     pthread_rwlock_unlock(&s->lock);
     return ret;
 }
@@ -352,14 +357,8 @@ static int vdi_alloc_write(vd_node *bs, uint64_t block, uint64_t in_block, uint6
     uint64_t host = vdi_data_offset(s, idx, 0);
     /* the rest of the block must read as zeroes: the file may hold old
      * bytes there (a block moved away by discard, a longer file) */
-    uint64_t tail = s->block_size - in_block - n;
-    ret = in_block ? vd_node_pwrite_zeroes(bs->file, host, in_block, 0) : 0;
-    if (ret == 0) {
-        ret = vd_node_pwrite(bs->file, host + in_block, n, data, 0);
-    }
-    if (ret == 0 && tail) {
-        ret = vd_node_pwrite_zeroes(bs->file, host + in_block + n, tail, 0);
-    }
+    ret = vd_fmt_cow_write(bs->file, host, s->block_size, block * s->block_size + in_block, n,
+                           data, NULL, NULL);
     if (ret < 0) {
         return ret;
     }

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "format-io.h"
 #include "internal.h"
 
 #define VHD_FOOTER_SIZE 512u
@@ -561,60 +562,56 @@ static uint64_t vpc_block_data(const vpc_state *s, uint32_t b)
     return (uint64_t)s->bat[b] * VHD_SECTOR + s->bitmap_size;
 }
 
+/*
+ * vd_fmt_read's map (dynamic and differencing disks): a free block reads as
+ * zeroes (dynamic) or from the parent (differencing); in an allocated block
+ * of a differencing disk the sector bitmap says, run by run, which.  The
+ * data is read outside the lock: blocks never move, and a bitmap bit is set
+ * only after its data is written.
+ */
+static int vpc_map(vd_node *bs, void *opaque, uint64_t offset, uint64_t max, void *buf,
+                   vd_fmt_extent *ext)
+{
+    vpc_state *s = bs->opaque;
+    uint64_t b = offset / s->block_size;
+    uint64_t in_block = offset % s->block_size;
+    int ret = 0;
+    (void)opaque;
+    (void)buf;
+
+    ext->len = VD_MIN(max, s->block_size - in_block);
+    pthread_mutex_lock(&s->lock);
+    uint32_t entry = b < s->max_table_entries ? s->bat[b] : VHD_BAT_UNUSED;
+    if (entry == VHD_BAT_UNUSED) {
+        ext->kind = s->disk_type == VHD_DIFFERENCING ? VD_FMT_MAP_BACKING : VD_FMT_MAP_ZERO;
+    } else if (s->disk_type == VHD_DYNAMIC) {
+        ext->kind = VD_FMT_MAP_DATA;
+        ext->host = vpc_block_data(s, (uint32_t)b) + in_block;
+    } else {
+        ret = vpc_load_bitmap(bs, (uint32_t)b);
+        if (ret == 0) {
+            bool set;
+            uint64_t skew = in_block % VHD_SECTOR;
+            uint64_t run = vpc_bit_run(s->bm, in_block / VHD_SECTOR,
+                                       vd_div_round_up(ext->len + skew, VHD_SECTOR), &set);
+            ext->len = VD_MIN(ext->len, run * VHD_SECTOR - skew);
+            ext->kind = set ? VD_FMT_MAP_DATA : VD_FMT_MAP_BACKING;
+            ext->host = vpc_block_data(s, (uint32_t)b) + in_block;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
 static int vpc_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags)
 {
     vpc_state *s = bs->opaque;
-    uint8_t *p = buf;
-    int ret = 0;
     (void)flags;
 
     if (s->disk_type == VHD_FIXED) {
         return vd_node_pread(bs->file, offset, len, buf, 0);
     }
-    while (len > 0 && ret == 0) {
-        uint64_t b = offset / s->block_size;
-        uint64_t in_block = offset % s->block_size;
-        uint64_t n = VD_MIN(len, s->block_size - in_block);
-        pthread_mutex_lock(&s->lock);
-        uint32_t entry = b < s->max_table_entries ? s->bat[b] : VHD_BAT_UNUSED;
-        if (entry == VHD_BAT_UNUSED) {
-            pthread_mutex_unlock(&s->lock);
-            if (s->disk_type == VHD_DIFFERENCING) {
-                ret = vd_node_read_backing(bs, offset, n, p);
-            } else {
-                memset(p, 0, n);
-            }
-        } else if (s->disk_type == VHD_DYNAMIC) {
-            uint64_t host = vpc_block_data(s, (uint32_t)b) + in_block;
-            pthread_mutex_unlock(&s->lock);
-            ret = vd_node_pread(bs->file, host, n, p, 0);
-        } else {
-            /* differencing: the bitmap says, sector by sector, who holds it */
-            ret = vpc_load_bitmap(bs, (uint32_t)b);
-            uint64_t done = 0;
-            while (ret == 0 && done < n) {
-                bool set;
-                uint64_t sec = (in_block + done) / VHD_SECTOR;
-                uint64_t run =
-                    vpc_bit_run(s->bm, sec, vd_div_round_up(n - done, VHD_SECTOR), &set) *
-                    VHD_SECTOR;
-                run = VD_MIN(run, n - done);
-                if (set) {
-                    ret = vd_node_pread(bs->file,
-                                        vpc_block_data(s, (uint32_t)b) + in_block + done, run,
-                                        p + done, 0);
-                } else {
-                    ret = vd_node_read_backing(bs, offset + done, run, p + done);
-                }
-                done += run;
-            }
-            pthread_mutex_unlock(&s->lock);
-        }
-        offset += n;
-        len -= n;
-        p += n;
-    }
-    return ret;
+    return vd_fmt_read(bs, offset, len, buf, vpc_map, NULL);
 }
 
 /* Lock held.  Append a new block for BAT index b; returns 0 or -errno. */

@@ -160,4 +160,16 @@ cp good.qcow2 q.qcow2
 patch q.qcow2 $((BMDIR + 16)) 1 2
 qemu-img info q.qcow2 >/dev/null 2>&1 && fail "qemu-img accepts a bitmap of type 2"
 expect_fail "doesn't satisfy the constraints" "$VDISK" info q.qcow2
+# flag bit 2 (extra_data_compatible) is reserved for QEMU 7.2 too
+cp good.qcow2 q.qcow2
+patch q.qcow2 $((BMDIR + 12)) 4 6
+out=$(qemu-img info q.qcow2 2>&1) && fail "qemu-img accepts bitmap flag bit 2"
+case "$out" in *"doesn't satisfy the constraints"*) ;; *) fail "qemu-img: $out" ;; esac
+expect_fail "doesn't satisfy the constraints" "$VDISK" info q.qcow2
+# a directory that ends inside its second entry: QEMU's words
+cp good.qcow2 q.qcow2
+patch q.qcow2 $((BMEXT + 8)) 8 40
+out=$(qemu-img info q.qcow2 2>&1) && fail "qemu-img accepts a truncated directory"
+case "$out" in *"Broken bitmap directory"*) ;; *) fail "qemu-img: $out" ;; esac
+expect_fail "Broken bitmap directory" "$VDISK" info q.qcow2
 echo ok

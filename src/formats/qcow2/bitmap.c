@@ -7,7 +7,11 @@
  * Specification: QEMU's docs/interop/qcow2.txt, "Bitmaps".  Limits and
  * validation follow QEMU 7.2 (granularity 2^9..2^31, names up to 1023
  * bytes, at most 65535 bitmaps, a 64 MiB directory, 512 MiB of bitmap
- * data; entries with extra data are refused as QEMU refuses them).
+ * data; entries with extra data, or with flag bit 2 (extra_data_compatible,
+ * reserved for QEMU), are refused as QEMU refuses them; an empty name is
+ * accepted as QEMU accepts it, although the specification asks for one).
+ * This file is the only parser of the directory: qcow2.c, check.c and
+ * measure.c read the s->bitmaps view it keeps in step (sync_state).
  *
  * In memory a bitmap is its on-disk table plus the cluster-sized pieces
  * ("chunks") that changed, so memory follows what was written, not the
@@ -31,8 +35,9 @@
 #define BME_MAX_NAME_SIZE 1023u
 #define BME_MAX_TABLE_SIZE 0x8000000u
 #define BME_MAX_PHYS_SIZE 0x20000000ull
-#define BME_FLAG_EXTRA_DATA_COMPATIBLE (1u << 2)
-#define BME_RESERVED_FLAGS (~(QCOW2_BME_IN_USE | QCOW2_BME_AUTO | BME_FLAG_EXTRA_DATA_COMPATIBLE))
+/* Bit 2 (extra_data_compatible) only means something with extra data, which
+ * is refused; QEMU 7.2 treats it as reserved, and so do we. */
+#define BME_RESERVED_FLAGS (~(QCOW2_BME_IN_USE | QCOW2_BME_AUTO))
 #define BME_TYPE_DIRTY_TRACKING 1
 #define BME_TABLE_OFFSET_MASK 0x00fffffffffffe00ull
 #define BME_TABLE_RESERVED_MASK 0xff000000000001feull
@@ -769,6 +774,13 @@ int qcow2_bitmaps_open(qcow2_state *s, vd_error **errp)
         goto fail;
     }
     free(dir);
+    dir = NULL;
+    /* the view qcow2.c, check.c and measure.c read */
+    ret = sync_state(s);
+    if (ret < 0) {
+        ret = vd_error_set(errp, -ret, "out of memory");
+        goto fail;
+    }
     update_tracking(s);
     return 0;
 

@@ -13,6 +13,7 @@
  */
 #include <stdlib.h>
 
+#include "format-io.h"
 #include "qcow2.h"
 
 /* Entry i of a slice, host order. */
@@ -458,14 +459,22 @@ static int run_class(const qcow2_state *s, uint64_t entry)
     return RUN_ALLOC;
 }
 
-/* Old content of part [from, to) of the guest cluster at goff (entry old). */
-static int cow_read(qcow2_state *s, uint64_t goff, uint64_t old, uint8_t *cluster,
-                    uint64_t from, uint64_t to, int cls)
+/* The clusters of one allocating run (vd_fmt_cow_write's opaque). */
+typedef struct cow_run {
+    qcow2_state *s;
+    uint64_t cstart;     /* guest offset of the first cluster */
+    const uint64_t *old; /* their L2 entries before the write */
+    int cls;             /* RUN_ALLOC or RUN_REUSE */
+} cow_run;
+
+/* vd_fmt_cow_write's read_old: old content of part [from, to) of the guest
+ * cluster at goff. */
+static int cow_read(void *opaque, uint64_t goff, uint64_t from, uint64_t to, uint8_t *cluster)
 {
-    if (from >= to) {
-        return 0;
-    }
-    if (cls == RUN_REUSE) {
+    cow_run *r = opaque;
+    qcow2_state *s = r->s;
+    uint64_t old = r->old[(goff - r->cstart) >> s->cluster_bits];
+    if (r->cls == RUN_REUSE) {
         memset(cluster + from, 0, to - from);
         return 0;
     }
@@ -628,48 +637,8 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
     pthread_mutex_unlock(&s->lock);
 
     /* data with its COW head (first cluster) and tail (last cluster) */
-    uint64_t tail_start = oic + bytes; /* within the run */
-    uint64_t run_bytes = n * cs;
-    uint8_t *cbuf = NULL;
-    ret = 0;
-    if (oic || tail_start < run_bytes) {
-        cbuf = vd_aligned_alloc(4096, cs);
-        if (!cbuf) {
-            ret = -ENOMEM;
-        }
-    }
-    uint64_t pos = 0; /* run byte position written so far */
-    if (ret == 0 && (oic || (n == 1 && tail_start < run_bytes))) {
-        /* the first cluster, composed */
-        uint64_t dend = VD_MIN(cs, tail_start);
-        ret = cow_read(s, cstart, old[0], cbuf, 0, oic, cls);
-        if (ret == 0) {
-            ret = cow_read(s, cstart, old[0], cbuf, dend, n == 1 ? cs : dend, cls);
-        }
-        if (ret == 0) {
-            memcpy(cbuf + oic, data, dend - oic);
-            ret = vd_node_pwrite(s->data, host, cs, cbuf, 0);
-        }
-        pos = cs;
-    }
-    if (ret == 0) {
-        uint64_t direct_end = tail_start < run_bytes ? run_bytes - cs : run_bytes;
-        if (direct_end > pos) {
-            ret = vd_node_pwrite(s->data, host + pos, direct_end - pos, data + (pos - oic), 0);
-            pos = direct_end;
-        }
-    }
-    if (ret == 0 && pos < run_bytes) {
-        /* the last cluster with its tail */
-        uint64_t lc = (n - 1) * cs;
-        uint64_t from = tail_start - lc;
-        ret = cow_read(s, cstart + lc, old[n - 1], cbuf, from, cs, cls);
-        if (ret == 0) {
-            memcpy(cbuf, data + (lc - oic), from);
-            ret = vd_node_pwrite(s->data, host + lc, cs, cbuf, 0);
-        }
-    }
-    free(cbuf);
+    cow_run run = {s, cstart, old, cls};
+    ret = vd_fmt_cow_write(s->data, host, cs, offset, bytes, data, cow_read, &run);
 
     pthread_mutex_lock(&s->lock);
     if (ret == 0 && s->broken) {

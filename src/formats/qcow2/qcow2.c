@@ -573,68 +573,6 @@ fail:
     return ret < 0 ? ret : -EINVAL;
 }
 
-int qcow2_load_bitmaps(qcow2_state *s, vd_error **errp)
-{
-    if (s->bitmaps_loaded || !s->has_bitmaps_ext ||
-        !(s->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)) {
-        return 0;
-    }
-    uint64_t size = s->bitmap_directory_size;
-    uint8_t *dir = malloc(size ? size : 1);
-    if (!dir) {
-        return vd_error_set(errp, ENOMEM, "Could not allocate the bitmap directory");
-    }
-    int ret = vd_node_pread(s->bs->file, s->bitmap_directory_offset, size, dir, 0);
-    if (ret < 0) {
-        free(dir);
-        return vd_error_setg_errno(errp, -ret, "Failed to read bitmap directory");
-    }
-    s->bitmaps = calloc(s->nb_bitmaps, sizeof(*s->bitmaps));
-    if (!s->bitmaps) {
-        free(dir);
-        return vd_error_set(errp, ENOMEM, "out of memory");
-    }
-    uint64_t pos = 0;
-    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
-        qcow2_bitmap *b = &s->bitmaps[i];
-        if (pos + 24 > size) {
-            ret = vd_error_set(errp, EINVAL, "Bitmap directory is truncated");
-            goto fail;
-        }
-        const uint8_t *e = dir + pos;
-        b->table_offset = vd_ld_be64(e);
-        b->table_size = vd_ld_be32(e + 8);
-        b->flags = vd_ld_be32(e + 12);
-        b->granularity_bits = e[17];
-        uint16_t name_size = vd_ld_be16(e + 18);
-        uint32_t extra = vd_ld_be32(e + 20);
-        uint64_t len = 24 + (uint64_t)extra + name_size;
-        if (pos + len > size) {
-            ret = vd_error_set(errp, EINVAL, "Bitmap directory is truncated");
-            goto fail;
-        }
-        b->name = malloc((size_t)name_size + 1);
-        if (!b->name) {
-            ret = vd_error_set(errp, ENOMEM, "out of memory");
-            goto fail;
-        }
-        memcpy(b->name, e + 24 + extra, name_size);
-        b->name[name_size] = 0;
-        pos += (len + 7) & ~7ull;
-    }
-    free(dir);
-    s->bitmaps_loaded = true;
-    return 0;
-fail:
-    free(dir);
-    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
-        free(s->bitmaps[i].name);
-    }
-    free(s->bitmaps);
-    s->bitmaps = NULL;
-    return ret;
-}
-
 static int add_unknown_ext(qcow2_state *s, uint32_t magic, const uint8_t *data, uint32_t len)
 {
     qcow2_ext *n = realloc(s->unknown_ext, (s->nb_unknown_ext + 1) * sizeof(*n));
@@ -1225,11 +1163,7 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     if (ret < 0) {
         goto fail;
     }
-    ret = qcow2_load_bitmaps(s, errp);
-    if (ret < 0) {
-        goto fail;
-    }
-    ret = qcow2_bitmaps_open(s, errp); /* bitmap.c: validation, dirty tracking */
+    ret = qcow2_bitmaps_open(s, errp); /* bitmap.c: the directory, dirty tracking */
     if (ret < 0) {
         goto fail;
     }

@@ -194,7 +194,7 @@ typedef struct qcow2_state {
     uint32_t nb_bitmaps;
     uint64_t bitmap_directory_size;
     uint64_t bitmap_directory_offset;
-    qcow2_bitmap *bitmaps; /* parsed when the extension is consistent */
+    qcow2_bitmap *bitmaps; /* bitmap.c's view of its directory (sync_state) */
     bool bitmaps_loaded;
 
     qcow2_snapshot *snapshots;
@@ -265,7 +265,6 @@ uint64_t qcow2_size_to_l1(const qcow2_state *s, uint64_t size);
 /* Parse the snapshot table (bounds-checked).  Lock held or at open. */
 int qcow2_read_snapshots(qcow2_state *s, vd_error **errp);
 void qcow2_free_snapshots(qcow2_state *s);
-int qcow2_load_bitmaps(qcow2_state *s, vd_error **errp);
 /* "0.10"/"v2" -> 2, "1.1"/"v3" (or NULL) -> 3. */
 int qcow2_parse_version(const char *compat, int *version, vd_error **errp);
 /* Parse and validate create options (shared by create and measure). */
@@ -413,7 +412,8 @@ int qcow2_write_snapshots(qcow2_state *s);
 /* ------------------------------------------------------------- bitmap.c */
 
 typedef struct qcow2_bitmaps qcow2_bitmaps;
-/* Validate the bitmap directory and set up dirty tracking (end of open). */
+/* Parse and validate the bitmap directory (the only parser of it: it also
+ * fills s->bitmaps) and set up dirty tracking (end of open). */
 int qcow2_bitmaps_open(qcow2_state *s, vd_error **errp);
 /* Store pending bitmap changes (close, lock held or single-threaded). */
 int qcow2_bitmaps_close(qcow2_state *s);

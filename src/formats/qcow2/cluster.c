@@ -687,6 +687,7 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
         }
         if (ret == 0) {
             vd_cache_mark_dirty(s->l2_cache, slice);
+            s->data_unflushed = true; /* synced before this slice is written */
         }
         vd_cache_put(s->l2_cache, (void **)&slice);
     }

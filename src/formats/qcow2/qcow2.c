@@ -836,6 +836,27 @@ static int parse_cache_options(qcow2_state *s, vd_opts *opts, uint64_t *l2_cache
     return 0;
 }
 
+/*
+ * Runs before every L2 slice write-back: the data its entries point to must
+ * be on disk first, or a power cut leaves an entry pointing at old bytes (or
+ * at a cluster of the data file that never got them).  The refcount
+ * dependency alone does not order this when no refcount changed (a reused
+ * zero cluster, lazy refcounts, an external data file).  QEMU flushes here
+ * too.  Called by the cache under s->lock.
+ */
+static int qcow2_before_l2_write(void *opaque, uint64_t offset, uint64_t len)
+{
+    qcow2_state *s = opaque;
+    if (s->data_unflushed) {
+        int ret = vd_node_flush(s->data);
+        if (ret < 0) {
+            return ret;
+        }
+        s->data_unflushed = false;
+    }
+    return qcow2_cache_check_l2(s, offset, len);
+}
+
 static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
 {
     qcow2_state *s = bs->opaque;
@@ -1204,7 +1225,7 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         ret = vd_error_set(errp, ENOMEM, "Could not allocate metadata caches");
         goto fail;
     }
-    vd_cache_set_check(s->l2_cache, qcow2_cache_check_l2, s);
+    vd_cache_set_check(s->l2_cache, qcow2_before_l2_write, s);
     vd_cache_set_check(s->refcount_cache, qcow2_cache_check_refblock, s);
 
     ret = qcow2_read_snapshots(s, errp);

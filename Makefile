@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 MESON ?= meson
 NINJA ?= ninja
 
-.PHONY: all deps deps-test demo check check-asan fuzz fuzz-smoke bench install clean format
+.PHONY: all deps deps-test demo check check-asan check-tsan fuzz fuzz-smoke bench install clean format
 
 all: deps $(BUILD)/build.ninja
 	$(NINJA) -C $(BUILD)
@@ -32,6 +32,15 @@ check-asan: deps-test
 	$(NINJA) -C build-asan
 	@VDISK_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 bash tests/run.sh build-asan
 
+# ThreadSanitizer on the unit tests (the concurrency stress test among
+# them); tests/tsan.supp lists suppressions, each with the reason.  setarch
+# -R: TSan's fixed shadow layout does not fit every randomised mapping.
+check-tsan: deps-test
+	@test -f build-tsan/build.ninja || $(MESON) setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
+	$(NINJA) -C build-tsan
+	@TSAN_OPTIONS="halt_on_error=1:exitcode=66:suppressions=$(CURDIR)/tests/tsan.supp" \
+	    setarch $$(uname -m) -R bash tests/run.sh build-tsan unit-
+
 # tests/fuzz/build.sh configures build-fuzz (clang, -Dfuzz=true, ASan + UBSan,
 # static) once and builds only the fuzz targets.
 fuzz: deps
@@ -53,4 +62,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz

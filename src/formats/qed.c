@@ -320,7 +320,12 @@ static int qed_find(vd_node *bs, uint64_t pos, uint64_t len, bool merge, enum qe
         *kind = QED_FOUND;
         *host = e + in_cl;
         uint64_t expect = e + cs;
-        for (i++; n < max && i < s->table_nelems && vd_ld_le64(t + i * 8) == expect; i++) {
+        /* every entry of the run must be valid, not only the first: a later
+         * one past the end of the file ends the run here and is refused
+         * when reached */
+        for (i++; n < max && i < s->table_nelems && vd_ld_le64(t + i * 8) == expect &&
+                  qed_cluster_offset_valid(s, expect);
+             i++) {
             n = VD_MIN(max, n + cs);
             expect += cs;
         }

@@ -43,6 +43,9 @@
 #define VHD_MAX_GEOMETRY ((uint64_t)VHD_CHS_MAX_C * VHD_CHS_MAX_H * VHD_CHS_MAX_S)
 #define VHD_MAX_SECTORS 0xff000000ull /* 2040 GiB */
 #define VHD_DEFAULT_BLOCK (2u << 20)
+/* no writer uses more (Hyper-V's largest is 256 MiB); bounds the bitmap
+ * buffer and the file growth of one block allocation */
+#define VHD_MAX_BLOCK (256u << 20)
 #define VHD_BAT_UNUSED 0xffffffffu
 /* Our bound on the BAT kept in memory. */
 #define VHD_BAT_MAX_BYTES (64u << 20)
@@ -430,7 +433,8 @@ static int vpc_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         goto fail;
     }
     s->block_size = vd_ld_be32(dyn + D_BLOCK_SIZE);
-    if (!vd_is_pow2(s->block_size) || s->block_size < VHD_SECTOR) {
+    if (!vd_is_pow2(s->block_size) || s->block_size < VHD_SECTOR ||
+        s->block_size > VHD_MAX_BLOCK) {
         ret = vd_error_set(errp, EINVAL, "Invalid block size %u", s->block_size);
         goto fail;
     }

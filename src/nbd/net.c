@@ -7,6 +7,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,19 +105,48 @@ int vd_nbd_listen_unix(const char *path)
         vd_error_publish(err);
         return -1;
     }
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+        /* never replace something that is not a socket (bind would refuse) */
+        vd_set_public_error(EADDRINUSE, "Failed to bind socket to %s: %s", path,
+                            strerror(EADDRINUSE));
+        return -1;
+    }
+    /*
+     * The socket must appear under its name only once it listens: a client
+     * that sees the name and connects in between would get ECONNREFUSED.
+     * So bind and listen under a temporary name in the same directory, then
+     * rename it over the final name (which also replaces a stale socket of an
+     * earlier server, as qemu-nbd does).
+     */
+    struct sockaddr_un tmp;
+    const char *slash = strrchr(path, '/');
+    size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
+    int n = snprintf(tmp.sun_path, sizeof(tmp.sun_path), "%.*s.vdisk-nbd-%ld.sock", (int)dirlen,
+                     path, (long)getpid());
+    bool renamed = n > 0 && (size_t)n < sizeof(tmp.sun_path);
+    if (renamed) {
+        tmp.sun_family = AF_UNIX;
+        unlink(tmp.sun_path);
+    } else {
+        /* no room for a temporary name: bind in place (the old race) */
+        if (lstat(path, &st) == 0) {
+            unlink(path);
+        }
+        tmp = sa;
+    }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         vd_set_public_error(errno, "cannot create socket: %s", strerror(errno));
         return -1;
     }
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-        /* a stale socket of an earlier server, as qemu-nbd replaces it */
-        unlink(path);
-    }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0) {
+    if (bind(fd, (struct sockaddr *)&tmp, sizeof(tmp)) < 0 || listen(fd, SOMAXCONN) < 0 ||
+        (renamed && rename(tmp.sun_path, path) < 0)) {
         int e = errno;
         close(fd);
+        if (renamed) {
+            unlink(tmp.sun_path);
+        }
         vd_set_public_error(e, "Failed to bind socket to %s: %s", path, strerror(e));
         return -1;
     }
@@ -159,7 +189,7 @@ int vd_nbd_listen_tcp(const char *host, const char *port, int **fds, size_t *nfd
             /* keep v4 and v6 sockets apart so both can bind the port */
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
         }
-        if (bind(fd, a->ai_addr, a->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+        if (bind(fd, a->ai_addr, a->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
             err = errno;
             close(fd);
             continue;

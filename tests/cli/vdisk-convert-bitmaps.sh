@@ -29,13 +29,18 @@ expect_fail "single source" "$VDISK" convert --bitmaps -O qcow2 s.qcow2 s.qcow2 
 qemu-img create -q -f qcow2 b.qcow2 4M
 qemu-img bitmap --add b.qcow2 bm0
 qemu-img bitmap --add b.qcow2 good
-qemu-io -f qcow2 b.qcow2 < <(sleep 5) >/dev/null 2>&1 &
+# qemu-io holds the image (its stdin, a FIFO, stays open) until it is
+# seen in use, then dies: no time window
+mkfifo qio.ctl
+qemu-io -f qcow2 b.qcow2 <qio.ctl >/dev/null 2>&1 &
 qio=$!
-for _ in $(seq 1 50); do
-    qemu-img info -U b.qcow2 | grep -q in-use && break
-    sleep 0.1
+exec 3>qio.ctl
+until qemu-img info -U b.qcow2 | grep -q in-use; do
+    kill -0 $qio 2>/dev/null || fail "qemu-io exited before marking the bitmaps in use"
+    sleep 0.05
 done
 kill -9 $qio; wait $qio 2>/dev/null || true
+exec 3>&-
 qemu-img info b.qcow2 | grep -q in-use || fail "could not make an in-use bitmap"
 expect_fail "Cannot copy inconsistent bitmap 'good'" "$VDISK" convert --bitmaps -O qcow2 b.qcow2 ib.qcow2
 [ ! -e ib.qcow2 ] || fail "ib.qcow2 created"

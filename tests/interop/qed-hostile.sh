@@ -59,4 +59,27 @@ PY
 hostile_sweep qed 40
 # a few results must match QEMU's verdict exactly
 same_verdict_as_qemu qed cs0.qed ts2.qed feat.qed l1_0.qed size0.qed
+
+# a contiguous run whose later entries point past the end of the file: every
+# entry of the run is checked, not only the first (reads and writes refuse
+# it; a write there would share the cluster with the next allocation)
+qemu-img create -q -f qed -o cluster_size=4k run.qed 1M
+qemu-io -c 'write -P 1 0 4k' -c 'write -P 1 4k 4k' run.qed >/dev/null
+/usr/bin/python3 - <<'PY'
+import os, struct
+d = bytearray(open("run.qed", "rb").read())
+l1 = struct.unpack_from("<Q", d, 40)[0]
+l2 = struct.unpack_from("<Q", d, l1)[0]
+x = struct.unpack_from("<Q", d, l2 + 8)[0]
+assert x + 4096 == len(d), (x, len(d))
+struct.pack_into("<Q", d, l2 + 16, x + 4096)
+open("run.qed", "wb").write(d)
+PY
+cp run.qed run.orig
+expect_fail "read failed" "$VDISK_IO" -c "read 4k 8k" run.qed
+same_content run.qed run.orig
+size=$(stat -c %s run.qed)
+expect_fail "write failed" "$VDISK_IO" -c "write -P 5 4k 8k" run.qed
+[ "$(stat -c %s run.qed)" = "$size" ] || fail "a write went past the end of run.qed"
+"$VDISK_IO" -c 'read -P 1 0 4k' run.qed >/dev/null || fail "the valid first cluster of the run"
 echo ok

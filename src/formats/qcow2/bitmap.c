@@ -669,6 +669,11 @@ static int mark_in_use(qcow2_state *s)
 
 /* ----------------------------------------------------------- open/close */
 
+static int cmp_name_ptr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 int qcow2_bitmaps_open(qcow2_state *s, vd_error **errp)
 {
     qcow2_bitmaps *m = calloc(1, sizeof(*m));
@@ -754,12 +759,6 @@ int qcow2_bitmaps_open(qcow2_state *s, vd_error **errp)
             ret = vd_error_set(errp, EINVAL, "Bitmap name contains a NUL byte");
             goto fail;
         }
-        for (uint32_t i = 0; i + 1 < m->n; i++) {
-            if (!strcmp(m->list[i].name, b->name)) {
-                ret = vd_error_set(errp, EINVAL, "Bitmap already exists: %s", b->name);
-                goto fail;
-            }
-        }
         b->flags = flags;
         b->gran_bits = gb;
         b->table_offset = toff;
@@ -772,6 +771,28 @@ int qcow2_bitmaps_open(qcow2_state *s, vd_error **errp)
     if (m->n != s->nb_bitmaps) {
         ret = vd_error_set(errp, EINVAL, "Less bitmaps found than specified in header extension");
         goto fail;
+    }
+    /* duplicate names: sorted, so 65535 bitmaps cost n log n, not n^2 */
+    if (m->n > 1) {
+        const char **names = malloc(m->n * sizeof(*names));
+        if (!names) {
+            ret = vd_error_set(errp, ENOMEM, "out of memory");
+            goto fail;
+        }
+        for (uint32_t i = 0; i < m->n; i++) {
+            names[i] = m->list[i].name;
+        }
+        qsort(names, m->n, sizeof(*names), cmp_name_ptr);
+        for (uint32_t i = 1; i < m->n; i++) {
+            if (!strcmp(names[i - 1], names[i])) {
+                ret = vd_error_set(errp, EINVAL, "Bitmap already exists: %s", names[i]);
+                break;
+            }
+        }
+        free(names);
+        if (ret < 0) {
+            goto fail;
+        }
     }
     free(dir);
     dir = NULL;

@@ -190,8 +190,16 @@ int qcow2_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned 
     while (len) {
         uint64_t bytes = len, host;
         qcow2_cluster_type type;
+        qcow2_inflight hold;
         pthread_mutex_lock(&s->lock);
         ret = s->broken ? -EIO : qcow2_get_host_offset(s, offset, &bytes, &host, &type);
+        if (ret == 0 && type == QCOW2_CLUSTER_NORMAL) {
+            qcow2_hold(s, &hold, host, host + bytes);
+        } else if (ret == 0 && type == QCOW2_CLUSTER_COMPRESSED) {
+            uint64_t coff, clen;
+            qcow2_parse_compressed(s, host, &coff, &clen);
+            qcow2_hold(s, &hold, coff, coff + clen);
+        }
         pthread_mutex_unlock(&s->lock);
         if (ret < 0) {
             break;
@@ -224,6 +232,11 @@ int qcow2_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned 
         case QCOW2_CLUSTER_NORMAL:
             ret = vd_node_pread(s->data, host, bytes, p, 0);
             break;
+        }
+        if (type == QCOW2_CLUSTER_NORMAL || type == QCOW2_CLUSTER_COMPRESSED) {
+            pthread_mutex_lock(&s->lock);
+            qcow2_hold_release(s, &hold);
+            pthread_mutex_unlock(&s->lock);
         }
         if (ret < 0) {
             break;
@@ -590,12 +603,20 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
 
     if (cls == RUN_INPLACE) {
         ret = qcow2_has_data_file(s) ? 0 : qcow2_pre_write_overlap_check(s, 0, host0 + oic, bytes);
+        qcow2_inflight hold;
+        if (ret == 0) {
+            qcow2_hold(s, &hold, host0 + oic, host0 + oic + bytes);
+        }
         pthread_mutex_unlock(&s->lock);
         free(old);
         if (ret < 0) {
             return ret;
         }
-        return vd_node_pwrite(s->data, host0 + oic, bytes, data, 0);
+        ret = vd_node_pwrite(s->data, host0 + oic, bytes, data, 0);
+        pthread_mutex_lock(&s->lock);
+        qcow2_hold_release(s, &hold);
+        pthread_mutex_unlock(&s->lock);
+        return ret;
     }
 
     /* allocation (or reuse of a preallocated zero cluster) */
@@ -656,6 +677,7 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
         }
         if (ret == 0) {
             vd_cache_mark_dirty(s->l2_cache, slice);
+            s->data_unflushed = true; /* synced before this slice is written */
         }
         vd_cache_put(s->l2_cache, (void **)&slice);
     }

@@ -486,6 +486,7 @@ int qcow2_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const vo
                 vd_st_be64(&slice[2 * idx + 1], 0); /* no subcluster bits */
             }
             vd_cache_mark_dirty(s->l2_cache, slice);
+            s->data_unflushed = true; /* the data goes to disk before this entry */
             coff[i] = 0; /* linked: no longer ours to free */
         }
         vd_cache_put(s->l2_cache, (void **)&slice);

@@ -250,6 +250,7 @@ int qcow2_set_data_file_name(qcow2_state *s, const char *name, vd_error **errp)
             return vd_error_set(errp, ENOMEM, "out of memory");
         }
         s->unknown_ext = n;
+        s->cap_unknown_ext = s->nb_unknown_ext + 1;
         n[i].magic = QCOW2_EXT_DATA_FILE;
         n[i].len = 0;
         n[i].data = NULL;

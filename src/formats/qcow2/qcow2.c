@@ -416,6 +416,7 @@ static void free_state(qcow2_state *s)
     free(s->unknown_ext);
     s->unknown_ext = NULL;
     s->nb_unknown_ext = 0;
+    s->cap_unknown_ext = 0;
     for (size_t i = 0; i < s->nb_feature_names; i++) {
         free(s->feature_names[i]);
     }
@@ -575,11 +576,17 @@ fail:
 
 static int add_unknown_ext(qcow2_state *s, uint32_t magic, const uint8_t *data, uint32_t len)
 {
-    qcow2_ext *n = realloc(s->unknown_ext, (s->nb_unknown_ext + 1) * sizeof(*n));
-    if (!n) {
-        return -ENOMEM;
+    qcow2_ext *n = s->unknown_ext;
+    if (s->nb_unknown_ext == s->cap_unknown_ext) {
+        /* doubling: a header cluster full of tiny extensions stays linear */
+        size_t cap = s->cap_unknown_ext ? 2 * s->cap_unknown_ext : 4;
+        n = realloc(s->unknown_ext, cap * sizeof(*n));
+        if (!n) {
+            return -ENOMEM;
+        }
+        s->unknown_ext = n;
+        s->cap_unknown_ext = cap;
     }
-    s->unknown_ext = n;
     n[s->nb_unknown_ext].magic = magic;
     n[s->nb_unknown_ext].len = len;
     n[s->nb_unknown_ext].data = malloc(len ? len : 1);
@@ -788,6 +795,27 @@ static int parse_cache_options(qcow2_state *s, vd_opts *opts, uint64_t *l2_cache
     return 0;
 }
 
+/*
+ * Runs before every L2 slice write-back: the data its entries point to must
+ * be on disk first, or a power cut leaves an entry pointing at old bytes (or
+ * at a cluster of the data file that never got them).  The refcount
+ * dependency alone does not order this when no refcount changed (a reused
+ * zero cluster, lazy refcounts, an external data file).  QEMU flushes here
+ * too.  Called by the cache under s->lock.
+ */
+static int qcow2_before_l2_write(void *opaque, uint64_t offset, uint64_t len)
+{
+    qcow2_state *s = opaque;
+    if (s->data_unflushed) {
+        int ret = vd_node_flush(s->data);
+        if (ret < 0) {
+            return ret;
+        }
+        s->data_unflushed = false;
+    }
+    return qcow2_cache_check_l2(s, offset, len);
+}
+
 static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
 {
     qcow2_state *s = bs->opaque;
@@ -901,6 +929,13 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
             goto fail;
         }
     }
+    if (s->has_bitmaps_ext &&
+        s->bitmap_directory_offset + s->bitmap_directory_size > (uint64_t)file_len) {
+        /* read whole (up to 64 MiB): bound it by the file */
+        ret = vd_error_set(errp, EINVAL, "bitmaps_ext: bitmap directory is past the end of "
+                           "the file");
+        goto fail;
+    }
 
     uint64_t unknown = s->incompatible_features & ~QCOW2_INCOMPAT_KNOWN;
     if (unknown) {
@@ -977,6 +1012,13 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         ret = vd_error_set(errp, EINVAL, "Invalid reference count table offset");
         goto fail;
     }
+    /* tables are read whole at open: bound them by the file, not only by
+     * QEMU's maxima (a one-cluster file must not cost 8 or 32 MiB) */
+    if (s->refcount_table_offset +
+            ((uint64_t)s->refcount_table_clusters << s->cluster_bits) > (uint64_t)file_len) {
+        ret = vd_error_set(errp, EINVAL, "Reference count table is past the end of the file");
+        goto fail;
+    }
 
     /* snapshot table bounds */
     if (s->nb_snapshots > QCOW2_MAX_SNAPSHOTS) {
@@ -1004,6 +1046,10 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     }
     if (s->l1_size && !table_ok(s, s->l1_table_offset, s->l1_size, 8)) {
         ret = vd_error_set(errp, EINVAL, "Invalid L1 table offset");
+        goto fail;
+    }
+    if (s->l1_size && s->l1_table_offset + (uint64_t)s->l1_size * 8 > (uint64_t)file_len) {
+        ret = vd_error_set(errp, EINVAL, "L1 table is past the end of the file");
         goto fail;
     }
 
@@ -1047,6 +1093,21 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     ret = qcow2_refcount_init(s, errp);
     if (ret < 0) {
         goto fail;
+    }
+    if (!bs->read_only && !(bs->flags & VD_NODE_CHECK)) {
+        /* a refcount block past the end of the file would be read as zeroes
+         * and written back there, into a sparse file of any size: refuse
+         * to write until check -r rebuilds the refcounts (reads never
+         * follow refcount blocks, and check reports them as corruption) */
+        for (uint64_t i = 0; i < s->refcount_table_size; i++) {
+            uint64_t off = s->refcount_table[i] & REFT_OFFSET_MASK;
+            if (off && off + s->cluster_size > (uint64_t)file_len) {
+                ret = vd_error_set(errp, EINVAL, "Refcount block %llu at %#llx is past the end "
+                                   "of the file; repair it with 'vdisk check -r all'",
+                                   (unsigned long long)i, (unsigned long long)off);
+                goto fail;
+            }
+        }
     }
 
     /* options */
@@ -1156,7 +1217,7 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         ret = vd_error_set(errp, ENOMEM, "Could not allocate metadata caches");
         goto fail;
     }
-    vd_cache_set_check(s->l2_cache, qcow2_cache_check_l2, s);
+    vd_cache_set_check(s->l2_cache, qcow2_before_l2_write, s);
     vd_cache_set_check(s->refcount_cache, qcow2_cache_check_refblock, s);
 
     ret = qcow2_read_snapshots(s, errp);

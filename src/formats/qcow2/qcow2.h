@@ -141,6 +141,13 @@ typedef struct qcow2_inflight {
     struct qcow2_inflight *next;
 } qcow2_inflight;
 
+/* A free of host clusters an unlocked read or write still uses (refcount.c). */
+typedef struct qcow2_deferred_free {
+    uint64_t offset, len;
+    int type; /* qcow2_discard_type */
+    struct qcow2_deferred_free *next;
+} qcow2_deferred_free;
+
 typedef struct qcow2_state {
     vd_node *bs;
     pthread_mutex_t lock;
@@ -186,6 +193,7 @@ typedef struct qcow2_state {
     char *backing_format;
     qcow2_ext *unknown_ext; /* preserved on header rewrite */
     size_t nb_unknown_ext;
+    size_t cap_unknown_ext; /* entries allocated (grows by doubling) */
     char **feature_names;   /* "type:bit:name" from the image's table */
     size_t nb_feature_names;
 
@@ -225,10 +233,13 @@ typedef struct qcow2_state {
     bool dirty_lazy;      /* we set the dirty bit for lazy refcounts */
     bool needs_repair;    /* opened read-write with the dirty bit set */
     bool broken;          /* fatal corruption found: no more I/O */
+    bool data_unflushed;  /* (L) guest data linked into L2 since s->data was last synced */
     bool corrupt_ro;      /* corrupt bit set at open: writes refused */
     bool metadata_prealloc_checked;
     bool metadata_prealloc;
     qcow2_inflight *inflight;
+    qcow2_inflight *held;             /* (L) host bytes unlocked data I/O uses */
+    qcow2_deferred_free *deferred;    /* (L) frees waiting for those to finish */
     int nb_compress_threads;
     uint64_t last_clean; /* seconds, for cache-clean-interval */
 } qcow2_state;
@@ -346,6 +357,14 @@ int64_t qcow2_alloc_bytes(qcow2_state *s, uint32_t size);
 void qcow2_free_clusters(qcow2_state *s, uint64_t offset, uint64_t len,
                          qcow2_discard_type type);
 void qcow2_free_any_cluster(qcow2_state *s, uint64_t l2_entry, qcow2_discard_type type);
+/*
+ * Host bytes [start, end) are read or written outside the lock: a free of
+ * clusters there (discard, overwrite of a compressed cluster) waits until
+ * qcow2_hold_release, so no new allocation can reuse them meanwhile.
+ * Lock held for both.
+ */
+void qcow2_hold(qcow2_state *s, qcow2_inflight *h, uint64_t start, uint64_t end);
+void qcow2_hold_release(qcow2_state *s, qcow2_inflight *h);
 /* Refcount entry accessors for a block of any width. */
 uint64_t qcow2_rc_get(const qcow2_state *s, const void *block, uint64_t index);
 void qcow2_rc_set(const qcow2_state *s, void *block, uint64_t index, uint64_t value);

@@ -769,9 +769,56 @@ int64_t qcow2_alloc_bytes(qcow2_state *s, uint32_t size)
     return (int64_t)off;
 }
 
+static bool held(const qcow2_state *s, uint64_t offset, uint64_t len)
+{
+    for (const qcow2_inflight *h = s->held; h; h = h->next) {
+        if (h->start < offset + len && offset < h->end) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void qcow2_hold(qcow2_state *s, qcow2_inflight *h, uint64_t start, uint64_t end)
+{
+    h->start = start;
+    h->end = end;
+    h->next = s->held;
+    s->held = h;
+}
+
+void qcow2_hold_release(qcow2_state *s, qcow2_inflight *h)
+{
+    for (qcow2_inflight **p = &s->held; *p; p = &(*p)->next) {
+        if (*p == h) {
+            *p = h->next;
+            break;
+        }
+    }
+    for (qcow2_deferred_free **p = &s->deferred; *p;) {
+        qcow2_deferred_free *d = *p;
+        if (held(s, d->offset, d->len)) {
+            p = &d->next;
+            continue;
+        }
+        *p = d->next;
+        (void)qcow2_update_refcount(s, d->offset, d->len, -1, (qcow2_discard_type)d->type);
+        free(d);
+    }
+}
+
 void qcow2_free_clusters(qcow2_state *s, uint64_t offset, uint64_t len,
                          qcow2_discard_type type)
 {
+    if (held(s, offset, len)) {
+        qcow2_deferred_free *d = malloc(sizeof(*d));
+        if (d) {
+            *d = (qcow2_deferred_free){offset, len, (int)type, s->deferred};
+            s->deferred = d;
+        }
+        /* without memory the clusters leak: safe, check -r repairs it */
+        return;
+    }
     /* a failure only leaks the clusters, which check -r leaks repairs */
     (void)qcow2_update_refcount(s, offset, len, -1, type);
 }

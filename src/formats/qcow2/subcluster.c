@@ -277,6 +277,7 @@ static int sc_set_entry(qcow2_state *s, uint64_t cstart, uint64_t e, uint64_t b,
         vd_st_be64(&slice[2 * idx], e);
         vd_st_be64(&slice[2 * idx + 1], b);
         vd_cache_mark_dirty(s->l2_cache, slice);
+        s->data_unflushed = true; /* the data goes to disk before this entry */
     }
     vd_cache_put(s->l2_cache, (void **)&slice);
     return ret;

@@ -38,7 +38,15 @@ struct vd_cache {
     bool unflushed; /* entries written since the last file flush */
     vd_cache_check_fn *check;
     void *check_opaque;
+    bool has_write_event; /* announce write_event before each write-back */
+    vd_event write_event;
 };
+
+void vd_cache_set_write_event(vd_cache *c, vd_event ev)
+{
+    c->has_write_event = true;
+    c->write_event = ev;
+}
 
 static size_t hash_of(const vd_cache *c, uint64_t offset)
 {
@@ -201,6 +209,9 @@ static int write_entry(vd_cache *c, size_t i)
         if (ret < 0) {
             return ret;
         }
+    }
+    if (c->has_write_event) {
+        vd_node_event(c->file, c->write_event);
     }
     ret = vd_node_pwrite(c->file, e->offset, c->entry_size, table_of(c, i), 0);
     if (ret < 0) {

@@ -16,6 +16,7 @@ extern const vd_driver vd_drv_null_aio;
 extern const vd_driver vd_drv_nbd;
 /* filters */
 extern const vd_driver vd_drv_preallocate;
+extern const vd_driver vd_drv_blkdebug;
 /* formats */
 extern const vd_driver vd_drv_qcow2;
 extern const vd_driver vd_drv_qed;
@@ -34,6 +35,7 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_nbd,
     /* filters */
     &vd_drv_preallocate,
+    &vd_drv_blkdebug,
     /* formats, raw last */
     &vd_drv_qcow2,
     &vd_drv_qed,

@@ -27,6 +27,7 @@
 #include <sys/types.h>
 
 #include "vdisk.h"
+#include "events.h"
 
 #define VD_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #define VD_UNUSED __attribute__((unused))
@@ -461,6 +462,13 @@ struct vd_driver {
      */
     int (*bitmap_status)(vd_node *bs, const char *name, uint64_t offset, uint64_t len,
                          uint64_t *pnum, bool *dirty);
+
+    /* Filters that test formats (blkdebug): a named event reached this node
+     * (see events.h and vd_node_event).  May run on many threads at once. */
+    void (*debug_event)(vd_node *bs, vd_event ev);
+    /* Option key prefixes the driver's open parses itself besides its
+     * open_opts ("image.", "inject-error."), accepted by validation. */
+    const char *const *opt_prefixes;
 };
 
 /* The node behind a public handle (api.c), for library code such as NBD. */
@@ -539,6 +547,9 @@ int vd_node_truncate(vd_node *bs, uint64_t size, bool exact, vd_prealloc preallo
  * the driver asks); see the driver callback for the meaning. */
 int vd_node_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64_t len,
                          uint64_t *pnum, uint64_t *map, vd_node **file);
+/* Announce event ev on bs: the first node from bs down the file chain whose
+ * driver handles events gets it; a cheap no-op when there is none. */
+void vd_node_event(vd_node *bs, vd_event ev);
 /* Read [offset, offset+len) of bs's backing chain (zeroes where there is no
  * backing file or past its end). */
 int vd_node_read_backing(vd_node *bs, uint64_t offset, uint64_t len, void *buf);

@@ -24,6 +24,22 @@ struct vd_req {
     vd_req *next;
 };
 
+/* ---------------------------------------------------------------- events */
+
+#define VD_EVENT_NAME_(id, name) [VD_EV_##id] = name,
+const char *const vd_event_names[VD_EV__MAX] = {VD_EVENT_LIST(VD_EVENT_NAME_)};
+#undef VD_EVENT_NAME_
+
+void vd_node_event(vd_node *bs, vd_event ev)
+{
+    while (bs && !bs->drv->debug_event) {
+        bs = bs->file;
+    }
+    if (bs) {
+        bs->drv->debug_event(bs, ev);
+    }
+}
+
 /* --------------------------------------------------------- serialisation */
 
 static bool tracking_needed(const vd_node *bs)
@@ -338,10 +354,12 @@ static int node_write_inner(vd_node *bs, uint64_t offset, uint64_t len, const vo
         if (head) {
             uint64_t blk = offset - head;
             uint64_t n = VD_MIN(len, a - head);
+            vd_node_event(bs, VD_EV_PWRITEV_RMW_HEAD);
             ret = rmw_block(bs, blk, offset, n, p, flags);
             if (ret < 0) {
                 return ret;
             }
+            vd_node_event(bs, VD_EV_PWRITEV_RMW_AFTER_HEAD);
             offset += n;
             len -= n;
             if (p) {
@@ -362,7 +380,12 @@ static int node_write_inner(vd_node *bs, uint64_t offset, uint64_t len, const vo
             }
         }
         if (tail) {
-            return rmw_block(bs, offset, offset, tail, p, flags);
+            vd_node_event(bs, VD_EV_PWRITEV_RMW_TAIL);
+            ret = rmw_block(bs, offset, offset, tail, p, flags);
+            if (ret == 0) {
+                vd_node_event(bs, VD_EV_PWRITEV_RMW_AFTER_TAIL);
+            }
+            return ret;
         }
         return 0;
     }
@@ -385,6 +408,8 @@ static int node_write(vd_node *bs, uint64_t offset, uint64_t len, const void *da
                       unsigned flags)
 {
     int ret;
+    /* QEMU announces these on the node written, before and after the write */
+    vd_node_event(bs, data ? VD_EV_PWRITEV : VD_EV_PWRITEV_ZERO);
     if (!tracking_needed(bs)) {
         ret = node_write_inner(bs, offset, len, data, flags);
     } else {
@@ -398,6 +423,7 @@ static int node_write(vd_node *bs, uint64_t offset, uint64_t len, const void *da
     if (ret == 0 && (flags & VD_REQ_FUA) && !bs->supports_fua) {
         ret = vd_node_flush(bs);
     }
+    vd_node_event(bs, VD_EV_PWRITEV_DONE);
     return ret;
 }
 
@@ -493,10 +519,14 @@ int vd_node_flush(vd_node *bs)
         return 0;
     }
     /* the driver writes back what it caches, then its children reach disk */
+    if (bs->file) {
+        vd_node_event(bs->file, VD_EV_FLUSH_TO_OS);
+    }
     if (bs->drv->flush) {
         ret = bs->drv->flush(bs);
     }
     if (ret == 0 && bs->file) {
+        vd_node_event(bs->file, VD_EV_FLUSH_TO_DISK);
         ret = vd_node_flush(bs->file);
     }
     if (ret == 0 && bs->data_file) {

@@ -70,6 +70,7 @@ int qcow2_get_l2_slice(qcow2_state *s, uint64_t l2_offset, uint32_t l2_index,
                        uint64_t **slice)
 {
     uint64_t off = l2_offset + (uint64_t)(l2_index / s->l2_slice_entries) * s->l2_slice_size;
+    QCOW2_EVENT(s, L2_LOAD);
     return vd_cache_get(s->l2_cache, off, (void **)slice);
 }
 
@@ -198,6 +199,7 @@ int qcow2_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned 
         switch (type) {
         case QCOW2_CLUSTER_UNALLOCATED:
             if (bs->backing) {
+                QCOW2_EVENT(s, READ_BACKING_AIO);
                 ret = vd_node_read_backing(bs, offset, bytes, p);
             } else {
                 memset(p, 0, bytes);
@@ -221,6 +223,7 @@ int qcow2_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned 
             }
             break;
         case QCOW2_CLUSTER_NORMAL:
+            vd_node_event(s->data, VD_EV_READ_AIO);
             ret = vd_node_pread(s->data, host, bytes, p, 0);
             break;
         }
@@ -250,6 +253,7 @@ int qcow2_write_l1_entry(qcow2_state *s, uint32_t index)
     if (ret < 0) {
         return ret;
     }
+    QCOW2_EVENT(s, L1_UPDATE);
     ret = vd_node_pwrite(s->bs->file, off, (uint64_t)n * 8, buf, 0);
     if (ret == 0) {
         ret = vd_node_flush(s->bs->file);
@@ -281,6 +285,7 @@ int qcow2_grow_l1_table(qcow2_state *s, uint64_t min_size, bool exact)
     for (uint32_t i = 0; i < s->l1_size; i++) {
         vd_st_be64(&t[i], s->l1_table[i]);
     }
+    QCOW2_EVENT(s, L1_GROW_ALLOC_TABLE);
     int64_t off = qcow2_alloc_clusters(s, qcow2_size_to_clusters(s, bytes));
     if (off < 0) {
         free(t);
@@ -291,6 +296,7 @@ int qcow2_grow_l1_table(qcow2_state *s, uint64_t min_size, bool exact)
         ret = qcow2_pre_write_overlap_check(s, 0, (uint64_t)off, bytes);
     }
     if (ret == 0) {
+        QCOW2_EVENT(s, L1_GROW_WRITE_TABLE);
         ret = vd_node_pwrite(s->bs->file, (uint64_t)off, bytes, t, 0);
     }
     if (ret == 0) {
@@ -305,6 +311,7 @@ int qcow2_grow_l1_table(qcow2_state *s, uint64_t min_size, bool exact)
     uint32_t old_size = s->l1_size;
     s->l1_table_offset = (uint64_t)off;
     s->l1_size = (uint32_t)new_size;
+    QCOW2_EVENT(s, L1_GROW_ACTIVATE_TABLE);
     ret = qcow2_write_l1_fields(s);
     if (ret == 0) {
         ret = vd_node_flush(s->bs->file);
@@ -340,6 +347,7 @@ int qcow2_shrink_l1_table(qcow2_state *s, uint64_t new_size)
     uint64_t bytes = ((uint64_t)s->l1_size - new_size) * 8;
     ret = qcow2_pre_write_overlap_check(s, QCOW2_OL_ACTIVE_L1, off, bytes);
     if (ret == 0) {
+        QCOW2_EVENT(s, L1_SHRINK_WRITE_TABLE);
         ret = vd_node_pwrite_zeroes(s->bs->file, off, bytes, 0);
     }
     if (ret == 0) {
@@ -348,6 +356,7 @@ int qcow2_shrink_l1_table(qcow2_state *s, uint64_t new_size)
     if (ret < 0) {
         return ret;
     }
+    QCOW2_EVENT(s, L1_SHRINK_FREE_L2_CLUSTERS);
     for (uint64_t i = new_size; i < s->l1_size; i++) {
         uint64_t l2 = s->l1_table[i] & L1E_OFFSET_MASK;
         s->l1_table[i] = 0;
@@ -401,6 +410,7 @@ int qcow2_get_l2_for_write(qcow2_state *s, uint64_t offset, uint64_t **slice, ui
             goto fail;
         }
         if (old) {
+            QCOW2_EVENT(s, L2_ALLOC_COW_READ);
             ret = vd_cache_get(s->l2_cache, old + o, (void **)&os);
             if (ret < 0) {
                 vd_cache_put(s->l2_cache, (void **)&ns);
@@ -415,6 +425,7 @@ int qcow2_get_l2_for_write(qcow2_state *s, uint64_t offset, uint64_t **slice, ui
         vd_cache_mark_dirty(s->l2_cache, ns);
         vd_cache_put(s->l2_cache, (void **)&ns);
     }
+    QCOW2_EVENT(s, L2_ALLOC_WRITE);
     ret = vd_cache_flush(s->l2_cache);
     if (ret < 0) {
         goto fail;
@@ -472,6 +483,7 @@ static int cow_read(qcow2_state *s, uint64_t goff, uint64_t old, uint8_t *cluste
     switch (qcow2_get_cluster_type(s, old)) {
     case QCOW2_CLUSTER_UNALLOCATED:
         if (s->bs->backing) {
+            QCOW2_EVENT(s, COW_READ);
             return vd_node_read_backing(s->bs, goff + from, to - from, cluster + from);
         }
         memset(cluster + from, 0, to - from);
@@ -493,6 +505,7 @@ static int cow_read(qcow2_state *s, uint64_t goff, uint64_t old, uint8_t *cluste
         return ret;
     }
     case QCOW2_CLUSTER_NORMAL:
+        QCOW2_EVENT(s, COW_READ);
         return vd_node_pread(s->data, (old & L2E_OFFSET_MASK) + from, to - from,
                              cluster + from, 0);
     }
@@ -586,6 +599,7 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
         if (ret < 0) {
             return ret;
         }
+        vd_node_event(s->data, VD_EV_WRITE_AIO);
         return vd_node_pwrite(s->data, host0 + oic, bytes, data, 0);
     }
 
@@ -648,6 +662,7 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
         }
         if (ret == 0) {
             memcpy(cbuf + oic, data, dend - oic);
+            vd_node_event(s->data, VD_EV_WRITE_AIO);
             ret = vd_node_pwrite(s->data, host, cs, cbuf, 0);
         }
         pos = cs;
@@ -655,6 +670,7 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
     if (ret == 0) {
         uint64_t direct_end = tail_start < run_bytes ? run_bytes - cs : run_bytes;
         if (direct_end > pos) {
+            vd_node_event(s->data, VD_EV_WRITE_AIO);
             ret = vd_node_pwrite(s->data, host + pos, direct_end - pos, data + (pos - oic), 0);
             pos = direct_end;
         }
@@ -666,6 +682,7 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
         ret = cow_read(s, cstart + lc, old[n - 1], cbuf, from, cs, cls);
         if (ret == 0) {
             memcpy(cbuf, data + (lc - oic), from);
+            QCOW2_EVENT(s, COW_WRITE);
             ret = vd_node_pwrite(s->data, host + lc, cs, cbuf, 0);
         }
     }

@@ -159,6 +159,7 @@ static int qed_write_header(vd_node *bs)
     qed_state *s = bs->opaque;
     uint8_t b[QED_HEADER_BYTES];
     qed_header_encode(&s->h, b);
+    vd_node_event(bs->file, VD_EV_HEADER_UPDATE);
     return vd_node_pwrite(bs->file, 0, sizeof(b), b, 0);
 }
 
@@ -487,6 +488,9 @@ static int qed_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     uint64_t n = VD_MIN((uint64_t)QED_CACHE_MAX_ENTRIES,
                         VD_MAX(2, QED_CACHE_MAX_BYTES / s->table_bytes));
     s->l2c = vd_cache_new(bs->file, s->table_bytes, (size_t)n);
+    if (s->l2c) {
+        vd_cache_set_write_event(s->l2c, VD_EV_L2_UPDATE);
+    }
     if (!s->l1 || !s->l2c) {
         ret = vd_error_set(errp, ENOMEM, "Out of memory");
         goto fail;
@@ -536,12 +540,14 @@ static int qed_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsi
         }
         switch (kind) {
         case QED_FOUND:
+            vd_node_event(bs->file, VD_EV_READ_AIO);
             ret = vd_node_pread(bs->file, host, n, p, 0);
             break;
         case QED_ZERO:
             memset(p, 0, n);
             break;
         default:
+            vd_node_event(bs->file, VD_EV_READ_BACKING_AIO);
             ret = vd_node_read_backing(bs, offset, n, p);
             break;
         }
@@ -606,6 +612,7 @@ static int qed_update_l2(vd_node *bs, uint64_t first, uint64_t ncl, uint64_t val
         memset(tv, 0, s->table_bytes);
         s->file_size = end;
     } else {
+        vd_node_event(bs->file, VD_EV_L2_LOAD);
         ret = vd_cache_get(s->l2c, l2off, &tv);
         if (ret < 0) {
             return ret;
@@ -619,9 +626,11 @@ static int qed_update_l2(vd_node *bs, uint64_t first, uint64_t ncl, uint64_t val
     vd_cache_put(s->l2c, &tv);
     if (fresh) {
         /* the new table reaches the file before the L1 entry names it */
+        vd_node_event(bs->file, VD_EV_L2_ALLOC_WRITE);
         ret = vd_cache_write(s->l2c);
         if (ret == 0) {
             s->l1[l1i] = l2off;
+            vd_node_event(bs->file, VD_EV_L1_UPDATE);
             ret = qed_write_table(bs, s->h.l1_table_offset, s->l1, l1i, 1);
             if (ret < 0) {
                 s->l1[l1i] = 0;
@@ -655,6 +664,7 @@ static int qed_alloc_write(vd_node *bs, uint64_t pos, uint64_t n, const uint8_t 
     if (vd_add_overflow(host, ncl * cs, &new_size)) {
         return -EFBIG;
     }
+    vd_node_event(bs->file, VD_EV_CLUSTER_ALLOC);
     ret = qed_set_need_check(bs);
     if (ret < 0) {
         return ret;
@@ -673,17 +683,20 @@ static int qed_alloc_write(vd_node *bs, uint64_t pos, uint64_t n, const uint8_t 
         if (kind == QED_ZERO) {
             memset(tmp, 0, cs);
         } else {
+            vd_node_event(bs->file, VD_EV_COW_READ);
             ret = vd_node_read_backing(bs, first, cs, tmp);
         }
         if (ret == 0) {
             done = VD_MIN(n, cs - head);
             memcpy(tmp + head, p, done);
+            vd_node_event(bs->file, VD_EV_COW_WRITE);
             ret = vd_node_pwrite(bs->file, host, cs, tmp, 0);
         }
     }
     uint64_t whole_end = tail ? end - cs : end;
     uint64_t at = pos + done;
     if (ret == 0 && at < whole_end) {
+        vd_node_event(bs->file, VD_EV_WRITE_AIO);
         ret = vd_node_pwrite(bs->file, host + (at - first), whole_end - at, p + done, 0);
         done += whole_end - at;
         at = whole_end;
@@ -692,10 +705,12 @@ static int qed_alloc_write(vd_node *bs, uint64_t pos, uint64_t n, const uint8_t 
         if (kind == QED_ZERO) {
             memset(tmp, 0, cs);
         } else {
+            vd_node_event(bs->file, VD_EV_COW_READ);
             ret = vd_node_read_backing(bs, at, cs, tmp);
         }
         if (ret == 0) {
             memcpy(tmp, p + done, n - done);
+            vd_node_event(bs->file, VD_EV_COW_WRITE);
             ret = vd_node_pwrite(bs->file, host + (at - first), cs, tmp, 0);
         }
     }
@@ -728,6 +743,7 @@ static int qed_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
         ret = qed_find(bs, offset, len, false, &kind, &host, &n);
         if (ret == 0 && kind == QED_FOUND) {
             pthread_mutex_unlock(&s->lock);
+            vd_node_event(bs->file, VD_EV_WRITE_AIO);
             ret = vd_node_pwrite(bs->file, host, n, p, 0);
         } else {
             if (ret == 0) {

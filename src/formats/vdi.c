@@ -120,6 +120,7 @@ static uint64_t vdi_bmap_bytes(uint32_t blocks)
 static int vdi_write_header(vdi_state *s, vd_node *bs)
 {
     vd_st_le32(s->header + VDI_H_BLOCKS_ALLOCATED, s->blocks_allocated);
+    vd_node_event(bs->file, VD_EV_HEADER_UPDATE);
     return vd_node_pwrite(bs->file, 0, VDI_HEADER_BYTES, s->header, 0);
 }
 
@@ -137,6 +138,7 @@ static int vdi_write_bmap(vdi_state *s, vd_node *bs, uint32_t first, uint32_t la
     for (uint64_t i = start / 4; i < end / 4 && i < s->blocks_in_image; i++) {
         vd_st_le32(buf + (i * 4 - start), s->bmap[i]);
     }
+    vd_node_event(bs->file, VD_EV_BAT_UPDATE);
     int ret = vd_node_pwrite(bs->file, s->offset_bmap + start, len, buf, 0);
     free(buf);
     return ret;
@@ -318,6 +320,7 @@ static int vdi_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsi
         uint64_t n = VD_MIN(len, s->block_size - in_block);
         uint32_t entry = block < s->blocks_in_image ? s->bmap[block] : VDI_UNALLOCATED;
         if (VDI_IS_ALLOCATED(entry)) {
+            vd_node_event(bs->file, VD_EV_READ_AIO);
             ret = vd_node_pread(bs->file, vdi_data_offset(s, entry, in_block), n, p, 0);
             if (ret < 0) {
                 break;
@@ -353,8 +356,10 @@ static int vdi_alloc_write(vd_node *bs, uint64_t block, uint64_t in_block, uint6
     /* the rest of the block must read as zeroes: the file may hold old
      * bytes there (a block moved away by discard, a longer file) */
     uint64_t tail = s->block_size - in_block - n;
+    vd_node_event(bs->file, VD_EV_CLUSTER_ALLOC);
     ret = in_block ? vd_node_pwrite_zeroes(bs->file, host, in_block, 0) : 0;
     if (ret == 0) {
+        vd_node_event(bs->file, VD_EV_WRITE_AIO);
         ret = vd_node_pwrite(bs->file, host + in_block, n, data, 0);
     }
     if (ret == 0 && tail) {
@@ -395,6 +400,7 @@ static int vdi_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
         }
         uint32_t entry = s->bmap[block];
         if (VDI_IS_ALLOCATED(entry)) {
+            vd_node_event(bs->file, VD_EV_WRITE_AIO);
             ret = vd_node_pwrite(bs->file, vdi_data_offset(s, entry, in_block), n, p, 0);
         } else {
             ret = vdi_alloc_write(bs, block, in_block, n, p);

@@ -325,6 +325,12 @@ struct vd_node {
 
     /* public handles pointing at this node (api.c) */
     vd_image *handle;
+
+    /* io.c: writes completed / flushed (QEMU's write_gen, flushed_gen): a
+     * protocol node with nothing written since its last flush is not
+     * flushed again (atomic accesses) */
+    uint64_t write_gen;
+    uint64_t flushed_gen;
 };
 
 /* ---------------------------------------------------------------- drivers */

@@ -490,6 +490,7 @@ static int qed_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     s->l2c = vd_cache_new(bs->file, s->table_bytes, (size_t)n);
     if (s->l2c) {
         vd_cache_set_write_event(s->l2c, VD_EV_L2_UPDATE);
+        vd_cache_set_load_event(s->l2c, VD_EV_L2_LOAD);
     }
     if (!s->l1 || !s->l2c) {
         ret = vd_error_set(errp, ENOMEM, "Out of memory");
@@ -612,7 +613,6 @@ static int qed_update_l2(vd_node *bs, uint64_t first, uint64_t ncl, uint64_t val
         memset(tv, 0, s->table_bytes);
         s->file_size = end;
     } else {
-        vd_node_event(bs->file, VD_EV_L2_LOAD);
         ret = vd_cache_get(s->l2c, l2off, &tv);
         if (ret < 0) {
             return ret;

@@ -70,7 +70,6 @@ int qcow2_get_l2_slice(qcow2_state *s, uint64_t l2_offset, uint32_t l2_index,
                        uint64_t **slice)
 {
     uint64_t off = l2_offset + (uint64_t)(l2_index / s->l2_slice_entries) * s->l2_slice_size;
-    QCOW2_EVENT(s, L2_LOAD);
     return vd_cache_get(s->l2_cache, off, (void **)slice);
 }
 

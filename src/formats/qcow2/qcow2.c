@@ -1202,6 +1202,7 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     s->refcount_cache = vd_cache_new(bs->file, s->cluster_size, rc_entries);
     if (s->l2_cache && s->refcount_cache) {
         vd_cache_set_write_event(s->l2_cache, VD_EV_L2_UPDATE);
+        vd_cache_set_load_event(s->l2_cache, VD_EV_L2_LOAD);
         vd_cache_set_write_event(s->refcount_cache, VD_EV_REFBLOCK_UPDATE_PART);
     }
     if (!s->l2_cache || !s->refcount_cache) {

@@ -332,7 +332,6 @@ static int alloc_refblock(qcow2_state *s, uint64_t ti, int depth)
     if (depth > 8) {
         return -EIO;
     }
-    QCOW2_EVENT(s, REFBLOCK_ALLOC);
     ret = find_free(s, 1, &b);
     if (ret < 0) {
         return ret;
@@ -629,10 +628,18 @@ int qcow2_update_refcount(qcow2_state *s, uint64_t offset, uint64_t len, int64_t
     }
     first = qcow2_start_of_cluster(s, offset);
     last = qcow2_start_of_cluster(s, offset + len - 1);
+    uint64_t prev_ti = UINT64_MAX;
     for (uint64_t co = first; co <= last; co += s->cluster_size) {
         uint64_t ci = co >> s->cluster_bits;
         uint64_t ti = ci >> s->refcount_block_bits;
         void *block;
+
+        if (ti != prev_ti) {
+            /* QEMU announces it for each refblock update_refcount looks up,
+             * whether or not one has to be allocated */
+            QCOW2_EVENT(s, REFBLOCK_ALLOC);
+            prev_ti = ti;
+        }
 
         if (addend > 0 && (ti >= s->refcount_table_size ||
                            !(s->refcount_table[ti] & REFT_OFFSET_MASK))) {

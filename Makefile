@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 MESON ?= meson
 NINJA ?= ninja
 
-.PHONY: all deps deps-test demo check check-asan fuzz fuzz-smoke bench install clean format
+.PHONY: all deps deps-test demo check check-asan check-replay fuzz fuzz-smoke bench install clean format
 
 all: deps $(BUILD)/build.ninja
 	$(NINJA) -C $(BUILD)
@@ -31,6 +31,11 @@ check-asan: deps-test
 	@test -f build-asan/build.ninja || $(MESON) setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 	$(NINJA) -C build-asan
 	@VDISK_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 bash tests/run.sh build-asan
+
+# The long crash-consistency and error-injection runs (docs/reliability.md).
+check-replay: deps-test all
+	@VDISK_TEST_TIMEOUT=14400 VDISK_REPLAY_STATES=200 VDISK_REPLAY_SEEDS="1 2 3" bash tests/run.sh $(BUILD) interop/replay
+	@VDISK_TEST_TIMEOUT=14400 VDISK_MATRIX_FULL=1 bash tests/run.sh $(BUILD) blkdebug-matrix
 
 # tests/fuzz/build.sh configures build-fuzz (clang, -Dfuzz=true, ASan + UBSan,
 # static) once and builds only the fuzz targets.

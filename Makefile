@@ -5,7 +5,8 @@ PREFIX ?= /usr/local
 MESON ?= meson
 NINJA ?= ninja
 
-.PHONY: all deps deps-test demo check check-asan check-tsan fuzz fuzz-smoke bench install clean format
+.PHONY: all deps deps-test demo check check-asan check-tsan check-replay fuzz fuzz-smoke bench install clean format
+
 
 all: deps $(BUILD)/build.ninja
 	$(NINJA) -C $(BUILD)
@@ -40,6 +41,10 @@ check-tsan: deps-test
 	$(NINJA) -C build-tsan
 	@TSAN_OPTIONS="halt_on_error=1:exitcode=66:suppressions=$(CURDIR)/tests/tsan.supp" \
 	    setarch $$(uname -m) -R bash tests/run.sh build-tsan unit-
+# The long crash-consistency and error-injection runs (docs/reliability.md).
+check-replay: deps-test all
+	@VDISK_TEST_TIMEOUT=14400 VDISK_REPLAY_STATES=200 VDISK_REPLAY_SEEDS="1 2 3" bash tests/run.sh $(BUILD) interop/replay
+	@VDISK_TEST_TIMEOUT=14400 VDISK_MATRIX_FULL=1 bash tests/run.sh $(BUILD) blkdebug-matrix
 
 # tests/fuzz/build.sh configures build-fuzz (clang, -Dfuzz=true, ASan + UBSan,
 # static) once and builds only the fuzz targets.

@@ -38,7 +38,23 @@ struct vd_cache {
     bool unflushed; /* entries written since the last file flush */
     vd_cache_check_fn *check;
     void *check_opaque;
+    bool has_write_event; /* announce write_event before each write-back */
+    vd_event write_event;
+    bool has_load_event; /* and load_event before each read from the file */
+    vd_event load_event;
 };
+
+void vd_cache_set_write_event(vd_cache *c, vd_event ev)
+{
+    c->has_write_event = true;
+    c->write_event = ev;
+}
+
+void vd_cache_set_load_event(vd_cache *c, vd_event ev)
+{
+    c->has_load_event = true;
+    c->load_event = ev;
+}
 
 static size_t hash_of(const vd_cache *c, uint64_t offset)
 {
@@ -202,6 +218,9 @@ static int write_entry(vd_cache *c, size_t i)
             return ret;
         }
     }
+    if (c->has_write_event) {
+        vd_node_event(c->file, c->write_event);
+    }
     ret = vd_node_pwrite(c->file, e->offset, c->entry_size, table_of(c, i), 0);
     if (ret < 0) {
         return ret;
@@ -312,6 +331,9 @@ static int do_get(vd_cache *c, uint64_t offset, void **table, bool read)
             return ret;
         }
         if (read) {
+            if (c->has_load_event) {
+                vd_node_event(c->file, c->load_event);
+            }
             ret = vd_node_pread(c->file, offset, c->entry_size, table_of(c, i), 0);
             if (ret < 0) {
                 return ret;

@@ -33,6 +33,10 @@ vd_cache *vd_cache_new(vd_node *file, size_t entry_size, size_t nb_entries);
 /* Frees without writing back (call vd_cache_flush first). */
 void vd_cache_free(vd_cache *c);
 void vd_cache_set_check(vd_cache *c, vd_cache_check_fn *fn, void *opaque);
+/* Announce ev on the file before each write-back (blkdebug events). */
+void vd_cache_set_write_event(vd_cache *c, vd_event ev);
+/* Announce ev on the file before each read of a table from it. */
+void vd_cache_set_load_event(vd_cache *c, vd_event ev);
 
 size_t vd_cache_entry_size(const vd_cache *c);
 size_t vd_cache_nb_entries(const vd_cache *c);

@@ -17,6 +17,8 @@ extern const vd_driver vd_drv_null_aio;
 extern const vd_driver vd_drv_nbd;
 /* filters */
 extern const vd_driver vd_drv_preallocate;
+extern const vd_driver vd_drv_blkdebug;
+extern const vd_driver vd_drv_blklogwrites;
 /* formats */
 extern const vd_driver vd_drv_qcow2;
 extern const vd_driver vd_drv_qed;
@@ -35,6 +37,8 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_nbd,
     /* filters */
     &vd_drv_preallocate,
+    &vd_drv_blkdebug,
+    &vd_drv_blklogwrites,
     /* formats, raw last */
     &vd_drv_qcow2,
     &vd_drv_qed,

@@ -26,13 +26,18 @@ int vd_fmt_read(vd_node *bs, uint64_t offset, uint64_t len, void *buf, vd_fmt_ma
             return -EIO;
         }
         switch (ext.kind) {
-        case VD_FMT_MAP_DATA:
-            ret = vd_node_pread(ext.file ? ext.file : bs->file, ext.host, ext.len, p, 0);
+        case VD_FMT_MAP_DATA: {
+            vd_node *f = ext.file ? ext.file : bs->file;
+            vd_node_event(f, VD_EV_READ_AIO);
+            ret = vd_node_pread(f, ext.host, ext.len, p, 0);
+            break;
+        }
             break;
         case VD_FMT_MAP_ZERO:
             memset(p, 0, ext.len);
             break;
         case VD_FMT_MAP_BACKING:
+            vd_node_event(bs->file, VD_EV_READ_BACKING_AIO);
             ret = vd_node_read_backing(bs, offset, ext.len, p);
             break;
         case VD_FMT_MAP_FILLED:
@@ -55,6 +60,10 @@ int vd_fmt_read(vd_node *bs, uint64_t offset, uint64_t len, void *buf, vd_fmt_ma
 
 int vd_fmt_cow_backing(void *opaque, uint64_t cluster, uint64_t from, uint64_t to, uint8_t *buf)
 {
+    vd_node *bs = opaque;
+    if (bs->file) {
+        vd_node_event(bs->file, VD_EV_COW_READ);
+    }
     return vd_node_read_backing(opaque, cluster + from, to - from, buf + from);
 }
 
@@ -72,6 +81,7 @@ static int cow_write_zeroed(vd_node *file, uint64_t host, uint64_t head, uint64_
 {
     int ret = head ? vd_node_pwrite_zeroes(file, host, head, 0) : 0;
     if (ret == 0) {
+        vd_node_event(file, VD_EV_WRITE_AIO);
         ret = vd_node_pwrite(file, host + head, len, data, 0);
     }
     if (ret == 0 && tail) {
@@ -100,6 +110,7 @@ int vd_fmt_cow_write(vd_node *file, uint64_t host, uint64_t cluster_size, uint64
         return cow_write_zeroed(file, host, head, len, tail, p);
     }
     if (!head && !tail) {
+        vd_node_event(file, VD_EV_WRITE_AIO);
         return vd_node_pwrite(file, host, len, p, 0);
     }
 
@@ -123,6 +134,7 @@ int vd_fmt_cow_write(vd_node *file, uint64_t host, uint64_t cluster_size, uint64
         }
         if (ret == 0) {
             memcpy(buf + head, p, n);
+            vd_node_event(file, VD_EV_COW_WRITE);
             ret = vd_node_pwrite(file, host, cs, buf, 0);
         }
         pos = cs;
@@ -131,6 +143,7 @@ int vd_fmt_cow_write(vd_node *file, uint64_t host, uint64_t cluster_size, uint64
     /* whole clusters straight from the caller's buffer */
     uint64_t direct_end = tail ? span - cs : span;
     if (ret == 0 && direct_end > pos) {
+        vd_node_event(file, VD_EV_WRITE_AIO);
         ret = vd_node_pwrite(file, host + pos, direct_end - pos, p + done, 0);
         done += direct_end - pos;
         pos = direct_end;
@@ -141,6 +154,7 @@ int vd_fmt_cow_write(vd_node *file, uint64_t host, uint64_t cluster_size, uint64
         ret = read_old(opaque, first + pos, n, cs, buf);
         if (ret == 0) {
             memcpy(buf, p + done, n);
+            vd_node_event(file, VD_EV_COW_WRITE);
             ret = vd_node_pwrite(file, host + pos, cs, buf, 0);
         }
     }

@@ -27,6 +27,7 @@
 #include <sys/types.h>
 
 #include "vdisk.h"
+#include "events.h"
 
 #define VD_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #define VD_UNUSED __attribute__((unused))
@@ -383,6 +384,12 @@ struct vd_node {
 
     /* public handles pointing at this node (api.c) */
     vd_image *handle;
+
+    /* io.c: writes completed / flushed (QEMU's write_gen, flushed_gen): a
+     * protocol node with nothing written since its last flush is not
+     * flushed again (atomic accesses) */
+    uint64_t write_gen;
+    uint64_t flushed_gen;
 };
 
 /* ---------------------------------------------------------------- drivers */
@@ -561,6 +568,12 @@ struct vd_driver {
      * NULL: it can when the driver has bitmap_add.
      */
     bool (*supports_bitmaps)(vd_node *bs);
+    /* Filters that test formats (blkdebug): a named event reached this node
+     * (see events.h and vd_node_event).  May run on many threads at once. */
+    void (*debug_event)(vd_node *bs, vd_event ev);
+    /* Option key prefixes the driver's open parses itself besides its
+     * open_opts ("image.", "inject-error."), accepted by validation. */
+    const char *const *opt_prefixes;
 };
 
 /* vd_driver.flags */
@@ -680,6 +693,9 @@ int vd_node_truncate(vd_node *bs, uint64_t size, bool exact, vd_prealloc preallo
  * the driver asks); see the driver callback for the meaning. */
 int vd_node_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64_t len,
                          uint64_t *pnum, uint64_t *map, vd_node **file);
+/* Announce event ev on bs: the first node from bs down the file chain whose
+ * driver handles events gets it; a cheap no-op when there is none. */
+void vd_node_event(vd_node *bs, vd_event ev);
 /* Read [offset, offset+len) of bs's backing chain (zeroes where there is no
  * backing file or past its end). */
 int vd_node_read_backing(vd_node *bs, uint64_t offset, uint64_t len, void *buf);

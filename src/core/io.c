@@ -26,6 +26,34 @@ struct vd_req {
     vd_req *next;
 };
 
+/* ---------------------------------------------------------------- events */
+
+#define VD_EVENT_NAME_(id, name) [VD_EV_##id] = name,
+const char *const vd_event_names[VD_EV__MAX] = {VD_EVENT_LIST(VD_EVENT_NAME_)};
+#undef VD_EVENT_NAME_
+
+/* pwritev, pwritev_zero and pwritev_done go to the node written only, as
+ * QEMU's bdrv_debug_event(bs) does: a format's request and the one it
+ * sends to its blkdebug child must not both count.  The read-modify-write
+ * events walk down: vdisk pads a request at the top node with the
+ * alignment (raw over blkdebug,align=N), QEMU at blkdebug itself. */
+static void node_event_here(vd_node *bs, vd_event ev)
+{
+    if (bs->drv->debug_event) {
+        bs->drv->debug_event(bs, ev);
+    }
+}
+
+void vd_node_event(vd_node *bs, vd_event ev)
+{
+    while (bs && !bs->drv->debug_event) {
+        bs = bs->file;
+    }
+    if (bs) {
+        bs->drv->debug_event(bs, ev);
+    }
+}
+
 /* --------------------------------------------------------- serialisation */
 
 static bool tracking_needed(const vd_node *bs)
@@ -363,10 +391,12 @@ static int node_write_inner(vd_node *bs, uint64_t offset, uint64_t len, const vo
         if (head) {
             uint64_t blk = offset - head;
             uint64_t n = VD_MIN(len, a - head);
+            vd_node_event(bs, VD_EV_PWRITEV_RMW_HEAD);
             ret = rmw_block(bs, blk, offset, n, p, flags);
             if (ret < 0) {
                 return ret;
             }
+            vd_node_event(bs, VD_EV_PWRITEV_RMW_AFTER_HEAD);
             offset += n;
             len -= n;
             if (p) {
@@ -387,7 +417,12 @@ static int node_write_inner(vd_node *bs, uint64_t offset, uint64_t len, const vo
             }
         }
         if (tail) {
-            return rmw_block(bs, offset, offset, tail, p, flags);
+            vd_node_event(bs, VD_EV_PWRITEV_RMW_TAIL);
+            ret = rmw_block(bs, offset, offset, tail, p, flags);
+            if (ret == 0) {
+                vd_node_event(bs, VD_EV_PWRITEV_RMW_AFTER_TAIL);
+            }
+            return ret;
         }
         return 0;
     }
@@ -412,6 +447,8 @@ static int node_write(vd_node *bs, uint64_t offset, uint64_t len, const void *da
                       unsigned flags)
 {
     int ret;
+    /* QEMU announces these on the node written, before and after the write */
+    node_event_here(bs, data ? VD_EV_PWRITEV : VD_EV_PWRITEV_ZERO);
     if (!tracking_needed(bs)) {
         ret = node_write_inner(bs, offset, len, data, flags);
     } else {
@@ -425,6 +462,8 @@ static int node_write(vd_node *bs, uint64_t offset, uint64_t len, const void *da
     if (ret == 0 && (flags & VD_REQ_FUA) && !bs->supports_fua) {
         ret = vd_node_flush(bs);
     }
+    node_event_here(bs, VD_EV_PWRITEV_DONE);
+    __atomic_add_fetch(&bs->write_gen, 1, __ATOMIC_SEQ_CST);
     return ret;
 }
 
@@ -504,6 +543,7 @@ int vd_node_discard(vd_node *bs, uint64_t offset, uint64_t len)
     if (tracking_needed(bs)) {
         req_end(bs, &req);
     }
+    __atomic_add_fetch(&bs->write_gen, 1, __ATOMIC_SEQ_CST);
     return ret == -ENOTSUP ? 0 : ret;
 }
 
@@ -514,14 +554,29 @@ int vd_node_flush(vd_node *bs)
         return 0;
     }
     /* the driver writes back what it caches, then its children reach disk */
-    if (bs->drv->flush) {
+    uint64_t gen = __atomic_load_n(&bs->write_gen, __ATOMIC_SEQ_CST);
+    /* As QEMU: a protocol node (file, blkdebug, nbd) nothing was written to
+     * since its last flush is not flushed again; its children still are.
+     * Formats are always asked: their caches change without writes. */
+    bool skip = bs->drv->kind == VD_DRV_PROTOCOL &&
+                gen == __atomic_load_n(&bs->flushed_gen, __ATOMIC_SEQ_CST);
+    if (bs->file) {
+        vd_node_event(bs->file, VD_EV_FLUSH_TO_OS);
+    }
+    if (bs->drv->flush && !skip) {
         ret = bs->drv->flush(bs);
     }
     if (ret == 0 && bs->file) {
+        if (!skip) {
+            vd_node_event(bs->file, VD_EV_FLUSH_TO_DISK);
+        }
         ret = vd_node_flush(bs->file);
     }
     if (ret == 0 && bs->data_file) {
         ret = vd_node_flush(bs->data_file);
+    }
+    if (ret == 0) {
+        __atomic_store_n(&bs->flushed_gen, gen, __ATOMIC_SEQ_CST);
     }
     return ret;
 }
@@ -553,7 +608,9 @@ int vd_node_truncate(vd_node *bs, uint64_t size, bool exact, vd_prealloc preallo
         return vd_error_set(errp, ENOTSUP, "Image format '%s' does not support resizing",
                             bs->drv->name);
     }
-    return bs->drv->truncate(bs, size, exact, prealloc, errp);
+    int ret = bs->drv->truncate(bs, size, exact, prealloc, errp);
+    __atomic_add_fetch(&bs->write_gen, 1, __ATOMIC_SEQ_CST);
+    return ret;
 }
 
 int vd_node_read_backing(vd_node *bs, uint64_t offset, uint64_t len, void *buf)

@@ -192,6 +192,10 @@ static int validate_opts(const vd_driver *drv, const vd_opts *opts, const char *
     if (!drv->open_opts) {
         tables[1] = NULL;
     }
+    if (drv->opt_prefixes) {
+        /* a driver that opens its own children names their prefixes */
+        return vd_opts_validate(opts, tables, drv->opt_prefixes, what, errp);
+    }
     return vd_opts_validate(opts, tables, drv->kind == VD_DRV_PROTOCOL ? NULL : children,
                             what, errp);
 }

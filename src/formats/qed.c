@@ -160,6 +160,7 @@ static int qed_write_header(vd_node *bs)
     qed_state *s = bs->opaque;
     uint8_t b[QED_HEADER_BYTES];
     qed_header_encode(&s->h, b);
+    vd_node_event(bs->file, VD_EV_HEADER_UPDATE);
     return vd_node_pwrite(bs->file, 0, sizeof(b), b, 0);
 }
 
@@ -493,6 +494,10 @@ static int qed_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     uint64_t n = VD_MIN((uint64_t)QED_CACHE_MAX_ENTRIES,
                         VD_MAX(2, QED_CACHE_MAX_BYTES / s->table_bytes));
     s->l2c = vd_cache_new(bs->file, s->table_bytes, (size_t)n);
+    if (s->l2c) {
+        vd_cache_set_write_event(s->l2c, VD_EV_L2_UPDATE);
+        vd_cache_set_load_event(s->l2c, VD_EV_L2_LOAD);
+    }
     if (!s->l1 || !s->l2c) {
         ret = vd_error_set(errp, ENOMEM, "Out of memory");
         goto fail;
@@ -615,9 +620,11 @@ static int qed_update_l2(vd_node *bs, uint64_t first, uint64_t ncl, uint64_t val
     vd_cache_put(s->l2c, &tv);
     if (fresh) {
         /* the new table reaches the file before the L1 entry names it */
+        vd_node_event(bs->file, VD_EV_L2_ALLOC_WRITE);
         ret = vd_cache_write(s->l2c);
         if (ret == 0) {
             s->l1[l1i] = l2off;
+            vd_node_event(bs->file, VD_EV_L1_UPDATE);
             ret = qed_write_table(bs, s->h.l1_table_offset, s->l1, l1i, 1);
             if (ret < 0) {
                 s->l1[l1i] = 0;
@@ -651,6 +658,7 @@ static int qed_alloc_write(vd_node *bs, uint64_t pos, uint64_t n, const uint8_t 
     if (vd_add_overflow(host, ncl * cs, &new_size)) {
         return -EFBIG;
     }
+    vd_node_event(bs->file, VD_EV_CLUSTER_ALLOC);
     ret = qed_set_need_check(bs);
     if (ret < 0) {
         return ret;
@@ -685,6 +693,7 @@ static int qed_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
         ret = qed_find(bs, offset, len, false, &kind, &host, &n);
         if (ret == 0 && kind == QED_FOUND) {
             pthread_mutex_unlock(&s->lock);
+            vd_node_event(bs->file, VD_EV_WRITE_AIO);
             ret = vd_node_pwrite(bs->file, host, n, p, 0);
         } else {
             if (ret == 0) {

@@ -121,6 +121,7 @@ static uint64_t vdi_bmap_bytes(uint32_t blocks)
 static int vdi_write_header(vdi_state *s, vd_node *bs)
 {
     vd_st_le32(s->header + VDI_H_BLOCKS_ALLOCATED, s->blocks_allocated);
+    vd_node_event(bs->file, VD_EV_HEADER_UPDATE);
     return vd_node_pwrite(bs->file, 0, VDI_HEADER_BYTES, s->header, 0);
 }
 
@@ -138,7 +139,41 @@ static int vdi_write_bmap(vdi_state *s, vd_node *bs, uint32_t first, uint32_t la
     for (uint64_t i = start / 4; i < end / 4 && i < s->blocks_in_image; i++) {
         vd_st_le32(buf + (i * 4 - start), s->bmap[i]);
     }
+    vd_node_event(bs->file, VD_EV_BAT_UPDATE);
     int ret = vd_node_pwrite(bs->file, s->offset_bmap + start, len, buf, 0);
+    free(buf);
+    return ret;
+}
+
+/*
+ * After allocations: the block count (header) and map entries [first,
+ * last].  When the map follows the header (every image vdisk and QEMU
+ * create) and the range is near, both go in one write, so that a failed
+ * write leaves the old, consistent pair on disk instead of a count that
+ * disagrees with the map (which qemu-img check reports as corruption).
+ */
+#define VDI_ONE_WRITE_MAX (1u << 20)
+static int vdi_write_alloc_metadata(vdi_state *s, vd_node *bs, uint32_t first, uint32_t last)
+{
+    uint64_t end = vd_div_round_up(((uint64_t)last + 1) * 4, VDI_SECTOR) * VDI_SECTOR;
+    if (s->offset_bmap != VDI_HEADER_BYTES || end > VDI_ONE_WRITE_MAX) {
+        int ret = vdi_write_header(s, bs);
+        return ret < 0 ? ret : vdi_write_bmap(s, bs, first, last);
+    }
+    (void)first;
+    uint8_t *buf = vd_malloc(VDI_HEADER_BYTES + end);
+    if (!buf) {
+        return -ENOMEM;
+    }
+    vd_st_le32(s->header + VDI_H_BLOCKS_ALLOCATED, s->blocks_allocated);
+    memcpy(buf, s->header, VDI_HEADER_BYTES);
+    memset(buf + VDI_HEADER_BYTES, 0, end);
+    for (uint64_t i = 0; i < end / 4 && i < s->blocks_in_image; i++) {
+        vd_st_le32(buf + VDI_HEADER_BYTES + i * 4, s->bmap[i]);
+    }
+    vd_node_event(bs->file, VD_EV_HEADER_UPDATE);
+    vd_node_event(bs->file, VD_EV_BAT_UPDATE);
+    int ret = vd_node_pwrite(bs->file, 0, VDI_HEADER_BYTES + end, buf, 0);
     free(buf);
     return ret;
 }
@@ -357,6 +392,7 @@ static int vdi_alloc_write(vd_node *bs, uint64_t block, uint64_t in_block, uint6
     uint64_t host = vdi_data_offset(s, idx, 0);
     /* the rest of the block must read as zeroes: the file may hold old
      * bytes there (a block moved away by discard, a longer file) */
+    vd_node_event(bs->file, VD_EV_CLUSTER_ALLOC);
     ret = vd_fmt_cow_write(bs->file, host, s->block_size, block * s->block_size + in_block, n,
                            data, NULL, NULL);
     if (ret < 0) {
@@ -375,6 +411,7 @@ static int vdi_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
     int ret = 0;
     bool exclusive = false;
     uint32_t bmap_first = UINT32_MAX, bmap_last = 0;
+    uint32_t old_allocated = 0;
     (void)flags;
 
     pthread_rwlock_rdlock(&s->lock);
@@ -391,9 +428,11 @@ static int vdi_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
             pthread_rwlock_unlock(&s->lock);
             pthread_rwlock_wrlock(&s->lock);
             exclusive = true;
+            old_allocated = s->blocks_allocated;
         }
         uint32_t entry = s->bmap[block];
         if (VDI_IS_ALLOCATED(entry)) {
+            vd_node_event(bs->file, VD_EV_WRITE_AIO);
             ret = vd_node_pwrite(bs->file, vdi_data_offset(s, entry, in_block), n, p, 0);
         } else {
             ret = vdi_alloc_write(bs, block, in_block, n, p);
@@ -411,9 +450,18 @@ static int vdi_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
     }
     if (bmap_first != UINT32_MAX) {
         /* Data first, then the map and the count, as QEMU orders them. */
-        int r = vdi_write_header(s, bs);
-        if (r == 0) {
-            r = vdi_write_bmap(s, bs, bmap_first, bmap_last);
+        int r = vdi_write_alloc_metadata(s, bs, bmap_first, bmap_last);
+        if (r < 0) {
+            /* The request fails: forget its new blocks, so that the next
+             * allocation reuses them and writes a count matching the map
+             * on disk. */
+            for (uint32_t i = bmap_first; i <= bmap_last; i++) {
+                if (VDI_IS_ALLOCATED(s->bmap[i]) && s->bmap[i] >= old_allocated) {
+                    s->bmap[i] = VDI_UNALLOCATED;
+                }
+            }
+            s->blocks_allocated = old_allocated;
+            vd_st_le32(s->header + VDI_H_BLOCKS_ALLOCATED, s->blocks_allocated);
         }
         if (ret == 0) {
             ret = r;

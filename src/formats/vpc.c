@@ -636,6 +636,7 @@ static int vpc_alloc_block(vd_node *bs, uint32_t b)
     /* dynamic: every sector present (QEMU does the same); differencing:
      * every sector still in the parent */
     memset(bm, s->disk_type == VHD_DIFFERENCING ? 0 : 0xff, s->bitmap_size);
+    vd_node_event(bs->file, VD_EV_CLUSTER_ALLOC);
     ret = vd_node_pwrite(bs->file, start, s->bitmap_size, bm, 0);
     free(bm);
     if (ret < 0) {
@@ -651,12 +652,14 @@ static int vpc_alloc_block(vd_node *bs, uint32_t b)
         }
     }
     /* the footer moves to the new end of the file */
+    vd_node_event(bs->file, VD_EV_FOOTER_UPDATE);
     ret = vd_node_pwrite(bs->file, new_end, VHD_FOOTER_SIZE, s->footer, 0);
     if (ret < 0) {
         return ret;
     }
     uint8_t be[4];
     vd_st_be32(be, (uint32_t)(start / VHD_SECTOR));
+    vd_node_event(bs->file, VD_EV_BAT_UPDATE);
     ret = vd_node_pwrite(bs->file, s->bat_offset + (uint64_t)b * 4, 4, be, 0);
     if (ret < 0) {
         return ret;
@@ -690,6 +693,7 @@ static int vpc_fill_bitmap(vd_node *bs, uint32_t b)
         }
         if (!full) {
             memset(bm, 0xff, s->bitmap_size);
+            vd_node_event(bs->file, VD_EV_BLOCK_BITMAP_UPDATE);
             ret = vd_node_pwrite(bs->file, off, s->bitmap_size, bm, 0);
         }
     }
@@ -722,6 +726,7 @@ static int vpc_set_bits(vd_node *bs, uint32_t b, uint64_t first, uint64_t count)
     uint64_t lo = first / 8 / VHD_SECTOR * VHD_SECTOR;
     uint64_t hi = vd_div_round_up((first + count + 7) / 8, VHD_SECTOR) * VHD_SECTOR;
     hi = VD_MIN(hi, s->bitmap_size);
+    vd_node_event(bs->file, VD_EV_BLOCK_BITMAP_UPDATE);
     ret =
         vd_node_pwrite(bs->file, (uint64_t)s->bat[b] * VHD_SECTOR + lo, hi - lo, s->bm + lo, 0);
     if (ret < 0) {
@@ -756,6 +761,7 @@ static int vpc_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
         }
         if (ret == 0 && s->disk_type == VHD_DIFFERENCING) {
             /* bitmap after data, both under the lock */
+            vd_node_event(bs->file, VD_EV_WRITE_AIO);
             ret = vd_node_pwrite(bs->file, vpc_block_data(s, (uint32_t)b) + in_block, n, p, 0);
             if (ret == 0) {
                 ret = vpc_set_bits(bs, (uint32_t)b, in_block / VHD_SECTOR, n / VHD_SECTOR);
@@ -765,6 +771,7 @@ static int vpc_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
             uint64_t host = ret == 0 ? vpc_block_data(s, (uint32_t)b) + in_block : 0;
             pthread_mutex_unlock(&s->lock);
             if (ret == 0) {
+                vd_node_event(bs->file, VD_EV_WRITE_AIO);
                 ret = vd_node_pwrite(bs->file, host, n, p, 0);
             }
         }

@@ -207,6 +207,7 @@ int qcow2_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned 
         switch (type) {
         case QCOW2_CLUSTER_UNALLOCATED:
             if (bs->backing) {
+                QCOW2_EVENT(s, READ_BACKING_AIO);
                 ret = vd_node_read_backing(bs, offset, bytes, p);
             } else {
                 memset(p, 0, bytes);
@@ -230,6 +231,7 @@ int qcow2_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned 
             }
             break;
         case QCOW2_CLUSTER_NORMAL:
+            vd_node_event(s->data, VD_EV_READ_AIO);
             ret = vd_node_pread(s->data, host, bytes, p, 0);
             break;
         }
@@ -264,6 +266,7 @@ int qcow2_write_l1_entry(qcow2_state *s, uint32_t index)
     if (ret < 0) {
         return ret;
     }
+    QCOW2_EVENT(s, L1_UPDATE);
     ret = vd_node_pwrite(s->bs->file, off, (uint64_t)n * 8, buf, 0);
     if (ret == 0) {
         ret = vd_node_flush(s->bs->file);
@@ -295,6 +298,7 @@ int qcow2_grow_l1_table(qcow2_state *s, uint64_t min_size, bool exact)
     for (uint32_t i = 0; i < s->l1_size; i++) {
         vd_st_be64(&t[i], s->l1_table[i]);
     }
+    QCOW2_EVENT(s, L1_GROW_ALLOC_TABLE);
     int64_t off = qcow2_alloc_clusters(s, qcow2_size_to_clusters(s, bytes));
     if (off < 0) {
         free(t);
@@ -305,6 +309,7 @@ int qcow2_grow_l1_table(qcow2_state *s, uint64_t min_size, bool exact)
         ret = qcow2_pre_write_overlap_check(s, 0, (uint64_t)off, bytes);
     }
     if (ret == 0) {
+        QCOW2_EVENT(s, L1_GROW_WRITE_TABLE);
         ret = vd_node_pwrite(s->bs->file, (uint64_t)off, bytes, t, 0);
     }
     if (ret == 0) {
@@ -319,6 +324,7 @@ int qcow2_grow_l1_table(qcow2_state *s, uint64_t min_size, bool exact)
     uint32_t old_size = s->l1_size;
     s->l1_table_offset = (uint64_t)off;
     s->l1_size = (uint32_t)new_size;
+    QCOW2_EVENT(s, L1_GROW_ACTIVATE_TABLE);
     ret = qcow2_write_l1_fields(s);
     if (ret == 0) {
         ret = vd_node_flush(s->bs->file);
@@ -354,6 +360,7 @@ int qcow2_shrink_l1_table(qcow2_state *s, uint64_t new_size)
     uint64_t bytes = ((uint64_t)s->l1_size - new_size) * 8;
     ret = qcow2_pre_write_overlap_check(s, QCOW2_OL_ACTIVE_L1, off, bytes);
     if (ret == 0) {
+        QCOW2_EVENT(s, L1_SHRINK_WRITE_TABLE);
         ret = vd_node_pwrite_zeroes(s->bs->file, off, bytes, 0);
     }
     if (ret == 0) {
@@ -362,6 +369,7 @@ int qcow2_shrink_l1_table(qcow2_state *s, uint64_t new_size)
     if (ret < 0) {
         return ret;
     }
+    QCOW2_EVENT(s, L1_SHRINK_FREE_L2_CLUSTERS);
     for (uint64_t i = new_size; i < s->l1_size; i++) {
         uint64_t l2 = s->l1_table[i] & L1E_OFFSET_MASK;
         s->l1_table[i] = 0;
@@ -415,6 +423,7 @@ int qcow2_get_l2_for_write(qcow2_state *s, uint64_t offset, uint64_t **slice, ui
             goto fail;
         }
         if (old) {
+            QCOW2_EVENT(s, L2_ALLOC_COW_READ);
             ret = vd_cache_get(s->l2_cache, old + o, (void **)&os);
             if (ret < 0) {
                 vd_cache_put(s->l2_cache, (void **)&ns);
@@ -429,6 +438,7 @@ int qcow2_get_l2_for_write(qcow2_state *s, uint64_t offset, uint64_t **slice, ui
         vd_cache_mark_dirty(s->l2_cache, ns);
         vd_cache_put(s->l2_cache, (void **)&ns);
     }
+    QCOW2_EVENT(s, L2_ALLOC_WRITE);
     ret = vd_cache_flush(s->l2_cache);
     if (ret < 0) {
         goto fail;
@@ -494,6 +504,7 @@ static int cow_read(void *opaque, uint64_t goff, uint64_t from, uint64_t to, uin
     switch (qcow2_get_cluster_type(s, old)) {
     case QCOW2_CLUSTER_UNALLOCATED:
         if (s->bs->backing) {
+            QCOW2_EVENT(s, COW_READ);
             return vd_node_read_backing(s->bs, goff + from, to - from, cluster + from);
         }
         memset(cluster + from, 0, to - from);
@@ -515,6 +526,7 @@ static int cow_read(void *opaque, uint64_t goff, uint64_t from, uint64_t to, uin
         return ret;
     }
     case QCOW2_CLUSTER_NORMAL:
+        QCOW2_EVENT(s, COW_READ);
         return vd_node_pread(s->data, (old & L2E_OFFSET_MASK) + from, to - from,
                              cluster + from, 0);
     }

@@ -180,6 +180,7 @@ int qcow2_read_compressed(qcow2_state *s, uint64_t l2_entry, uint8_t *cluster)
     if (!buf) {
         return -ENOMEM;
     }
+    QCOW2_EVENT(s, READ_COMPRESSED);
     int ret = vd_node_pread(s->bs->file, coffset, avail, buf, 0);
     if (ret == 0) {
         memset(buf + avail, 0, csize - avail);
@@ -441,6 +442,7 @@ int qcow2_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const vo
             total += (uint64_t)jobs[j].result;
             j++;
         }
+        QCOW2_EVENT(s, WRITE_COMPRESSED);
         if (j == i + 1) {
             ret = vd_node_pwrite(bs->file, coff[i], total, jobs[i].dst, 0);
         } else {
@@ -485,6 +487,7 @@ int qcow2_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const vo
             if (s->extended_l2) {
                 vd_st_be64(&slice[2 * idx + 1], 0); /* no subcluster bits */
             }
+            QCOW2_EVENT(s, L2_UPDATE_COMPRESSED);
             vd_cache_mark_dirty(s->l2_cache, slice);
             s->data_unflushed = true; /* the data goes to disk before this entry */
             coff[i] = 0; /* linked: no longer ours to free */

@@ -1213,6 +1213,11 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     s->l2_slice_entries = (uint32_t)(l2_entry_size / qcow2_l2_entry_size(s));
     s->l2_cache = vd_cache_new(bs->file, l2_entry_size, l2_entries);
     s->refcount_cache = vd_cache_new(bs->file, s->cluster_size, rc_entries);
+    if (s->l2_cache && s->refcount_cache) {
+        vd_cache_set_write_event(s->l2_cache, VD_EV_L2_UPDATE);
+        vd_cache_set_load_event(s->l2_cache, VD_EV_L2_LOAD);
+        vd_cache_set_write_event(s->refcount_cache, VD_EV_REFBLOCK_UPDATE_PART);
+    }
     if (!s->l2_cache || !s->refcount_cache) {
         ret = vd_error_set(errp, ENOMEM, "Could not allocate metadata caches");
         goto fail;

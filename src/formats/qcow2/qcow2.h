@@ -18,6 +18,10 @@
 #include "cache.h"
 #include "internal.h"
 
+/* Announce a named event (events.h) on the image file, as QEMU's
+ * BLKDBG_EVENT(bs->file, ...) does. */
+#define QCOW2_EVENT(s, ev) vd_node_event((s)->bs->file, VD_EV_##ev)
+
 #define QCOW2_MAGIC 0x514649fbu
 #define QCOW2_MIN_CLUSTER_BITS 9
 #define QCOW2_MAX_CLUSTER_BITS 21

@@ -78,6 +78,7 @@ int qcow2_refcount_init(qcow2_state *s, vd_error **errp)
         return vd_error_set(errp, ENOMEM, "Could not allocate the refcount table");
     }
     if (bytes) {
+        QCOW2_EVENT(s, REFTABLE_LOAD);
         int ret = vd_node_pread(s->bs->file, s->refcount_table_offset, bytes,
                                 s->refcount_table, 0);
         if (ret < 0) {
@@ -118,6 +119,7 @@ static int get_refblock(qcow2_state *s, uint64_t ti, void **block)
                                 (unsigned long long)off, (unsigned long long)ti);
         return -EIO;
     }
+    QCOW2_EVENT(s, REFBLOCK_LOAD);
     return vd_cache_get(s->refcount_cache, off, block);
 }
 
@@ -257,6 +259,7 @@ static int write_reftable_entry(qcow2_state *s, uint64_t ti)
         return ret;
     }
     vd_st_be64(buf, s->refcount_table[ti]);
+    QCOW2_EVENT(s, REFTABLE_UPDATE);
     return vd_node_pwrite(s->bs->file, off, 8, buf, 0);
 }
 
@@ -364,6 +367,7 @@ static int alloc_refblock(qcow2_state *s, uint64_t ti, int depth)
         /* self-describing: the block counts its own cluster */
         qcow2_rc_set(s, block, b & (rb_entries(s) - 1), 1);
     }
+    QCOW2_EVENT(s, REFBLOCK_ALLOC_WRITE);
     ret = vd_node_pwrite(s->bs->file, boff, s->cluster_size, block, 0);
     vd_cache_put(s->refcount_cache, &block);
     if (ret < 0) {
@@ -386,6 +390,7 @@ static int alloc_refblock(qcow2_state *s, uint64_t ti, int depth)
     if (ti > s->max_refcount_table_index) {
         s->max_refcount_table_index = ti;
     }
+    QCOW2_EVENT(s, REFBLOCK_ALLOC_HOOKUP);
     ret = write_reftable_entry(s, ti);
     if (ret < 0) {
         s->refcount_table[ti] = 0;
@@ -406,6 +411,7 @@ static int grow_reftable(qcow2_state *s, uint64_t min_entries)
     uint64_t entries, m = 2, start = 0, nb_new = 0, tc = 0;
     int ret;
 
+    QCOW2_EVENT(s, REFTABLE_GROW);
     entries = vd_div_round_up(VD_MAX(want, 1), per_cluster) * per_cluster;
     for (int iter = 0;; iter++) {
         if (iter > 64) {
@@ -480,6 +486,7 @@ static int grow_reftable(qcow2_state *s, uint64_t min_entries)
         goto out;
     }
     if (nb_new) {
+        QCOW2_EVENT(s, REFBLOCK_ALLOC_WRITE_BLOCKS);
         ret = vd_node_pwrite(s->bs->file, area, nb_new << s->cluster_bits, blocks, 0);
         if (ret < 0) {
             goto out;
@@ -489,6 +496,7 @@ static int grow_reftable(qcow2_state *s, uint64_t min_entries)
     for (uint64_t i = 0; i < entries; i++) {
         vd_st_be64(&new_table[i], new_table[i]);
     }
+    QCOW2_EVENT(s, REFBLOCK_ALLOC_WRITE_TABLE);
     ret = vd_node_pwrite(s->bs->file, table_off, tc << s->cluster_bits, new_table, 0);
     for (uint64_t i = 0; i < entries; i++) {
         new_table[i] = vd_ld_be64(&new_table[i]);
@@ -507,6 +515,7 @@ static int grow_reftable(qcow2_state *s, uint64_t min_entries)
     uint64_t old_size = s->refcount_table_size;
     s->refcount_table_offset = table_off;
     s->refcount_table_clusters = (uint32_t)tc;
+    QCOW2_EVENT(s, REFBLOCK_ALLOC_SWITCH_TABLE);
     ret = qcow2_write_reftable_fields(s);
     if (ret == 0) {
         ret = vd_node_flush(s->bs->file);
@@ -619,10 +628,18 @@ int qcow2_update_refcount(qcow2_state *s, uint64_t offset, uint64_t len, int64_t
     }
     first = qcow2_start_of_cluster(s, offset);
     last = qcow2_start_of_cluster(s, offset + len - 1);
+    uint64_t prev_ti = UINT64_MAX;
     for (uint64_t co = first; co <= last; co += s->cluster_size) {
         uint64_t ci = co >> s->cluster_bits;
         uint64_t ti = ci >> s->refcount_block_bits;
         void *block;
+
+        if (ti != prev_ti) {
+            /* QEMU announces it for each refblock update_refcount looks up,
+             * whether or not one has to be allocated */
+            QCOW2_EVENT(s, REFBLOCK_ALLOC);
+            prev_ti = ti;
+        }
 
         if (addend > 0 && (ti >= s->refcount_table_size ||
                            !(s->refcount_table[ti] & REFT_OFFSET_MASK))) {
@@ -651,6 +668,7 @@ int qcow2_update_refcount(qcow2_state *s, uint64_t offset, uint64_t len, int64_t
             goto fail;
         }
         rc += (uint64_t)addend;
+        QCOW2_EVENT(s, REFBLOCK_UPDATE);
         qcow2_rc_set(s, block, idx, rc);
         vd_cache_mark_dirty(s->refcount_cache, block);
         vd_cache_put(s->refcount_cache, &block);
@@ -685,6 +703,7 @@ int64_t qcow2_alloc_clusters(qcow2_state *s, uint64_t n)
     if (n == 0) {
         return -EINVAL;
     }
+    QCOW2_EVENT(s, CLUSTER_ALLOC);
     ret = find_free(s, n, &c);
     if (ret < 0) {
         return ret;
@@ -719,6 +738,7 @@ int64_t qcow2_alloc_bytes(qcow2_state *s, uint32_t size)
     if (size == 0 || size > cs) {
         return -EINVAL;
     }
+    QCOW2_EVENT(s, CLUSTER_ALLOC_BYTES);
     if (off) {
         uint64_t rc;
         ret = qcow2_get_refcount(s, off >> s->cluster_bits, &rc);
@@ -820,6 +840,7 @@ void qcow2_free_clusters(qcow2_state *s, uint64_t offset, uint64_t len,
         return;
     }
     /* a failure only leaks the clusters, which check -r leaks repairs */
+    QCOW2_EVENT(s, CLUSTER_FREE);
     (void)qcow2_update_refcount(s, offset, len, -1, type);
 }
 

@@ -232,6 +232,7 @@ int qcow2_sc_pread(qcow2_state *s, uint64_t offset, uint64_t len, uint8_t *p)
             memset(p, 0, bytes);
             break;
         case SC_NORMAL:
+            vd_node_event(s->data, VD_EV_READ_AIO);
             ret = vd_node_pread(s->data, host, bytes, p, 0);
             break;
         case SC_COMPRESSED:
@@ -320,6 +321,7 @@ static int sc_write_cluster(qcow2_state *s, uint64_t offset, uint64_t len, const
                                                   span_end - span_start);
         }
         if (ret == 0) {
+            vd_node_event(s->data, VD_EV_WRITE_AIO);
             ret = vd_node_pwrite(s->data, host + span_start, span_end - span_start,
                                  buf + span_start, 0);
         }
@@ -370,6 +372,7 @@ static int sc_write_cluster(qcow2_state *s, uint64_t offset, uint64_t len, const
         ret = qcow2_pre_write_overlap_check(s, 0, host, cs);
     }
     if (ret == 0) {
+        vd_node_event(s->data, VD_EV_WRITE_AIO);
         ret = vd_node_pwrite(s->data, host, cs, buf, 0);
     }
     free(buf);

@@ -1,0 +1,219 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Error-injection matrix in the style of qemu-iotest 026.
+
+For every format (qcow2, qed, vdi, vpc), every blkdebug event, errno EIO
+and ENOSPC, once=on and once=off: a write workload runs through vdisk-io
+over blkdebug:CONFIG:IMAGE.  Then:
+  - every request that failed reported the injected errno;
+  - after the image is closed, `qemu-img check` finds no corruption
+    (leaks are fine) and `vdisk check` agrees;
+  - every write that reported success reads back (qemu-io read -P);
+  - the image is usable afterwards: a new write reads back.
+With VDISK_MATRIX_FULL=1 every event name runs with both errnos, and for
+qcow2 qemu-io's own blkdebug runs the same workload on the same rules; the
+events whose outcome (which requests failed) differs are listed (places
+where the two qcow2 drivers order their writes differently; informational).
+Without it (make check) each format runs the events it announces, with
+EIO and ENOSPC on alternate events.
+
+Env: VDISK_MATRIX_FORMATS (default "qcow2 qed vdi vpc"),
+VDISK_MATRIX_EVENTS (restrict to these names).  Prints a summary line per
+format.
+"""
+import os
+import subprocess
+import sys
+
+VDISK = os.environ.get("VDISK", "build/vdisk")
+VDISK_IO = os.environ.get("VDISK_IO", "build/vdisk-io")
+SRC = os.environ.get("VDISK_SRC", ".")
+
+QEMU_EVENTS = """l1_update l1_grow_alloc_table l1_grow_write_table l1_grow_activate_table
+l2_load l2_update l2_update_compressed l2_alloc_cow_read l2_alloc_write read_aio
+read_backing_aio read_compressed write_aio write_compressed vmstate_load vmstate_save
+cow_read cow_write reftable_load reftable_grow reftable_update refblock_load
+refblock_update refblock_update_part refblock_alloc refblock_alloc_hookup
+refblock_alloc_write refblock_alloc_write_blocks refblock_alloc_write_table
+refblock_alloc_switch_table cluster_alloc cluster_alloc_bytes cluster_free flush_to_os
+flush_to_disk pwritev_rmw_head pwritev_rmw_after_head pwritev_rmw_tail
+pwritev_rmw_after_tail pwritev pwritev_zero pwritev_done empty_image_prepare
+l1_shrink_write_table l1_shrink_free_l2_clusters cor_write cluster_alloc_space""".split()
+VDISK_EVENTS = "header_update bat_update block_bitmap_update footer_update".split()
+
+CORE = "flush_to_os flush_to_disk pwritev pwritev_zero pwritev_done".split()
+# the events each driver announces (events.h; docs/reliability.md)
+FORMAT_EVENTS = {
+    "qcow2": """l1_update l1_grow_alloc_table l1_grow_write_table l1_grow_activate_table
+        l2_load l2_update l2_update_compressed l2_alloc_cow_read l2_alloc_write read_aio
+        read_compressed write_aio write_compressed cow_read cow_write reftable_load
+        reftable_grow reftable_update refblock_load refblock_update refblock_update_part
+        refblock_alloc refblock_alloc_hookup refblock_alloc_write refblock_alloc_write_blocks
+        refblock_alloc_write_table refblock_alloc_switch_table cluster_alloc
+        cluster_alloc_bytes cluster_free""".split() + CORE,
+    "qed": """l1_update l2_load l2_update l2_alloc_write read_aio write_aio cow_read cow_write
+        cluster_alloc header_update""".split() + CORE,
+    "vdi": "header_update bat_update cluster_alloc write_aio read_aio".split() + CORE,
+    "vpc": """cluster_alloc footer_update bat_update block_bitmap_update write_aio
+        read_aio""".split() + CORE,
+}
+
+ERRNOS = {5: ("EIO", "Input/output error"), 28: ("ENOSPC", "No space left on device")}
+
+MB = 1 << 20
+
+
+def workload(fmt):
+    """(command, verify) pairs; verify = (pattern, offset, length) or None."""
+    w = [
+        ("write -P 0x11 0 64k", (0x11, 0, 65536)),
+        ("write -P 0x22 1M 4k", (0x22, MB, 4096)),
+        ("write -P 0x33 %d 64k" % (4 * MB + 65536), (0x33, 4 * MB + 65536, 65536)),
+        ("write -P 0x44 %d 64k" % (200 * MB), (0x44, 200 * MB, 65536)),
+        ("write -z %d 64k" % (8 * MB), (0x00, 8 * MB, 65536)),
+        ("flush", None),
+        ("write -P 0x55 %d 1536" % (2 * MB + 512), (0x55, 2 * MB + 512, 1536)),
+    ]
+    if fmt == "qcow2":
+        w.append(("write -c -P 0x66 %d 64k" % (12 * MB), (0x66, 12 * MB, 65536)))
+        # enough new clusters (512-byte clusters) to need new refcount blocks
+        w.append(("write -P 0x77 %d 384k" % (16 * MB), (0x77, 16 * MB, 384 * 1024)))
+    w.append(("write -P 0x88 %d 64k" % (4 * MB), (0x88, 4 * MB, 65536)))
+    w.append(("flush", None))
+    return w
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, **kw)
+
+
+def create(fmt, path):
+    opts = {"qcow2": ["-o", "cluster_size=512"], "vpc": ["-o", "subformat=dynamic"]}
+    r = run(["qemu-img", "create", "-q", "-f", fmt] + opts.get(fmt, []) + [path, "256M"])
+    if r.returncode:
+        sys.exit("FAIL: qemu-img create: " + r.stdout)
+    # data to overwrite in place
+    r = run(["qemu-io", "-f", fmt, "-c", "write -P 0x99 %d 1M" % (4 * MB), path])
+    if r.returncode:
+        sys.exit("FAIL: qemu-io prefill: " + r.stdout)
+
+
+def outcomes(out, n):
+    """Per command: True (ok), or the error text; from qemu-io style output."""
+    res = []
+    for line in out.splitlines():
+        if line.startswith("wrote ") or line.startswith("write failed") or \
+                line.startswith("flush failed"):
+            res.append(True if line.startswith("wrote") else line.split(": ", 1)[-1])
+    return res
+
+
+def session(tool, fmt, cfg, img, cmds):
+    args = [tool, "-f", fmt]
+    for c in cmds:
+        args += ["-c", c]
+    args.append("blkdebug:%s:%s" % (cfg, img))
+    r = run(args, timeout=120)
+    if r.returncode >= 128 or r.returncode < 0 or "Sanitizer" in r.stdout:
+        sys.exit("FAIL: %s crashed (%d): %s" % (tool, r.returncode, r.stdout[-2000:]))
+    # flush has no output line when it succeeds: count failures only
+    lines = [l for l in r.stdout.splitlines()
+             if l.startswith(("wrote ", "write failed", "flush failed"))]
+    return lines, r.stdout
+
+
+def main():
+    formats = os.environ.get("VDISK_MATRIX_FORMATS", "qcow2 qed vdi vpc").split()
+    only = os.environ.get("VDISK_MATRIX_EVENTS", "").split()
+    # make check: each format's own events, one errno per event (alternating);
+    # VDISK_MATRIX_FULL=1: every event name x both errnos, and qemu-io's
+    # blkdebug on the same rules for qcow2
+    full = os.environ.get("VDISK_MATRIX_FULL") == "1"
+    failures = []
+    summary = []
+    diffs = {}
+    for fmt in formats:
+        base = "base." + fmt
+        create(fmt, base)
+        cmds = [c for c, _ in workload(fmt)]
+        cases = fired = 0
+        events = only or (QEMU_EVENTS + VDISK_EVENTS if full else FORMAT_EVENTS[fmt])
+        for k, ev in enumerate(events):
+            for eno, (ename, msg) in ERRNOS.items():
+                if not full and not only and (eno == 5) != (k % 2 == 0):
+                    continue
+                for once in ("on", "off"):
+                    cases += 1
+                    cfg = "rule.cfg"
+                    with open(cfg, "w") as f:
+                        f.write('[inject-error]\nevent = "%s"\nerrno = "%d"\nonce = "%s"\n'
+                                % (ev, eno, once))
+                    img = "t." + fmt
+                    run(["cp", base, img])
+                    tag = "%s %s %s once=%s" % (fmt, ev, ename, once)
+                    lines, out = session(VDISK_IO, fmt, cfg, img, cmds)
+                    if "Could not open" in out or "Invalid parameter" in out:
+                        failures.append(tag + ": open failed: " + out.strip()[-300:])
+                        continue
+                    errs = [l for l in lines if "failed" in l]
+                    if errs or "failed" in out:
+                        fired += 1
+                    for l in errs:
+                        if msg not in l:
+                            failures.append("%s: wrong error: %s" % (tag, l))
+                    # which writes succeeded: match "wrote" lines to commands in order
+                    ok_writes = []
+                    res_iter = iter([l for l in lines if not l.startswith("flush")])
+                    for c, v in workload(fmt):
+                        if c == "flush":
+                            continue
+                        l = next(res_iter, "")
+                        if l.startswith("wrote") and v:
+                            ok_writes.append(v)
+                    chk = run(["qemu-img", "check", "-f", fmt, img])
+                    # 63: qemu-img cannot check this format (vpc): vdisk's below
+                    if chk.returncode not in (0, 3, 63):
+                        failures.append("%s: qemu-img check exit %d: %s" %
+                                        (tag, chk.returncode, chk.stdout.strip()[-600:]))
+                        continue
+                    vchk = run([VDISK, "check", "-f", fmt, img])
+                    if vchk.returncode not in (0, 3):
+                        failures.append("%s: vdisk check exit %d: %s" %
+                                        (tag, vchk.returncode, vchk.stdout.strip()[-400:]))
+                    if ok_writes:
+                        args = ["qemu-io", "-f", fmt, "-r"]
+                        for pat, off, ln in ok_writes:
+                            args += ["-c", "read -P 0x%x %d %d" % (pat, off, ln)]
+                        r = run(args + [img])
+                        if r.returncode or "Pattern verification failed" in r.stdout or \
+                                "failed" in r.stdout:
+                            failures.append("%s: written data lost: %s" %
+                                            (tag, r.stdout.strip()[-300:]))
+                    r = run([VDISK_IO, "-f", fmt, "-c", "write -P 0xab 100M 64k",
+                             "-c", "read -P 0xab 100M 64k", img])
+                    if r.returncode or "failed" in r.stdout:
+                        failures.append("%s: image unusable afterwards: %s" %
+                                        (tag, r.stdout.strip()[-300:]))
+                    if full and fmt == "qcow2" and ev in QEMU_EVENTS:
+                        run(["cp", base, "q." + fmt])
+                        qlines, qout = session("qemu-io", fmt, cfg, "q." + fmt, cmds)
+                        mine = ["ok" if l.startswith("wrote") else "fail" for l in lines]
+                        theirs = ["ok" if l.startswith("wrote") else "fail" for l in qlines]
+                        if mine != theirs:
+                            diffs.setdefault(ev, []).append(
+                                "%s once=%s vdisk=%s qemu=%s" % (ename, once, mine, theirs))
+        summary.append("%s: %d events, %d cases (event x errno x once/always), %d with "
+                       "an injected error" % (fmt, len(events), cases, fired))
+    for s in summary:
+        print(s)
+    if diffs:
+        print("events where vdisk's and qemu-io's blkdebug outcomes differ (qcow2):")
+        for ev, d in sorted(diffs.items()):
+            print("  %s: %s" % (ev, d[0]))
+    for f in failures:
+        print("FAIL: " + f)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 MESON ?= meson
 NINJA ?= ninja
 
-.PHONY: all deps deps-test demo check check-asan fuzz fuzz-smoke bench install clean format
+.PHONY: all deps deps-test demo check check-asan fuzz fuzz-smoke bench iotests install clean format
 
 all: deps $(BUILD)/build.ninja
 	$(NINJA) -C $(BUILD)
@@ -44,6 +44,11 @@ fuzz-smoke: deps
 
 bench: deps-test all
 	@sh bench/run.sh
+
+# QEMU's own qemu-iotests with QEMU's tools and with vdisk's (long; not in check).
+# make iotests [FORMATS="qcow2 raw"] [TESTS="001 tests/qemu-img-bitmaps"]
+iotests: all
+	@bash scripts/iotests.sh $(BUILD) $(FORMATS) $(if $(TESTS),-- $(TESTS))
 
 install: all
 	$(MESON) configure $(BUILD) --prefix=$(PREFIX)

@@ -50,9 +50,17 @@ bench: deps-test all
 iotests: all
 	@bash scripts/iotests.sh $(BUILD) $(FORMATS) $(if $(TESTS),-- $(TESTS))
 
+# INSTALL_QEMU_NAMES=1 also installs qemu-img, qemu-io and qemu-nbd as links
+# to vdisk's tools, which then speak as QEMU's (messages, prompt).
 install: all
 	$(MESON) configure $(BUILD) --prefix=$(PREFIX)
 	$(NINJA) -C $(BUILD) install
+	@if [ "$(INSTALL_QEMU_NAMES)" = 1 ]; then \
+	    bindir=$$($(MESON) introspect --buildoptions $(BUILD) | /usr/bin/python3 -c \
+	        'import json,sys; o={x["name"]:x["value"] for x in json.load(sys.stdin)}; print(o["prefix"]+"/"+o["bindir"])'); \
+	    for p in img:vdisk io:vdisk-io nbd:vdisk-nbd; do \
+	        ln -sf $${p#*:} "$(DESTDIR)$$bindir/qemu-$${p%%:*}"; \
+	        echo "Installing $(DESTDIR)$$bindir/qemu-$${p%%:*} -> $${p#*:}"; done; fi
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -212,7 +212,6 @@ for fmt in "${FORMATS[@]}"; do
     done <"$WORK/tests.txt"
 done
 
-rm -rf "$WORK/results/vdisk"
 echo "iotests: $(wc -l <"$jobs_file") runs, $JOBS at a time (QEMU $VERSION, suite in $IOT)" >&2
 # QEMU's results go to the cache, vdisk's to the build directory.
 grep '^qemu ' "$jobs_file" | RESULTS=$QEMU_RESULTS xargs -r -P "$JOBS" -L 1 \

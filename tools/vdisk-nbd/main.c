@@ -400,6 +400,7 @@ int main(int argc, char **argv)
     int verbose = 0;
 
     tool_init("vdisk-nbd");
+    tool_name_from_argv0(argv[0]);
     int ch;
     while ((ch = getopt_long(argc, argv, "hVp:b:k:e:tvx:D:o:AB:LT:c:df:rsl:n", long_opts,
                              NULL)) != -1) {
@@ -556,7 +557,7 @@ int main(int argc, char **argv)
             }
             break;
         default:
-            fprintf(stderr, "Try 'vdisk-nbd --help' for more information.\n");
+            fprintf(stderr, "Try '%s --help' for more information.\n", tool_progname());
             return EXIT_FAILURE;
         }
     }
@@ -589,7 +590,7 @@ int main(int argc, char **argv)
     }
     if (argc - optind != 1) {
         tool_error("Expecting one image file name");
-        fprintf(stderr, "Try 'vdisk-nbd --help' for more information.\n");
+        fprintf(stderr, "Try '%s --help' for more information.\n", tool_progname());
         return EXIT_FAILURE;
     }
     if (tls_hostname) {

@@ -162,7 +162,7 @@ fi
 # pass, fail or notrun; the output and diff stay in its scratch directory.
 run_one() {
     local side=$1 fmt=$2 test=$3
-    local name=${test//\//_}
+    local name=$test
     local res=$RESULTS/$side/$fmt/$name
     local dir=$WORK/scratch/$side/$fmt/$name
     rm -rf "$dir"
@@ -198,19 +198,23 @@ export WORK TIMEOUT
 QEMU_RESULTS=$CACHE/results-$(echo "$VERSION" | tr ':' '_')
 jobs_file=$WORK/jobs.txt
 : >"$jobs_file"
-for fmt in "${FORMATS[@]}"; do
-    while read -r t; do
+# Test by test across the formats, so that an interrupted run still covers
+# every format.
+while read -r t; do
+    for fmt in "${FORMATS[@]}"; do
         if [ "${IOTESTS_ONLY:-}" != vdisk ]; then
-            name=${t//\//_}
-            if [ -n "${IOTESTS_RERUN_QEMU:-}" ] || [ ! -f "$QEMU_RESULTS/qemu/$fmt/$name" ]; then
+            if [ -n "${IOTESTS_RERUN_QEMU:-}" ] || [ ! -f "$QEMU_RESULTS/qemu/$fmt/$t" ]; then
                 echo "qemu $fmt $t" >>"$jobs_file"
             fi
         fi
         if [ "${IOTESTS_ONLY:-}" != qemu ]; then
-            echo "vdisk $fmt $t" >>"$jobs_file"
+            # IOTESTS_RESUME=1 keeps vdisk results of an interrupted run.
+            if [ -z "${IOTESTS_RESUME:-}" ] || [ ! -f "$WORK/results/vdisk/$fmt/$t" ]; then
+                echo "vdisk $fmt $t" >>"$jobs_file"
+            fi
         fi
-    done <"$WORK/tests.txt"
-done
+    done
+done <"$WORK/tests.txt"
 
 echo "iotests: $(wc -l <"$jobs_file") runs, $JOBS at a time (QEMU $VERSION, suite in $IOT)" >&2
 # QEMU's results go to the cache, vdisk's to the build directory.
@@ -231,9 +235,10 @@ report=$WORK/report.md
     for fmt in "${FORMATS[@]}"; do
         nrun=0; nq=0; nv=0
         while read -r t; do
-            name=${t//\//_}
-            q=$(cat "$WORK/results/qemu/$fmt/$name" 2>/dev/null)
-            v=$(cat "$WORK/results/vdisk/$fmt/$name" 2>/dev/null)
+            q=$(cat "$WORK/results/qemu/$fmt/$t" 2>/dev/null)
+            v=$(cat "$WORK/results/vdisk/$fmt/$t" 2>/dev/null)
+            # Not measured yet (an interrupted or partial run).
+            { [ -z "$q" ] || [ -z "$v" ]; } && continue
             [ "$q" = notrun ] && [ "$v" = notrun ] && continue
             nrun=$((nrun + 1))
             if [ "$q" = pass ]; then
@@ -255,10 +260,9 @@ report=$WORK/report.md
     for fmt in "${FORMATS[@]}"; do
         list=""
         while read -r t; do
-            name=${t//\//_}
-            q=$(cat "$WORK/results/qemu/$fmt/$name" 2>/dev/null)
-            v=$(cat "$WORK/results/vdisk/$fmt/$name" 2>/dev/null)
-            if [ "$q" = pass ] && [ "$v" != pass ]; then
+            q=$(cat "$WORK/results/qemu/$fmt/$t" 2>/dev/null)
+            v=$(cat "$WORK/results/vdisk/$fmt/$t" 2>/dev/null)
+            if [ "$q" = pass ] && [ -n "$v" ] && [ "$v" != pass ]; then
                 list="$list $t"
                 [ "$v" = notrun ] && list="$list(notrun)"
             fi

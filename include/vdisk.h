@@ -286,6 +286,9 @@ typedef struct vd_check_result {
 enum {
     VD_CHECK_FIX_LEAKS = 1u << 0,
     VD_CHECK_FIX_ERRORS = 1u << 1,
+    /* Print QEMU's line for each problem found or repaired on stderr (the
+     * "Leaked cluster N refcount=R reference=F" lines qemu-img check shows). */
+    VD_CHECK_REPORT = 1u << 2,
 };
 
 /* Check (and repair) image metadata.  -1 with ENOTSUP when the format has

@@ -512,7 +512,7 @@ int vd_check(vd_image *img, unsigned fix, vd_check_result *res)
         errno = ENOTSUP;
         return -1;
     }
-    if (fix && img->node->read_only) {
+    if ((fix & (VD_CHECK_FIX_LEAKS | VD_CHECK_FIX_ERRORS)) && img->node->read_only) {
         vd_set_public_error(EPERM, "'%s' must be opened read-write to repair it",
                             img->node->filename);
         errno = EPERM;

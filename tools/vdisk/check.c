@@ -187,7 +187,7 @@ int cmd_check(int argc, char **argv)
 
     int ret;
     vd_check_result res;
-    if (vd_check(img, fix, &res) < 0) {
+    if (vd_check(img, fix | VD_CHECK_REPORT, &res) < 0) {
         if (vd_get_errno() == ENOTSUP) {
             tool_error("This image format does not support checks");
             ret = 63;
@@ -208,7 +208,7 @@ int cmd_check(int argc, char **argv)
                    leaks_fixed, corruptions_fixed);
         }
         /* What remains after the repair is what the exit code reports. */
-        if (vd_check(img, 0, &res) < 0) {
+        if (vd_check(img, VD_CHECK_REPORT, &res) < 0) {
             tool_error("Check failed: %s", vd_get_error());
             ret = 1;
             goto out;

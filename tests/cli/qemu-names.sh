@@ -36,4 +36,25 @@ got=$(bin/qemu-nbd --bogus-option 2>&1) && fail "qemu-nbd accepted --bogus-optio
 case $got in *"Try 'qemu-nbd --help'"*) ;; *) fail "qemu-nbd: '$got'" ;; esac
 got=$("$VDISK_NBD" --bogus-option 2>&1) && fail "vdisk-nbd accepted --bogus-option"
 case $got in *"Try 'vdisk-nbd --help'"*) ;; *) fail "vdisk-nbd: '$got'" ;; esac
+
+# qemu-nbd -v logs no client events (the iotests compare its stderr);
+# vdisk-nbd -v does.
+serve_once() {   # PROGRAM: serve d.raw to one client, its stderr in err
+    rm -f sock err
+    "$1" -v -k "$PWD/sock" -f raw d.raw 2>err &
+    local pid=$! i
+    for i in $(seq 1 200); do
+        [ -S sock ] && break
+        kill -0 $pid 2>/dev/null || fail "$1 exited: $(cat err)"
+        timeout 0.1 tail -f /dev/null 2>/dev/null || true
+    done
+    [ -S sock ] || { kill $pid; fail "$1 did not listen"; }
+    qemu-io -f raw -c 'read 0 512' "nbd+unix:///?socket=$PWD/sock" >/dev/null ||
+        { kill $pid; fail "qemu-io could not read from $1"; }
+    wait $pid || fail "$1 failed: $(cat err)"
+}
+serve_once bin/qemu-nbd
+[ ! -s err ] || fail "qemu-nbd -v logged: $(cat err)"
+serve_once "$VDISK_NBD"
+grep -q "vdisk-nbd: client 1.*connected" err || fail "vdisk-nbd -v logged: $(cat err)"
 exit 0

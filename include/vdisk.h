@@ -286,14 +286,17 @@ typedef struct vd_check_result {
 enum {
     VD_CHECK_FIX_LEAKS = 1u << 0,
     VD_CHECK_FIX_ERRORS = 1u << 1,
-    /* Print QEMU's line for each problem found or repaired on stderr (the
-     * "Leaked cluster N refcount=R reference=F" lines qemu-img check shows). */
-    VD_CHECK_REPORT = 1u << 2,
 };
 
 /* Check (and repair) image metadata.  -1 with ENOTSUP when the format has
  * no check. */
 int vd_check(vd_image *img, unsigned fix, vd_check_result *res);
+/* vd_check that also hands each problem found or repaired to fn as one line
+ * in QEMU's words ("Leaked cluster 5 refcount=2 reference=1"), as
+ * qemu-img check prints them on stderr. */
+typedef void (*vd_check_report_fn)(void *opaque, const char *line);
+int vd_check_reported(vd_image *img, unsigned fix, vd_check_result *res, vd_check_report_fn fn,
+                      void *opaque);
 
 /* ----------------------------------------------------------------- measure */
 

@@ -5,6 +5,7 @@
  * can check (request ranges against the virtual size), and walk backing
  * chains for block status.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -499,6 +500,34 @@ void vd_info_free(vd_info *info)
 
 /* ------------------------------------------------------------------- check */
 
+/* The report callback of the check running on this thread, if any. */
+static _Thread_local vd_check_report_fn check_report_fn;
+static _Thread_local void *check_report_opaque;
+
+void vd_check_line(const char *fmt, ...)
+{
+    if (!check_report_fn) {
+        return;
+    }
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    check_report_fn(check_report_opaque, line);
+}
+
+int vd_check_reported(vd_image *img, unsigned fix, vd_check_result *res, vd_check_report_fn fn,
+                      void *opaque)
+{
+    check_report_fn = fn;
+    check_report_opaque = opaque;
+    int ret = vd_check(img, fix, res);
+    check_report_fn = NULL;
+    check_report_opaque = NULL;
+    return ret;
+}
+
 int vd_check(vd_image *img, unsigned fix, vd_check_result *res)
 {
     vd_error *err = NULL;
@@ -512,7 +541,7 @@ int vd_check(vd_image *img, unsigned fix, vd_check_result *res)
         errno = ENOTSUP;
         return -1;
     }
-    if ((fix & (VD_CHECK_FIX_LEAKS | VD_CHECK_FIX_ERRORS)) && img->node->read_only) {
+    if (fix && img->node->read_only) {
         vd_set_public_error(EPERM, "'%s' must be opened read-write to repair it",
                             img->node->filename);
         errno = EPERM;

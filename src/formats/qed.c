@@ -1023,7 +1023,6 @@ static int qed_check_impl(vd_node *bs, vd_check_res *res, bool fix)
 static int qed_check(vd_node *bs, vd_check_res *res, unsigned fix, vd_error **errp)
 {
     qed_state *s = bs->opaque;
-    fix &= VD_CHECK_FIX_LEAKS | VD_CHECK_FIX_ERRORS; /* no per-problem lines here */
     if (fix && !s->writable) {
         return vd_error_set(errp, EROFS, "Cannot repair an image opened read-only");
     }

@@ -571,7 +571,6 @@ static int vdi_check(vd_node *bs, vd_check_res *res, unsigned fix, vd_error **er
     vdi_state *s = bs->opaque;
     uint32_t count = 0;
 
-    fix &= VD_CHECK_FIX_LEAKS | VD_CHECK_FIX_ERRORS; /* no per-problem lines here */
     if (fix) {
         return vd_error_set(errp, ENOTSUP, "This image format does not support checks");
     }

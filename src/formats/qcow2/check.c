@@ -11,8 +11,6 @@
  * are checked (and fixed) last.  Also used to repair an image left dirty
  * by lazy refcounts, before its first write.
  */
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 #include "qcow2.h"
@@ -27,19 +25,6 @@ typedef struct check_ctx {
     int64_t file_len;
     bool rebuild;
 } check_ctx;
-
-/* QEMU's line for one problem on stderr, when the caller asked for it
- * (qemu-img check prints these; scripts and the iotests match them). */
-static void VD_PRINTF(2, 3) report(const check_ctx *c, const char *fmt, ...)
-{
-    if (!(c->fix & VD_CHECK_REPORT)) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-}
 
 static uint64_t rc_bytes(const qcow2_state *s, uint64_t clusters)
 {
@@ -146,8 +131,8 @@ static int check_l2(check_ctx *c, uint64_t l2_offset, bool active, uint8_t *tabl
         switch (t) {
         case QCOW2_CLUSTER_COMPRESSED: {
             if (e & QCOW_OFLAG_COPIED) {
-                report(c, "ERROR: coffset=0x%llx: copied flag must never be set for compressed "
-                          "clusters\n", (unsigned long long)(e & s->cluster_offset_mask));
+                vd_check_line("ERROR: coffset=0x%llx: copied flag must never be set for "
+                              "compressed clusters", (unsigned long long)(e & s->cluster_offset_mask));
                 /* copied flag must never be set for compressed clusters */
                 if ((c->fix & VD_CHECK_FIX_ERRORS) && active &&
                     write_l2_entry_direct(s, l2_offset, i, e & ~QCOW_OFLAG_COPIED) == 0) {
@@ -376,9 +361,10 @@ static void compare_refcounts(check_ctx *c, unsigned fix, int64_t *highest)
         } else if (rc1 < rc2 && (fix & VD_CHECK_FIX_ERRORS)) {
             fixed = &res->corruptions_fixed;
         }
-        report(c, "%s cluster %llu refcount=%llu reference=%llu\n",
-               fixed ? "Repairing" : rc1 < rc2 ? "ERROR" : "Leaked", (unsigned long long)i,
-               (unsigned long long)rc1, (unsigned long long)rc2);
+        /* QEMU's words for each mismatch (qemu-img check prints them) */
+        vd_check_line("%s cluster %llu refcount=%llu reference=%llu",
+                      fixed ? "Repairing" : rc1 < rc2 ? "ERROR" : "Leaked", (unsigned long long)i,
+                      (unsigned long long)rc1, (unsigned long long)rc2);
         if (fixed) {
             int64_t diff = rc2 > rc1 ? (int64_t)(rc2 - rc1) : -(int64_t)(rc1 - rc2);
             if (qcow2_update_refcount(s, i << s->cluster_bits, 1, diff,
@@ -564,9 +550,9 @@ static int check_oflag_copied(check_ctx *c)
             continue;
         }
         if ((rc == 1) != ((l1e & QCOW_OFLAG_COPIED) != 0)) {
-            report(c, "%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx refcount=%llu\n",
-                   fix ? "Repairing" : "ERROR", i, (unsigned long long)l1e,
-                   (unsigned long long)rc);
+            vd_check_line("%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx refcount=%llu",
+                          fix ? "Repairing" : "ERROR", i, (unsigned long long)l1e,
+                          (unsigned long long)rc);
             if (fix) {
                 s->l1_table[i] = rc == 1 ? l1e | QCOW_OFLAG_COPIED : l1e & ~QCOW_OFLAG_COPIED;
                 if (qcow2_write_l1_entry(s, i) == 0) {
@@ -600,9 +586,9 @@ static int check_oflag_copied(check_ctx *c)
                     continue;
                 }
                 if ((rc == 1) != ((e & QCOW_OFLAG_COPIED) != 0)) {
-                    report(c, "%s OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu\n",
-                           fix ? "Repairing" : "ERROR", (unsigned long long)e,
-                           (unsigned long long)rc);
+                    vd_check_line("%s OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu",
+                                  fix ? "Repairing" : "ERROR", (unsigned long long)e,
+                                  (unsigned long long)rc);
                     if (fix) {
                         e = rc == 1 ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED;
                         qcow2_l2_entry_set(s, slice, k, e);
@@ -629,7 +615,6 @@ int qcow2_check_locked(qcow2_state *s, vd_check_res *res, unsigned fix, vd_error
     c.s = s;
     c.res = res;
     c.fix = fix;
-    fix &= VD_CHECK_FIX_LEAKS | VD_CHECK_FIX_ERRORS; /* c.fix keeps VD_CHECK_REPORT */
     memset(res, 0, sizeof(*res));
 
     /* the stored tables are read from the file: write back what we cache */
@@ -663,7 +648,7 @@ int qcow2_check_locked(qcow2_state *s, vd_check_res *res, unsigned fix, vd_error
     if (c.rebuild && (fix & VD_CHECK_FIX_ERRORS)) {
         vd_check_res old = *res;
         int fresh_leaks = 0;
-        report(&c, "Rebuilding refcount structure\n");
+        vd_check_line("Rebuilding refcount structure");
         ret = rebuild_refcounts(&c);
         if (ret < 0) {
             res->check_errors++;
@@ -708,7 +693,7 @@ int qcow2_check_locked(qcow2_state *s, vd_check_res *res, unsigned fix, vd_error
             res->check_errors++;
             free(c.rc);
             /* QEMU's line, then its error: the bare errno text */
-            report(&c, "ERROR need to rebuild refcount structures\n");
+            vd_check_line("ERROR need to rebuild refcount structures");
             return vd_error_set(errp, EIO, "%s", strerror(EIO));
         }
         if (res->leaks || res->corruptions) {
@@ -757,13 +742,12 @@ int qcow2_check(vd_node *bs, vd_check_res *res, unsigned fix, vd_error **errp)
     qcow2_state *s = bs->opaque;
     pthread_mutex_lock(&s->lock);
     qcow2_wait_inflight(s, 0, UINT64_MAX);
-    bool repair = (fix & (VD_CHECK_FIX_LEAKS | VD_CHECK_FIX_ERRORS)) != 0;
-    if (s->broken && repair) {
+    if (s->broken && fix) {
         pthread_mutex_unlock(&s->lock);
         return vd_error_set(errp, EIO, "Image '%s' was marked unusable after a corruption",
                             bs->filename);
     }
-    if (repair) {
+    if (fix) {
         s->needs_repair = false;
     }
     int ret = qcow2_check_locked(s, res, fix, errp);

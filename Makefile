@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 MESON ?= meson
 NINJA ?= ninja
 
-.PHONY: all deps deps-test demo check check-asan check-tsan check-replay fuzz fuzz-smoke bench install clean format
+.PHONY: all deps deps-test demo check check-asan check-tsan check-replay fuzz fuzz-smoke bench iotests install clean format
 
 
 all: deps $(BUILD)/build.ninja
@@ -59,9 +59,22 @@ fuzz-smoke: deps
 bench: deps-test all
 	@sh bench/run.sh
 
+# QEMU's own qemu-iotests with QEMU's tools and with vdisk's (long; not in check).
+# make iotests [FORMATS="qcow2 raw"] [TESTS="001 tests/qemu-img-bitmaps"]
+iotests: all
+	@bash scripts/iotests.sh $(BUILD) $(FORMATS) $(if $(TESTS),-- $(TESTS))
+
+# INSTALL_QEMU_NAMES=1 also installs qemu-img, qemu-io and qemu-nbd as links
+# to vdisk's tools, which then speak as QEMU's (messages, prompt).
 install: all
 	$(MESON) configure $(BUILD) --prefix=$(PREFIX)
 	$(NINJA) -C $(BUILD) install
+	@if [ "$(INSTALL_QEMU_NAMES)" = 1 ]; then \
+	    bindir=$$($(MESON) introspect --buildoptions $(BUILD) | /usr/bin/python3 -c \
+	        'import json,sys; o={x["name"]:x["value"] for x in json.load(sys.stdin)}; print(o["prefix"]+"/"+o["bindir"])'); \
+	    for p in img:vdisk io:vdisk-io nbd:vdisk-nbd; do \
+	        ln -sf $${p#*:} "$(DESTDIR)$$bindir/qemu-$${p%%:*}"; \
+	        echo "Installing $(DESTDIR)$$bindir/qemu-$${p%%:*} -> $${p#*:}"; done; fi
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -344,6 +344,12 @@ enum {
 /* Check (and repair) image metadata.  -1 with ENOTSUP when the format has
  * no check. */
 int vd_check(vd_image *img, unsigned fix, vd_check_result *res);
+/* vd_check that also hands each problem found or repaired to fn as one line
+ * in QEMU's words ("Leaked cluster 5 refcount=2 reference=1"), as
+ * qemu-img check prints them on stderr. */
+typedef void (*vd_check_report_fn)(void *opaque, const char *line);
+int vd_check_reported(vd_image *img, unsigned fix, vd_check_result *res, vd_check_report_fn fn,
+                      void *opaque);
 
 /* ----------------------------------------------------------------- measure */
 

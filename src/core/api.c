@@ -5,6 +5,7 @@
  * on the path every caller takes), and walk backing chains for block
  * status.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -515,6 +516,34 @@ void vd_info_free(vd_info *info)
 }
 
 /* ------------------------------------------------------------------- check */
+
+/* The report callback of the check running on this thread, if any. */
+static _Thread_local vd_check_report_fn check_report_fn;
+static _Thread_local void *check_report_opaque;
+
+void vd_check_line(const char *fmt, ...)
+{
+    if (!check_report_fn) {
+        return;
+    }
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    check_report_fn(check_report_opaque, line);
+}
+
+int vd_check_reported(vd_image *img, unsigned fix, vd_check_result *res, vd_check_report_fn fn,
+                      void *opaque)
+{
+    check_report_fn = fn;
+    check_report_opaque = opaque;
+    int ret = vd_check(img, fix, res);
+    check_report_fn = NULL;
+    check_report_opaque = NULL;
+    return ret;
+}
 
 int vd_check(vd_image *img, unsigned fix, vd_check_result *res)
 {

@@ -44,6 +44,8 @@ typedef struct vd_error {
 
 /* Set *errp (when errp and *errp is NULL) to a formatted message; err is a
  * positive or negative errno.  Returns -abs(err) for `return vd_error_set()`. */
+/* One line of check output for vd_check_reported's callback (no newline). */
+void vd_check_line(const char *fmt, ...) VD_PRINTF(1, 2);
 int vd_error_set(vd_error **errp, int err, const char *fmt, ...) VD_PRINTF(3, 4);
 /* As vd_error_set, appending ": strerror(err)". */
 int vd_error_setg_errno(vd_error **errp, int err, const char *fmt, ...) VD_PRINTF(3, 4);

@@ -25,6 +25,36 @@ void tool_init(const char *name)
     }
 }
 
+/*
+ * vdisk is a drop-in for QEMU's tools: started through a link named after
+ * the QEMU tool it replaces, it speaks as that tool (messages, prompt, log
+ * lines), so scripts that match QEMU's text keep working.  Under any other
+ * name it keeps its own.
+ */
+void tool_name_from_argv0(const char *argv0)
+{
+    static const char *const names[][2] = {
+        {"vdisk", "qemu-img"},
+        {"vdisk-io", "qemu-io"},
+        {"vdisk-nbd", "qemu-nbd"},
+    };
+    if (!argv0) {
+        return;
+    }
+    const char *base = strrchr(argv0, '/');
+    base = base ? base + 1 : argv0;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strcmp(progname, names[i][0]) == 0 && strcmp(base, names[i][1]) == 0) {
+            progname = names[i][1];
+        }
+    }
+}
+
+bool tool_is_qemu_name(void)
+{
+    return strncmp(progname, "qemu-", 5) == 0;
+}
+
 const char *tool_progname(void)
 {
     return progname;
@@ -203,10 +233,13 @@ vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
         const char *msg = vd_get_error();
         char lib[1024];
         snprintf(lib, sizeof(lib), "%s", *msg ? msg : strerror(vd_get_errno() ? vd_get_errno() : EIO));
-        /* Keep qemu-img's "Could not open 'x': " lead (scripts grep it),
-         * without doubling it when the library already said so. */
-        if (!strncmp(lib, "Could not open", 14)) {
-            tool_error("%s", lib);
+        /* QEMU's exact lead, which scripts and the iotests match: qemu-io
+         * says "can't open device NAME: ", qemu-img "Could not open 'NAME': "
+         * before the block layer's own message (which for a missing file
+         * says "Could not open 'NAME': ..." a second time). */
+        size_t plen = strlen(progname);
+        if (plen >= 3 && strcmp(progname + plen - 3, "-io") == 0) {
+            tool_error("can't open device %s: %s", name, lib);
         } else {
             tool_error("Could not open '%s': %s", name, lib);
         }

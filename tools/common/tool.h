@@ -18,6 +18,10 @@
 /* Program name used in messages ("vdisk", "vdisk-io"). */
 void tool_init(const char *progname);
 const char *tool_progname(void);
+/* After tool_init: started as qemu-img/qemu-io/qemu-nbd (a link), speak as that. */
+void tool_name_from_argv0(const char *argv0);
+/* Whether the tool was started under QEMU's name. */
+bool tool_is_qemu_name(void);
 
 /* "progname: message" on stderr. */
 void tool_error(const char *fmt, ...) TOOL_PRINTF(1, 2);

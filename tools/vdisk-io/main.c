@@ -494,6 +494,7 @@ int main(int argc, char **argv)
     vio_open_args args = {.writethrough = true};
 
     tool_init("vdisk-io");
+    tool_name_from_argv0(argv[0]);
     args.opts = vd_opts_new();
     if (!args.opts) {
         return 1;

@@ -400,6 +400,7 @@ int main(int argc, char **argv)
     int verbose = 0;
 
     tool_init("vdisk-nbd");
+    tool_name_from_argv0(argv[0]);
     int ch;
     while ((ch = getopt_long(argc, argv, "hVp:b:k:e:tvx:D:o:AB:LT:c:df:rsl:n", long_opts,
                              NULL)) != -1) {
@@ -556,7 +557,7 @@ int main(int argc, char **argv)
             }
             break;
         default:
-            fprintf(stderr, "Try 'vdisk-nbd --help' for more information.\n");
+            fprintf(stderr, "Try '%s --help' for more information.\n", tool_progname());
             return EXIT_FAILURE;
         }
     }
@@ -589,7 +590,7 @@ int main(int argc, char **argv)
     }
     if (argc - optind != 1) {
         tool_error("Expecting one image file name");
-        fprintf(stderr, "Try 'vdisk-nbd --help' for more information.\n");
+        fprintf(stderr, "Try '%s --help' for more information.\n", tool_progname());
         return EXIT_FAILURE;
     }
     if (tls_hostname) {
@@ -685,9 +686,12 @@ int main(int argc, char **argv)
     vd_nbd_server_set_persistent(srv, persistent);
     vd_nbd_server_set_handshake_limit(srv, (unsigned)handshake_s * 1000);
     vd_nbd_server_set_threads(srv, (unsigned)threads);
+    /* qemu-nbd -v logs no client events: under QEMU's name neither do we
+     * (scripts such as the iotests compare the output); -v -v still does. */
+    int log_level = tool_is_qemu_name() && verbose == 1 ? 0 : verbose;
     vd_nbd_server_set_log(srv,
-                          verbose >= 2   ? VD_NBD_LOG_DEBUG
-                          : verbose == 1 ? VD_NBD_LOG_INFO
+                          log_level >= 2   ? VD_NBD_LOG_DEBUG
+                          : log_level == 1 ? VD_NBD_LOG_INFO
                                          : VD_NBD_LOG_WARNING,
                           log_cb, NULL);
 

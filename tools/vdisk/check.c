@@ -90,6 +90,13 @@ static void check_human(const vd_check_result *r, bool quiet)
     }
 }
 
+/* qemu-img check prints each problem on stderr as it is found. */
+static void report_line(void *opaque, const char *line)
+{
+    (void)opaque;
+    fprintf(stderr, "%s\n", line);
+}
+
 int cmd_check(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -182,7 +189,7 @@ int cmd_check(int argc, char **argv)
 
     int ret;
     vd_check_result res;
-    if (vd_check(img, fix, &res) < 0) {
+    if (vd_check_reported(img, fix, &res, report_line, NULL) < 0) {
         if (vd_get_errno() == ENOTSUP) {
             tool_error("This image format does not support checks");
             ret = 63;
@@ -203,7 +210,7 @@ int cmd_check(int argc, char **argv)
                    leaks_fixed, corruptions_fixed);
         }
         /* What remains after the repair is what the exit code reports. */
-        if (vd_check(img, 0, &res) < 0) {
+        if (vd_check_reported(img, 0, &res, report_line, NULL) < 0) {
             tool_error("Check failed: %s", vd_get_error());
             ret = 1;
             goto out;

@@ -39,6 +39,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     tool_init("vdisk");
+    tool_name_from_argv0(argv[0]);
     if (argc < 2) {
         return img_usage_error("Not enough arguments");
     }

@@ -274,13 +274,20 @@ int cmd_rebase(int argc, char **argv)
                                filename);
                     goto out;
                 }
-                if (vd_block_status(old_backing, offset, n, true, &ext) < 0) {
-                    tool_error_lib("error while reading image metadata");
-                    goto out;
-                }
-                n = ext.length ? ext.length : n;
-                if (!(ext.flags & VD_BS_ALLOCATED) || ext.depth >= prefix_depth) {
-                    continue;
+                /* Beyond the end of the old backing file the image read
+                 * zeroes: those must be written explicitly (as QEMU). */
+                if (offset < (uint64_t)old_size) {
+                    if (offset + n > (uint64_t)old_size) {
+                        n = (uint64_t)old_size - offset;
+                    }
+                    if (vd_block_status(old_backing, offset, n, true, &ext) < 0) {
+                        tool_error_lib("error while reading image metadata");
+                        goto out;
+                    }
+                    n = ext.length ? ext.length : n;
+                    if (!(ext.flags & VD_BS_ALLOCATED) || ext.depth >= prefix_depth) {
+                        continue;
+                    }
                 }
             }
 

@@ -131,6 +131,8 @@ static int check_l2(check_ctx *c, uint64_t l2_offset, bool active, uint8_t *tabl
         switch (t) {
         case QCOW2_CLUSTER_COMPRESSED: {
             if (e & QCOW_OFLAG_COPIED) {
+                vd_check_line("ERROR: coffset=0x%llx: copied flag must never be set for "
+                              "compressed clusters", (unsigned long long)(e & s->cluster_offset_mask));
                 /* copied flag must never be set for compressed clusters */
                 if ((c->fix & VD_CHECK_FIX_ERRORS) && active &&
                     write_l2_entry_direct(s, l2_offset, i, e & ~QCOW_OFLAG_COPIED) == 0) {
@@ -359,6 +361,10 @@ static void compare_refcounts(check_ctx *c, unsigned fix, int64_t *highest)
         } else if (rc1 < rc2 && (fix & VD_CHECK_FIX_ERRORS)) {
             fixed = &res->corruptions_fixed;
         }
+        /* QEMU's words for each mismatch (qemu-img check prints them) */
+        vd_check_line("%s cluster %llu refcount=%llu reference=%llu",
+                      fixed ? "Repairing" : rc1 < rc2 ? "ERROR" : "Leaked", (unsigned long long)i,
+                      (unsigned long long)rc1, (unsigned long long)rc2);
         if (fixed) {
             int64_t diff = rc2 > rc1 ? (int64_t)(rc2 - rc1) : -(int64_t)(rc1 - rc2);
             if (qcow2_update_refcount(s, i << s->cluster_bits, 1, diff,
@@ -544,6 +550,9 @@ static int check_oflag_copied(check_ctx *c)
             continue;
         }
         if ((rc == 1) != ((l1e & QCOW_OFLAG_COPIED) != 0)) {
+            vd_check_line("%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx refcount=%llu",
+                          fix ? "Repairing" : "ERROR", i, (unsigned long long)l1e,
+                          (unsigned long long)rc);
             if (fix) {
                 s->l1_table[i] = rc == 1 ? l1e | QCOW_OFLAG_COPIED : l1e & ~QCOW_OFLAG_COPIED;
                 if (qcow2_write_l1_entry(s, i) == 0) {
@@ -577,6 +586,9 @@ static int check_oflag_copied(check_ctx *c)
                     continue;
                 }
                 if ((rc == 1) != ((e & QCOW_OFLAG_COPIED) != 0)) {
+                    vd_check_line("%s OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu",
+                                  fix ? "Repairing" : "ERROR", (unsigned long long)e,
+                                  (unsigned long long)rc);
                     if (fix) {
                         e = rc == 1 ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED;
                         qcow2_l2_entry_set(s, slice, k, e);
@@ -636,6 +648,7 @@ int qcow2_check_locked(qcow2_state *s, vd_check_res *res, unsigned fix, vd_error
     if (c.rebuild && (fix & VD_CHECK_FIX_ERRORS)) {
         vd_check_res old = *res;
         int fresh_leaks = 0;
+        vd_check_line("Rebuilding refcount structure");
         ret = rebuild_refcounts(&c);
         if (ret < 0) {
             res->check_errors++;
@@ -679,7 +692,9 @@ int qcow2_check_locked(qcow2_state *s, vd_check_res *res, unsigned fix, vd_error
         if (c.rebuild) {
             res->check_errors++;
             free(c.rc);
-            return vd_error_set(errp, EIO, "ERROR need to rebuild refcount structures");
+            /* QEMU's line, then its error: the bare errno text */
+            vd_check_line("ERROR need to rebuild refcount structures");
+            return vd_error_set(errp, EIO, "%s", strerror(EIO));
         }
         if (res->leaks || res->corruptions) {
             *res = pre;

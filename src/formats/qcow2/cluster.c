@@ -951,6 +951,11 @@ int qcow2_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned fla
 int qcow2_discard(vd_node *bs, uint64_t offset, uint64_t len)
 {
     qcow2_state *s = bs->opaque;
+    /* Without zero clusters (compat=0.10) a discarded cluster would show
+     * the backing file's data: as QEMU, discard then does nothing. */
+    if (s->version < 3 && bs->backing) {
+        return 0;
+    }
     int bm_ret = qcow2_bitmaps_dirty(s, offset, len); /* bitmap.c */
     if (bm_ret < 0) {
         return bm_ret;

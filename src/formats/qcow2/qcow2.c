@@ -631,11 +631,18 @@ static int read_extensions(qcow2_state *s, const uint8_t *hdr, uint64_t start, u
             s->backing_format[len] = 0;
             break;
         case QCOW2_EXT_FEATURE_TABLE:
-            for (uint32_t i = 0; i + 48 <= len; i += 48) {
+            /* As QEMU: a short last entry is zero-padded, and the table
+             * ends at the first entry without a name. */
+            for (uint32_t i = 0; i < len; i += 48) {
+                uint8_t e[48] = {0};
+                memcpy(e, data + i, len - i < 48 ? len - i : 48);
                 char name[47];
-                memcpy(name, data + i + 2, 46);
+                memcpy(name, e + 2, 46);
                 name[46] = 0;
-                char *entry = vd_asprintf("%u:%u:%s", data[i], data[i + 1], name);
+                if (!name[0]) {
+                    break;
+                }
+                char *entry = vd_asprintf("%u:%u:%s", e[0], e[1], name);
                 char **n = entry ? realloc(s->feature_names,
                                            (s->nb_feature_names + 1) * sizeof(*n))
                                  : NULL;
@@ -708,35 +715,33 @@ static int read_extensions(qcow2_state *s, const uint8_t *hdr, uint64_t start, u
     return 0;
 }
 
-/* "Unsupported qcow2 feature(s): name, name" using the image's own table. */
+/*
+ * "Unsupported qcow2 feature(s): name, name" as QEMU words it: the named
+ * incompatible bits in the order of the image's own feature table, then all
+ * remaining bits as one "Unknown incompatible feature: MASK".
+ */
 static int report_unsupported(qcow2_state *s, uint64_t mask, vd_error **errp)
 {
     char msg[512] = "";
     size_t used = 0;
-    for (int bit = 0; bit < 64; bit++) {
-        if (!(mask & (1ull << bit))) {
+    for (size_t i = 0; i < s->nb_feature_names; i++) {
+        unsigned type, bit;
+        int consumed = 0;
+        if (sscanf(s->feature_names[i], "%u:%u:%n", &type, &bit, &consumed) != 2 ||
+            consumed == 0 || type != 0 || bit > 63 || !(mask & (1ull << bit))) {
             continue;
         }
-        const char *name = NULL;
-        char prefix[16];
-        snprintf(prefix, sizeof(prefix), "0:%d:", bit);
-        for (size_t i = 0; i < s->nb_feature_names; i++) {
-            if (!strncmp(s->feature_names[i], prefix, strlen(prefix))) {
-                name = s->feature_names[i] + strlen(prefix);
-                break;
-            }
-        }
-        int n;
-        if (name && *name) {
-            n = snprintf(msg + used, sizeof(msg) - used, "%s%s", used ? ", " : "", name);
-        } else {
-            n = snprintf(msg + used, sizeof(msg) - used, "%sUnknown incompatible feature: %llx",
-                         used ? ", " : "", (unsigned long long)(1ull << bit));
-        }
+        int n = snprintf(msg + used, sizeof(msg) - used, "%s%s", used ? ", " : "",
+                         s->feature_names[i] + consumed);
+        mask &= ~(1ull << bit);
         if (n < 0 || (size_t)n >= sizeof(msg) - used) {
             break;
         }
         used += (size_t)n;
+    }
+    if (mask && used < sizeof(msg)) {
+        snprintf(msg + used, sizeof(msg) - used, "%sUnknown incompatible feature: %llx",
+                 used ? ", " : "", (unsigned long long)mask);
     }
     return vd_error_set(errp, ENOTSUP, "Unsupported qcow2 feature(s): %s", msg);
 }

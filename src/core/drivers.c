@@ -17,6 +17,7 @@ extern const vd_driver vd_drv_nbd;
 /* filters */
 extern const vd_driver vd_drv_preallocate;
 /* formats */
+extern const vd_driver vd_drv_luks;
 extern const vd_driver vd_drv_qcow2;
 extern const vd_driver vd_drv_qed;
 extern const vd_driver vd_drv_qcow;
@@ -35,6 +36,7 @@ const vd_driver *const vd_drivers[] = {
     /* filters */
     &vd_drv_preallocate,
     /* formats, raw last */
+    &vd_drv_luks,
     &vd_drv_qcow2,
     &vd_drv_qed,
     &vd_drv_qcow,

@@ -81,9 +81,35 @@ void tool_warn(const char *fmt, ...)
     va_end(ap);
 }
 
-bool tool_object_add(const char *spec)
+/*
+ * Overwrite the value of every data= property of an --object spec with
+ * 'x': the secret leaves the process listing (spec points into argv) and
+ * no message can show it.  ",," is an escaped comma inside a value.
+ */
+static void object_hide_data(char *spec)
 {
-    if (vd_object_add(spec) < 0) {
+    for (char *p = spec; *p;) {
+        if (!strncmp(p, "data=", 5)) {
+            for (p += 5; *p && !(*p == ',' && p[1] != ','); p++) {
+                if (*p == ',') {
+                    *p++ = 'x';
+                }
+                *p = 'x';
+            }
+        }
+        char *comma = p;
+        while (*comma && !(*comma == ',' && comma[1] != ',')) {
+            comma += (*comma == ',') ? 2 : 1;
+        }
+        p = *comma ? comma + 1 : comma;
+    }
+}
+
+bool tool_object_add(char *spec)
+{
+    int r = vd_object_add(spec);
+    object_hide_data(spec);
+    if (r < 0) {
         const char *msg = vd_get_error();
         tool_error("Invalid --object '%s': %s", spec,
                    *msg ? msg : strerror(vd_get_errno() ? vd_get_errno() : EINVAL));

@@ -869,7 +869,8 @@ char *vd_luks_info_fields(const vd_luks *l)
     json_object_object_add(o, "cipher-alg",
                            json_object_new_string(vd_cipher_alg_names[l->cipher_alg]));
     json_object_object_add(o, "uuid", json_object_new_string(l->uuid));
-    if (l->has_ivgen_hash) {
+    /* QEMU ignores (and does not show) an ivgen hash other IVs than essiv carry */
+    if (l->has_ivgen_hash && l->ivgen == VD_IVGEN_ESSIV) {
         json_object_object_add(o, "ivgen-hash-alg",
                                json_object_new_string(vd_hash_alg_names[l->ivgen_hash]));
     }

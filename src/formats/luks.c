@@ -283,13 +283,11 @@ static int luks_create(const char *filename, const vd_opts *opts, vd_error **err
     if (r < 0) {
         goto out_luks;
     }
-    /* room for header and key material, then the header itself */
-    r = vd_node_truncate(file, l->payload_offset, true, VD_PREALLOC_OFF, errp);
+    /* the whole file first (as QEMU: preallocation covers the header too),
+     * then the header and key material */
+    r = vd_node_truncate(file, end, true, (vd_prealloc)prealloc, errp);
     if (r == 0) {
         r = vd_luks_write_new(l, pass, passlen, o.iter_time, luks_file_io, file, errp);
-    }
-    if (r == 0) {
-        r = vd_node_truncate(file, end, true, (vd_prealloc)prealloc, errp);
     }
     r = vd_create_close_file(file, r, "Could not flush the new image", errp);
 out_luks:

@@ -857,7 +857,7 @@ int vd_luks_amend(vd_luks *l, vd_luks_io_fn *io, void *opaque, const vd_opts *op
 
 /* ------------------------------------------------------------------- info */
 
-char *vd_luks_info_fields(const vd_luks *l)
+char *vd_luks_info_fields_fmt(const vd_luks *l, const char *format)
 {
     struct json_object *o = json_object_new_object();
     if (!o) {
@@ -869,6 +869,9 @@ char *vd_luks_info_fields(const vd_luks *l)
     json_object_object_add(o, "cipher-alg",
                            json_object_new_string(vd_cipher_alg_names[l->cipher_alg]));
     json_object_object_add(o, "uuid", json_object_new_string(l->uuid));
+    if (format) {
+        json_object_object_add(o, "format", json_object_new_string(format));
+    }
     /* QEMU ignores (and does not show) an ivgen hash other IVs than essiv carry */
     if (l->has_ivgen_hash && l->ivgen == VD_IVGEN_ESSIV) {
         json_object_object_add(o, "ivgen-hash-alg",
@@ -906,4 +909,9 @@ char *vd_luks_info_fields(const vd_luks *l)
     }
     json_object_put(o);
     return res;
+}
+
+char *vd_luks_info_fields(const vd_luks *l)
+{
+    return vd_luks_info_fields_fmt(l, NULL);
 }

@@ -142,6 +142,8 @@ extern const vd_opt_desc vd_luks_amend_opts[];
 
 /* QEMU's QCryptoBlockInfoLUKS members as JSON text without the braces. */
 char *vd_luks_info_fields(const vd_luks *l);
+/* The same with "format" where qcow2's "encrypt" object has it. */
+char *vd_luks_info_fields_fmt(const vd_luks *l, const char *format);
 
 /* LUKS2 (luks2.c) */
 int vd_luks2_read(vd_luks_io_fn *io, void *opaque, uint64_t region_size, vd_luks **out,

@@ -434,6 +434,16 @@ void vd_crypto_blk_decrypt(const vd_crypto_blk *b, uint64_t offset, uint8_t *buf
     }
 }
 
+vd_crypto_blk *vd_crypto_legacy_aes_new(const uint8_t *pass, size_t len, vd_error **errp)
+{
+    uint8_t key[16] = {0};
+    memcpy(key, pass, VD_MIN(len, sizeof(key)));
+    vd_crypto_blk *b = vd_crypto_blk_new(VD_CIPHER_AES_128, VD_MODE_CBC, VD_IVGEN_PLAIN64,
+                                         VD_HASH_SHA256, key, sizeof(key), 512, errp);
+    vd_memzero(key, sizeof(key));
+    return b;
+}
+
 /* ------------------------------------------------------------- AF splitter */
 
 /* Replace each digest-sized piece of block with the hash of (index, piece). */

@@ -137,6 +137,10 @@ void vd_crypto_blk_decrypt(const vd_crypto_blk *b, uint64_t offset, uint8_t *buf
 int vd_crypto_blk_check(vd_cipher_alg alg, vd_cipher_mode mode, vd_ivgen_alg ivgen,
                         vd_hash_alg ivgen_hash, vd_error **errp);
 
+/* QEMU's legacy qcow/qcow2 AES: AES-128-CBC, plain64 IVs, 512-byte
+ * sectors, keyed with the first 16 passphrase bytes (zero padded). */
+vd_crypto_blk *vd_crypto_legacy_aes_new(const uint8_t *pass, size_t len, vd_error **errp);
+
 /* ----------------------------------------------------------- AF splitter */
 
 /* LUKS anti-forensic split of len bytes into stripes * len bytes (out). */

@@ -178,17 +178,6 @@ static void secret_free(uint8_t *p, size_t len)
     free(p);
 }
 
-/* QEMU's legacy qcow/qcow2 AES: the first 16 passphrase bytes, zero padded. */
-vd_crypto_blk *qcow2_legacy_aes_new(const uint8_t *pass, size_t len, vd_error **errp)
-{
-    uint8_t key[16] = {0};
-    memcpy(key, pass, VD_MIN(len, sizeof(key)));
-    vd_crypto_blk *b = vd_crypto_blk_new(VD_CIPHER_AES_128, VD_MODE_CBC, VD_IVGEN_PLAIN64,
-                                         VD_HASH_SHA256, key, sizeof(key), 512, errp);
-    vd_memzero(key, sizeof(key));
-    return b;
-}
-
 void qcow2_crypto_free(qcow2_state *s)
 {
     qcow2_crypto *c = s->crypto;
@@ -272,7 +261,7 @@ int qcow2_crypto_open(vd_node *bs, qcow2_state *s, vd_opts *opts, vd_error **err
             r = vd_error_set(errp, ENOTSUP, "AES encryption with extended L2 entries or a "
                                             "data file is not supported");
         } else if (!no_io) {
-            c->aes = qcow2_legacy_aes_new(pass, passlen, errp);
+            c->aes = vd_crypto_legacy_aes_new(pass, passlen, errp);
             r = c->aes ? 0 : -EINVAL;
         }
         /* every write covers whole clusters: see the comment at the top */

@@ -502,7 +502,6 @@ int qcow2_amend(vd_node *bs, const vd_opts *opts, bool force, vd_progress_fn *pr
 /* ------------------------------------------------------------- crypto.c */
 
 typedef struct qcow2_crypto qcow2_crypto;
-struct vd_crypto_blk;
 /* After the data file is open: set up decryption (key from encrypt.key-secret). */
 int qcow2_crypto_open(vd_node *bs, qcow2_state *s, vd_opts *opts, vd_error **errp);
 void qcow2_crypto_free(qcow2_state *s);
@@ -523,6 +522,5 @@ int qcow2_crypto_amend(vd_node *bs, const vd_opts *opts, bool force, vd_error **
 bool qcow2_crypto_hdr_range(const qcow2_state *s, uint64_t *off, uint64_t *len);
 /* qcow2.c: record the crypto header extension (16 bytes). Lock held. */
 int qcow2_add_crypto_ext(qcow2_state *s, const uint8_t *ext);
-struct vd_crypto_blk *qcow2_legacy_aes_new(const uint8_t *pass, size_t len, vd_error **errp);
 
 #endif /* VD_QCOW2_H */

@@ -239,7 +239,23 @@ vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
         vd_opts_free(opts);
         return NULL;
     }
-    vd_opts_free(opts);
+
+    /* Legacy qcow/qcow2 AES is read and written to get data out of old
+     * images; say that it is flawed (QEMU refuses it in its emulators). */
+    const char *ifmt = vd_image_format(img);
+    if (!quiet && !(flags & VD_OPEN_NO_IO) && ifmt &&
+        (!strcmp(ifmt, "qcow") || !strcmp(ifmt, "qcow2"))) {
+        vd_info *info = NULL;
+        if (vd_get_info(img, &info) == 0 && info->encrypted &&
+            (!strcmp(ifmt, "qcow") ||
+             (info->format_specific_json &&
+              strstr(info->format_specific_json, "\"encrypt\":{\"format\":\"aes\"}")))) {
+            tool_warn("'%s' uses the legacy qcow AES-CBC encryption, which is flawed (weak "
+                      "key derivation, predictable IVs): use it only to convert the data to "
+                      "an unencrypted or LUKS-encrypted image", name);
+        }
+        vd_info_free(info);
+    }
 
     /* qemu's wording, printed when writes to block 0 get restricted. */
     if (!quiet && !image_opts && !fmt && (flags & VD_OPEN_RDWR) && vd_image_probed_raw(img)) {
@@ -250,6 +266,7 @@ vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
                 "         Specify the 'raw' format explicitly to remove the restrictions.\n",
                 name);
     }
+    vd_opts_free(opts); /* name may point into it */
     return img;
 }
 

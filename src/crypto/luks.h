@@ -55,6 +55,7 @@ typedef struct vd_luks_slot {
     vd_cipher_alg area_alg;
     vd_cipher_mode area_mode;
     vd_ivgen_alg area_ivgen;
+    vd_hash_alg area_ivhash;
     size_t salt_len;
     uint8_t salt2[64];
 } vd_luks_slot;

@@ -79,4 +79,20 @@ expect_fail "essiv" "$VDISK" create -f luks $OBJ \
 # resize grows the payload
 "$VDISK" resize $OBJ --image-opts driver=luks,key-secret=s0,file.filename=v1.luks 4M
 qemu-img info v1.luks | grep -q "virtual size: 4 MiB" || fail "resize"
+# the passphrase leaves the process listing: vdisk-io waits for commands on
+# a pipe; once it answered one, its /proc cmdline no longer holds the value
+mkfifo cmds.fifo
+exec 7<>cmds.fifo
+"$VDISK_IO" --object secret,id=s9,data=s3cr3t \
+    --image-opts driver=luks,key-secret=s9,file.filename=v1.luks <&7 >io.out 2>&1 &
+iopid=$!
+echo "read 0 512" >&7
+for _ in $(seq 1 600); do grep -q "read 512/512" io.out && break; kill -0 "$iopid" || break; sleep 0.1; done
+grep -q "read 512/512" io.out || fail "vdisk-io did not answer: $(cat io.out)"
+tr '\0' ' ' < /proc/$iopid/cmdline > cmdline
+echo quit >&7
+wait "$iopid" || true
+exec 7>&-
+grep -q "data=xxxxxx " cmdline || fail "cmdline: $(cat cmdline)"
+if grep -q s3cr3t cmdline io.out; then fail "passphrase visible"; fi
 echo ok

@@ -20,6 +20,7 @@ extern const vd_driver vd_drv_preallocate;
 extern const vd_driver vd_drv_blkdebug;
 extern const vd_driver vd_drv_blklogwrites;
 /* formats */
+extern const vd_driver vd_drv_luks;
 extern const vd_driver vd_drv_qcow2;
 extern const vd_driver vd_drv_qed;
 extern const vd_driver vd_drv_qcow;
@@ -40,6 +41,7 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_blkdebug,
     &vd_drv_blklogwrites,
     /* formats, raw last */
+    &vd_drv_luks,
     &vd_drv_qcow2,
     &vd_drv_qed,
     &vd_drv_qcow,

@@ -13,7 +13,11 @@
  * compressed clusters (read, and written by pwrite_compressed), a write-back
  * cache of 16 L2 tables (src/core/cache.c), make_empty for commit.
  *
- * Not supported: AES encryption (crypt_method 1) -- such images are refused
+ * AES encryption (crypt_method 1, flawed: kept to get data out of old images)
+ * is read and written as QEMU does: AES-128-CBC keyed with the passphrase,
+ * plain64 IVs from the guest offset, in 512-byte sectors; the request
+ * alignment is the cluster size so no copy-on-write writes plaintext.
+ * Not supported:
  * with "not supported yet" unless opened for metadata only; resize; check.
  * L1 tables above 32 MiB are refused (QEMU allows 2 GiB).
  */
@@ -22,6 +26,7 @@
 #include <zlib.h>
 
 #include "cache.h"
+#include "../crypto/crypto.h"
 #include "format-io.h"
 #include "internal.h"
 
@@ -70,6 +75,7 @@ typedef struct qcow_state {
     uint8_t *cbuf; /* compressed bytes */
     uint64_t file_end;
     bool encrypted;
+    vd_crypto_blk *aes; /* NULL when opened without the key (info) */
     /* An L2 table known to be all zeroes, so that a hostile image whose L1
      * entries all name it costs one step per L1 entry, not a scan each.
      * Reset whenever anything is allocated. */
@@ -112,6 +118,8 @@ static void qcow_close(vd_node *bs)
         vd_cache_free(s->l2c);
         s->l2c = NULL;
     }
+    vd_crypto_blk_free(s->aes);
+    s->aes = NULL;
     free(s->l1);
     free(s->ccache);
     free(s->cbuf);
@@ -123,6 +131,8 @@ static void qcow_close(vd_node *bs)
         s->lock_ready = false;
     }
 }
+
+static int qcow_open_aes(qcow_state *s, vd_opts *opts, vd_error **errp);
 
 static int qcow_open(vd_node *bs, vd_opts *opts, vd_error **errp)
 {
@@ -169,9 +179,10 @@ static int qcow_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     }
     if (crypt == QCOW_CRYPT_AES) {
         if (!(bs->flags & VD_NODE_NO_IO)) {
-            ret =
-                vd_error_set(errp, ENOTSUP, "AES-encrypted qcow images are not supported yet");
-            goto fail;
+            ret = qcow_open_aes(s, opts, errp);
+            if (ret < 0) {
+                goto fail;
+            }
         }
         s->encrypted = true;
     } else if (crypt != QCOW_CRYPT_NONE) {
@@ -250,7 +261,7 @@ static int qcow_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     }
     s->file_end = (uint64_t)flen;
     /* encryption worked on sectors; keep QEMU's limit for everything */
-    bs->request_alignment = QCOW_SECTOR;
+    bs->request_alignment = s->encrypted ? (uint32_t)s->cluster_size : QCOW_SECTOR;
     bs->has_zero_init = true;
     return 0;
 
@@ -478,14 +489,12 @@ static int qcow_map(vd_node *bs, void *opaque, uint64_t offset, uint64_t max, vo
     return ret;
 }
 
-static int qcow_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags)
+static int qcow_pread_plain(vd_node *bs, uint64_t offset, uint64_t len, void *buf,
+                            unsigned flags)
 {
     qcow_state *s = bs->opaque;
     (void)flags;
 
-    if (s->encrypted) {
-        return -ENOTSUP;
-    }
     return vd_fmt_read(bs, offset, len, buf, qcow_map, NULL);
 }
 
@@ -565,9 +574,6 @@ static int qcow_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *b
     int ret = 0;
     (void)flags;
 
-    if (s->encrypted) {
-        return -ENOTSUP;
-    }
     while (len > 0 && ret == 0) {
         uint64_t cs = s->cluster_size;
         uint64_t in_cl = offset & (cs - 1);
@@ -833,8 +839,20 @@ static int qcow_create(const char *filename, const vd_opts *opts, vd_error **err
         return vd_error_set(errp, EINVAL, "Unsupported encryption format '%s'", enc_fmt);
     }
     if (encryption || enc_fmt) {
-        return vd_error_set(errp, ENOTSUP,
-                            "AES encryption of qcow images is not supported yet");
+        /* the key is only checked to exist: it is not stored */
+        uint8_t *pass;
+        size_t passlen;
+        const char *sid = vd_opts_get(opts, "encrypt.key-secret");
+        if (!sid) {
+            return vd_error_set(errp, EINVAL, "Parameter 'encrypt.key-secret' is required for "
+                                              "cipher");
+        }
+        ret = vd_secret_lookup(sid, &pass, &passlen, errp);
+        if (ret < 0) {
+            return ret;
+        }
+        vd_memzero(pass, passlen);
+        free(pass);
     }
     if (size > UINT64_MAX - QCOW_SECTOR) {
         return vd_error_set(errp, EFBIG, "Image size is too large");
@@ -878,7 +896,7 @@ static int qcow_create(const char *filename, const vd_opts *opts, vd_error **err
         return vd_error_set(errp, EFBIG, "Image size is too large for the qcow format");
     }
     vd_st_be64(h + H_L1_OFFSET, header_size);
-    vd_st_be32(h + H_CRYPT, QCOW_CRYPT_NONE);
+    vd_st_be32(h + H_CRYPT, (encryption || enc_fmt) ? QCOW_CRYPT_AES : QCOW_CRYPT_NONE);
 
     vd_node *file;
     ret = vd_create_open_file(filename, opts, &file, errp);
@@ -903,6 +921,72 @@ static int qcow_create(const char *filename, const vd_opts *opts, vd_error **err
     return vd_create_close_file(file, ret, "Could not write the qcow image", errp);
 }
 
+/* ------------------------------------------------------------------ AES */
+
+static int qcow_open_aes(qcow_state *s, vd_opts *opts, vd_error **errp)
+{
+    const char *sid = vd_opts_get(opts, "encrypt.key-secret");
+    if (!sid) {
+        return vd_error_set(errp, EINVAL, "Parameter 'encrypt.key-secret' is required for cipher");
+    }
+    uint8_t *pass;
+    size_t passlen;
+    int r = vd_secret_lookup(sid, &pass, &passlen, errp);
+    if (r < 0) {
+        return r;
+    }
+    s->aes = vd_crypto_legacy_aes_new(pass, passlen, errp);
+    vd_memzero(pass, passlen);
+    free(pass);
+    return s->aes ? 0 : -EINVAL;
+}
+
+/* Read, then decrypt what came from (uncompressed) data clusters. */
+static int qcow_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags)
+{
+    qcow_state *s = bs->opaque;
+    if (s->encrypted && !s->aes) {
+        return -EPERM;
+    }
+    int ret = qcow_pread_plain(bs, offset, len, buf, flags);
+    uint8_t *p = buf;
+    while (ret == 0 && s->aes && len > 0) {
+        uint64_t n = VD_MIN(len, s->cluster_size - (offset & (s->cluster_size - 1)));
+        uint64_t entry;
+        pthread_mutex_lock(&s->lock);
+        ret = qcow_lookup(bs, offset, &entry);
+        pthread_mutex_unlock(&s->lock);
+        if (ret == 0 && entry && !(entry & QCOW_OFLAG_COMPRESSED)) {
+            vd_crypto_blk_decrypt(s->aes, offset, p, n);
+        }
+        offset += n;
+        p += n;
+        len -= n;
+    }
+    return ret;
+}
+
+static int qcow_pwrite_crypt(vd_node *bs, uint64_t offset, uint64_t len, const void *buf,
+                             unsigned flags)
+{
+    qcow_state *s = bs->opaque;
+    if (!s->encrypted) {
+        return qcow_pwrite(bs, offset, len, buf, flags);
+    }
+    if (!s->aes) {
+        return -EPERM;
+    }
+    uint8_t *tmp = vd_malloc(len);
+    if (!tmp) {
+        return -ENOMEM;
+    }
+    memcpy(tmp, buf, len);
+    vd_crypto_blk_encrypt(s->aes, offset, tmp, len);
+    int ret = qcow_pwrite(bs, offset, len, tmp, flags);
+    free(tmp);
+    return ret;
+}
+
 const vd_driver vd_drv_qcow = {
     .name = "qcow",
     .kind = VD_DRV_FORMAT,
@@ -916,7 +1000,7 @@ const vd_driver vd_drv_qcow = {
     .create = qcow_create,
     .get_length = qcow_get_length,
     .pread = qcow_pread,
-    .pwrite = qcow_pwrite,
+    .pwrite = qcow_pwrite_crypt,
     .pwrite_compressed = qcow_pwrite_compressed,
     .flush = qcow_flush,
     .block_status = qcow_block_status,

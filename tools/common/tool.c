@@ -111,9 +111,35 @@ void tool_warn(const char *fmt, ...)
     va_end(ap);
 }
 
-bool tool_object_add(const char *spec)
+/*
+ * Overwrite the value of every data= property of an --object spec with
+ * 'x': the secret leaves the process listing (spec points into argv) and
+ * no message can show it.  ",," is an escaped comma inside a value.
+ */
+static void object_hide_data(char *spec)
 {
-    if (vd_object_add(spec) < 0) {
+    for (char *p = spec; *p;) {
+        if (!strncmp(p, "data=", 5)) {
+            for (p += 5; *p && !(*p == ',' && p[1] != ','); p++) {
+                if (*p == ',') {
+                    *p++ = 'x';
+                }
+                *p = 'x';
+            }
+        }
+        char *comma = p;
+        while (*comma && !(*comma == ',' && comma[1] != ',')) {
+            comma += (*comma == ',') ? 2 : 1;
+        }
+        p = *comma ? comma + 1 : comma;
+    }
+}
+
+bool tool_object_add(char *spec)
+{
+    int r = vd_object_add(spec);
+    object_hide_data(spec);
+    if (r < 0) {
         const char *msg = vd_get_error();
         tool_error("Invalid --object '%s': %s", spec,
                    *msg ? msg : strerror(vd_get_errno() ? vd_get_errno() : EINVAL));
@@ -246,7 +272,23 @@ vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
         vd_opts_free(opts);
         return NULL;
     }
-    vd_opts_free(opts);
+
+    /* Legacy qcow/qcow2 AES is read and written to get data out of old
+     * images; say that it is flawed (QEMU refuses it in its emulators). */
+    const char *ifmt = vd_image_format(img);
+    if (!quiet && !(flags & VD_OPEN_NO_IO) && ifmt &&
+        (!strcmp(ifmt, "qcow") || !strcmp(ifmt, "qcow2"))) {
+        vd_info *info = NULL;
+        if (vd_get_info(img, &info) == 0 && info->encrypted &&
+            (!strcmp(ifmt, "qcow") ||
+             (info->format_specific_json &&
+              strstr(info->format_specific_json, "\"encrypt\":{\"format\":\"aes\"}")))) {
+            tool_warn("'%s' uses the legacy qcow AES-CBC encryption, which is flawed (weak "
+                      "key derivation, predictable IVs): use it only to convert the data to "
+                      "an unencrypted or LUKS-encrypted image", name);
+        }
+        vd_info_free(info);
+    }
 
     /* qemu's wording, printed when writes to block 0 get restricted. */
     if (!quiet && !image_opts && !fmt && (flags & VD_OPEN_RDWR) && vd_image_probed_raw(img)) {
@@ -257,6 +299,7 @@ vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
                 "         Specify the 'raw' format explicitly to remove the restrictions.\n",
                 name);
     }
+    vd_opts_free(opts); /* name may point into it */
     return img;
 }
 

@@ -31,7 +31,7 @@ void tool_error_lib(const char *fmt, ...) TOOL_PRINTF(1, 2);
 void tool_warn(const char *fmt, ...) TOOL_PRINTF(1, 2);
 
 /* --object SPEC: registers it, prints an error and returns false on failure. */
-bool tool_object_add(const char *spec);
+bool tool_object_add(char *spec); /* spec: writable (argv); its data= is hidden after */
 
 /* Size with suffixes; prints "<what>: invalid size 'str'..." and returns false on error. */
 bool tool_parse_size(const char *what, const char *str, uint64_t *out);

@@ -513,7 +513,10 @@ int qcow2_amend(vd_node *bs, const vd_opts *opts, bool force, vd_progress_fn *pr
                 void *opaque, vd_error **errp)
 {
     qcow2_state *s = bs->opaque;
-    (void)force;
+    int cr = qcow2_crypto_amend(bs, opts, force, errp); /* crypto.c: key slots */
+    if (cr != 0) {
+        return cr < 0 ? cr : 0;
+    }
 
     for (size_t i = 0; i < vd_opts_count(opts); i++) {
         const char *k = vd_opts_key(opts, i);

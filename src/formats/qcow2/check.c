@@ -286,6 +286,10 @@ static int calculate_refcounts(check_ctx *c)
 {
     qcow2_state *s = c->s;
     int ret = inc_refs(c, 0, s->cluster_size);
+    uint64_t crypto_off, crypto_len;
+    if (ret == 0 && qcow2_crypto_hdr_range(s, &crypto_off, &crypto_len)) {
+        ret = inc_refs(c, crypto_off, crypto_len); /* the LUKS header (crypto.c) */
+    }
     if (ret == 0) {
         ret = check_l1(c, s->l1_table_offset, s->l1_size, true);
     }

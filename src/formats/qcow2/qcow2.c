@@ -231,11 +231,15 @@ int qcow2_update_header(qcow2_state *s)
         ret = put_ext(buf, cs, &pos, QCOW2_EXT_BACKING_FORMAT, s->backing_format,
                       (uint32_t)strlen(s->backing_format));
     }
-    /* the data file name (kept with the unknown ones) goes here, as QEMU's */
-    for (size_t i = 0; ret == 0 && i < s->nb_unknown_ext; i++) {
-        if (s->unknown_ext[i].magic == QCOW2_EXT_DATA_FILE) {
-            ret = put_ext(buf, cs, &pos, QCOW2_EXT_DATA_FILE, s->unknown_ext[i].data,
-                          s->unknown_ext[i].len);
+    /* the data file name and the crypto header pointer (kept with the
+     * unknown ones) go here, as QEMU's */
+    for (int pass = 0; pass < 2; pass++) {
+        uint32_t magic = pass ? QCOW2_EXT_CRYPTO : QCOW2_EXT_DATA_FILE;
+        for (size_t i = 0; ret == 0 && i < s->nb_unknown_ext; i++) {
+            if (s->unknown_ext[i].magic == magic) {
+                ret = put_ext(buf, cs, &pos, magic, s->unknown_ext[i].data,
+                              s->unknown_ext[i].len);
+            }
         }
     }
     /* QEMU 7.2 leaves the table out for clusters of 4 KiB and below, where
@@ -259,7 +263,8 @@ int qcow2_update_header(qcow2_state *s)
         ret = put_ext(buf, cs, &pos, QCOW2_EXT_BITMAPS, bm, sizeof(bm));
     }
     for (size_t i = 0; ret == 0 && i < s->nb_unknown_ext; i++) {
-        if (s->unknown_ext[i].magic == QCOW2_EXT_DATA_FILE) {
+        if (s->unknown_ext[i].magic == QCOW2_EXT_DATA_FILE ||
+            s->unknown_ext[i].magic == QCOW2_EXT_CRYPTO) {
             continue;
         }
         ret = put_ext(buf, cs, &pos, s->unknown_ext[i].magic, s->unknown_ext[i].data,
@@ -435,6 +440,7 @@ static void free_state(qcow2_state *s)
     }
     s->bitmaps_loaded = false;
     qcow2_bitmaps_free(s);
+    qcow2_crypto_free(s);
     qcow2_data_file_free(s);
 }
 
@@ -574,6 +580,13 @@ fail:
     return ret < 0 ? ret : -EINVAL;
 }
 
+static int add_unknown_ext(qcow2_state *s, uint32_t magic, const uint8_t *data, uint32_t len);
+
+int qcow2_add_crypto_ext(qcow2_state *s, const uint8_t *ext)
+{
+    return add_unknown_ext(s, QCOW2_EXT_CRYPTO, ext, 16);
+}
+
 static int add_unknown_ext(qcow2_state *s, uint32_t magic, const uint8_t *data, uint32_t len)
 {
     qcow2_ext *n = s->unknown_ext;
@@ -655,7 +668,11 @@ static int read_extensions(qcow2_state *s, const uint8_t *hdr, uint64_t start, u
             }
             break;
         case QCOW2_EXT_CRYPTO:
+            /* kept with the unknown ones, read by crypto.c */
             *crypto_ext = true;
+            if (add_unknown_ext(s, magic, data, len) < 0) {
+                return vd_error_set(errp, ENOMEM, "out of memory");
+            }
             break;
         case QCOW2_EXT_BITMAPS:
             if (len != 24) {
@@ -997,12 +1014,6 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         ret = vd_error_set(errp, EINVAL, "Unsupported encryption method: %u", s->crypt_method);
         goto fail;
     }
-    if (s->crypt_method || crypto_ext) {
-        ret = vd_error_set(errp, ENOTSUP,
-                           "qcow2 encryption (%s) is not supported yet",
-                           s->crypt_method == 1 ? "aes" : "luks");
-        goto fail;
-    }
 
     /* refcount table */
     if (s->refcount_table_clusters > QCOW2_MAX_REFTABLE_BYTES / s->cluster_size) {
@@ -1184,11 +1195,12 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         goto fail;
     }
     s->cache_clean_interval = interval;
-    if (vd_opts_get(opts, "encrypt.format") || vd_opts_get(opts, "encrypt.key-secret")) {
-        ret = vd_error_set(errp, ENOTSUP, "qcow2 encryption is not supported yet");
+    ret = qcow2_data_file_open(bs, opts, errp); /* datafile.c: sets s->data */
+    if (ret < 0) {
         goto fail;
     }
-    ret = qcow2_data_file_open(bs, opts, errp); /* datafile.c: sets s->data */
+    bs->request_alignment = 1; /* qcow2_crypto_open may raise it */
+    ret = qcow2_crypto_open(bs, s, opts, errp); /* crypto.c */
     if (ret < 0) {
         goto fail;
     }
@@ -1268,7 +1280,6 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
             bs->backing_format = vd_strdup(s->backing_format);
         }
     }
-    bs->request_alignment = 1;
     bs->pwrite_zeroes_alignment = s->cluster_size;
     bs->has_zero_init = true;
     s->nb_compress_threads = 0;
@@ -1376,6 +1387,11 @@ static int qcow2_get_info(vd_node *bs, vd_info *info, vd_error **errp)
     info->dirty_flag = (s->incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;
     info->corrupt = (s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) != 0;
     info->encrypted = s->crypt_method != 0;
+    char *enc = qcow2_crypto_info_json(s); /* crypto.c */
+    if (!enc) {
+        pthread_mutex_unlock(&s->lock);
+        return vd_error_set(errp, ENOMEM, "out of memory");
+    }
     if (s->bitmaps_loaded && s->bitmaps) {
         size_t cap = 64, len = 0;
         bitmaps = malloc(cap);
@@ -1438,21 +1454,22 @@ static int qcow2_get_info(vd_node *bs, vd_info *info, vd_error **errp)
     if (s->version == 2) {
         info->format_specific_json = vd_asprintf(
             "{\"type\":\"qcow2\",\"data\":{\"compat\":\"0.10\",\"compression-type\":\"%s\","
-            "\"refcount-bits\":%u}}",
-            ct, s->refcount_bits);
+            "\"refcount-bits\":%u%s}}",
+            ct, s->refcount_bits, enc);
     } else {
         char *df = qcow2_data_file_info_json(s); /* datafile.c */
         info->format_specific_json = df ? vd_asprintf(
             "{\"type\":\"qcow2\",\"data\":{\"compat\":\"1.1\",\"compression-type\":\"%s\","
-            "\"lazy-refcounts\":%s%s,\"refcount-bits\":%u%s,\"corrupt\":%s,"
+            "\"lazy-refcounts\":%s%s,\"refcount-bits\":%u%s%s,\"corrupt\":%s,"
             "\"extended-l2\":%s}}",
             ct, (s->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) ? "true" : "false",
-            bitmaps ? bitmaps : "", s->refcount_bits, df,
+            bitmaps ? bitmaps : "", s->refcount_bits, enc, df,
             (s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) ? "true" : "false",
             s->extended_l2 ? "true" : "false") : NULL;
         free(df);
     }
     free(bitmaps);
+    free(enc);
     pthread_mutex_unlock(&s->lock);
     if (!info->format_specific_json) {
         return vd_error_set(errp, ENOMEM, "out of memory");
@@ -1801,9 +1818,6 @@ int qcow2_parse_create_opts(const vd_opts *opts, qcow2_create_params *p, bool ne
     if (vd_opts_get_bool(opts, "encryption", false, &b, errp) < 0) {
         return -EINVAL;
     }
-    if (b || vd_opts_get(opts, "encrypt.format")) {
-        return vd_error_set(errp, ENOTSUP, "qcow2 encryption is not supported yet");
-    }
     if (p->extended_l2 && p->version < 3) {
         return vd_error_set(errp, EINVAL, "Extended L2 entries are only supported with "
                             "compatibility level 1.1 and above (use version=v3 or greater)");
@@ -1951,6 +1965,10 @@ static int qcow2_create(const char *filename, const vd_opts *opts, vd_error **er
             goto out;
         }
     }
+    ret = qcow2_crypto_create(bs, opts, errp); /* crypto.c */
+    if (ret < 0) {
+        goto out;
+    }
     ret = vd_node_flush(bs);
     if (ret < 0) {
         vd_error_setg_errno(errp, -ret, "Could not flush '%s'", filename);
@@ -1973,13 +1991,13 @@ const vd_driver vd_drv_qcow2 = {
     .create = qcow2_create,
     .get_length = qcow2_get_length,
     .get_allocated_size = qcow2_get_allocated_size,
-    .pread = qcow2_pread,
-    .pwrite = qcow2_pwrite,
-    .pwrite_zeroes = qcow2_pwrite_zeroes,
+    .pread = qcow2_crypto_pread,
+    .pwrite = qcow2_crypto_pwrite,
+    .pwrite_zeroes = qcow2_crypto_pwrite_zeroes,
     .pwrite_compressed = qcow2_pwrite_compressed,
     .discard = qcow2_discard,
     .flush = qcow2_flush,
-    .block_status = qcow2_block_status,
+    .block_status = qcow2_crypto_block_status,
     .truncate = qcow2_truncate,
     .check = qcow2_check,
     .get_info = qcow2_get_info,

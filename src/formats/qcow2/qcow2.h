@@ -65,6 +65,8 @@
 #define QCOW2_EXT_FEATURE_TABLE 0x6803f857u
 #define QCOW2_EXT_BITMAPS 0x23852875u
 #define QCOW2_EXT_CRYPTO 0x0537be77u
+#define QCOW2_CRYPT_AES 1u
+#define QCOW2_CRYPT_LUKS 2u
 #define QCOW2_EXT_DATA_FILE 0x44415441u
 
 #define QCOW2_COMPRESSION_ZLIB 0
@@ -246,6 +248,7 @@ typedef struct qcow2_state {
     qcow2_deferred_free *deferred;    /* (L) frees waiting for those to finish */
     int nb_compress_threads;
     uint64_t last_clean; /* seconds, for cache-clean-interval */
+    struct qcow2_crypto *crypto; /* crypto.c: NULL when not encrypted */
 } qcow2_state;
 
 typedef struct qcow2_create_params {
@@ -518,5 +521,29 @@ int qcow2_sc_preallocate(qcow2_state *s, uint64_t offset, uint64_t bytes, vd_pre
 
 int qcow2_amend(vd_node *bs, const vd_opts *opts, bool force, vd_progress_fn *progress,
                 void *opaque, vd_error **errp);
+
+/* ------------------------------------------------------------- crypto.c */
+
+typedef struct qcow2_crypto qcow2_crypto;
+/* After the data file is open: set up decryption (key from encrypt.key-secret). */
+int qcow2_crypto_open(vd_node *bs, qcow2_state *s, vd_opts *opts, vd_error **errp);
+void qcow2_crypto_free(qcow2_state *s);
+/* The driver's I/O callbacks: encryption around cluster.c's. */
+int qcow2_crypto_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags);
+int qcow2_crypto_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf,
+                        unsigned flags);
+int qcow2_crypto_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned flags);
+int qcow2_crypto_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64_t len,
+                              uint64_t *pnum, uint64_t *map, vd_node **file);
+/* ",\"encrypt\":{...}" for info, "" when not encrypted; malloc'ed. */
+char *qcow2_crypto_info_json(qcow2_state *s);
+/* Encrypt a just-created image as its create options say. */
+int qcow2_crypto_create(vd_node *bs, const vd_opts *opts, vd_error **errp);
+/* encrypt.* key slot amend: 0 none given, 1 done, -errno. */
+int qcow2_crypto_amend(vd_node *bs, const vd_opts *opts, bool force, vd_error **errp);
+/* The LUKS header's clusters (from the extension); false when none. */
+bool qcow2_crypto_hdr_range(const qcow2_state *s, uint64_t *off, uint64_t *len);
+/* qcow2.c: record the crypto header extension (16 bytes). Lock held. */
+int qcow2_add_crypto_ext(qcow2_state *s, const uint8_t *ext);
 
 #endif /* VD_QCOW2_H */

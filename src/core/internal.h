@@ -461,6 +461,10 @@ struct vd_driver {
      */
     int (*bitmap_status)(vd_node *bs, const char *name, uint64_t offset, uint64_t len,
                          uint64_t *pnum, bool *dirty);
+
+    /* Plain writes must be whole compressed clusters (vmdk streamOptimized):
+     * convert then writes as with -c (QEMU's needs_compressed_writes). */
+    bool (*needs_compressed_writes)(vd_node *bs);
 };
 
 /* The node behind a public handle (api.c), for library code such as NBD. */

@@ -46,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <libdeflate.h>
 #include <zlib.h>
 
 #include "internal.h"
@@ -103,7 +104,8 @@ typedef enum vmdk_kind {
 
 typedef struct vmdk_extent {
     vd_node *file;
-    bool own_file;
+    bool own_file; /* this extent closes file (others may share it) */
+    char *path;    /* as opened, for sharing one node between extents */
     vmdk_kind kind;
     char type[16]; /* the descriptor's word, "" for a sparse file opened as such */
     bool read_only;
@@ -335,8 +337,11 @@ static int vmdk_parse_extent_line(const char *p, const char *end, vmdk_desc_exte
         return 0; /* not an extent line (or NOACCESS: skipped, as QEMU) */
     }
     p = vmdk_skip_ws(p, end);
-    if (!vmdk_parse_u64(&p, end, &x->sectors)) {
+    if (p >= end || *p < '0' || *p > '9') {
         return 0;
+    }
+    if (!vmdk_parse_u64(&p, end, &x->sectors)) {
+        return -EINVAL; /* digits that overflow */
     }
     p = vmdk_skip_ws(p, end);
     w = p;
@@ -396,6 +401,7 @@ static void vmdk_extent_free(vmdk_extent *e)
     free(e->gd);
     free(e->rgd);
     free(e->gtc);
+    free(e->path);
     if (e->own_file) {
         vd_node_close(e->file);
     }
@@ -900,12 +906,35 @@ static int vmdk_add_desc_extent(vd_node *bs, const vmdk_desc_extent *x, vd_error
         if (!path) {
             return -EPERM;
         }
-        e->file = vmdk_open_extent_file(bs, path, x->rdonly || se, errp);
-        free(path);
-        if (!e->file) {
-            return -EIO;
+        /* extents in one file share its node (one descriptor may name a
+         * file thousands of times) */
+        vmdk_extent *sharer = NULL;
+        for (size_t i = 0; i < s->n_ext; i++) {
+            if (s->ext[i].path && !strcmp(s->ext[i].path, path)) {
+                sharer = &s->ext[i];
+                e->file = sharer->file;
+                break;
+            }
         }
-        e->own_file = true;
+        /* two extents that allocate in one sparse file would hand out the
+         * same space twice: such files are only read */
+        if (sharer && (sharer->kind != VMDK_EXT_FLAT || !flat)) {
+            for (size_t i = 0; i < s->n_ext; i++) {
+                if (s->ext[i].file == sharer->file) {
+                    s->ext[i].read_only = true;
+                }
+            }
+            e->read_only = true;
+        }
+        if (!e->file) {
+            e->file = vmdk_open_extent_file(bs, path, x->rdonly || se, errp);
+            if (!e->file) {
+                free(path);
+                return -EIO;
+            }
+            e->own_file = true;
+        }
+        e->path = path;
         if (flat) {
             e->kind = VMDK_EXT_FLAT;
             e->size = x->sectors * VMDK_SECTOR;
@@ -917,7 +946,7 @@ static int vmdk_add_desc_extent(vd_node *bs, const vmdk_desc_extent *x, vd_error
                 return ret;
             }
             snprintf(e->type, sizeof(e->type), "%s", x->type);
-            e->read_only = e->read_only || x->rdonly;
+            e->read_only = e->read_only || x->rdonly || e->kind != VMDK_EXT_SPARSE;
         }
     }
     uint64_t start = s->size;
@@ -1656,25 +1685,84 @@ static int vmdk_update_cid(vd_node *bs)
     return ret;
 }
 
-/* Compress one grain (len bytes) into a marker + deflate record; returns its
- * length (a multiple of the sector size) or -errno.  *out is malloc'ed. */
-static int64_t vmdk_compress_grain(const uint8_t *data, uint64_t len, uint64_t lba, uint8_t **out)
+/*
+ * Per-thread compressor (libdeflate: whole-buffer zlib streams, about twice
+ * zlib's speed at the same level; allocating one per grain made the
+ * allocator return and refault its memory each time).  A pthread key frees
+ * it when the thread ends.
+ */
+typedef struct vmdk_zctx {
+    struct libdeflate_compressor *c;
+    uint8_t *out;
+    size_t out_cap;
+} vmdk_zctx;
+
+static pthread_key_t vmdk_zkey;
+static pthread_once_t vmdk_zonce = PTHREAD_ONCE_INIT;
+
+static void vmdk_zctx_free(void *p)
 {
-    uLongf cap = compressBound((uLong)len);
-    uint64_t total = vd_div_round_up(12 + cap, VMDK_SECTOR) * VMDK_SECTOR;
-    uint8_t *o = vd_malloc(total);
-    if (!o) {
+    vmdk_zctx *c = p;
+    libdeflate_free_compressor(c->c);
+    free(c->out);
+    free(c);
+}
+
+static void vmdk_zkey_init(void)
+{
+    (void)pthread_key_create(&vmdk_zkey, vmdk_zctx_free);
+}
+
+static vmdk_zctx *vmdk_zctx_get(void)
+{
+    pthread_once(&vmdk_zonce, vmdk_zkey_init);
+    vmdk_zctx *c = pthread_getspecific(vmdk_zkey);
+    if (c) {
+        return c;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        return NULL;
+    }
+    /* zlib's default level, as QEMU's compress() */
+    c->c = libdeflate_alloc_compressor(6);
+    if (!c->c || pthread_setspecific(vmdk_zkey, c) != 0) {
+        vmdk_zctx_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Compress one grain (len bytes) into a marker + zlib record padded to a
+ * sector; returns its length or -errno.  *out points into a per-thread
+ * buffer, valid until the thread's next call. */
+static int64_t vmdk_compress_grain(const uint8_t *data, uint64_t len, uint64_t lba,
+                                   const uint8_t **out)
+{
+    vmdk_zctx *c = vmdk_zctx_get();
+    if (!c) {
         return -ENOMEM;
     }
-    if (compress2(o + 12, &cap, data, (uLong)len, Z_DEFAULT_COMPRESSION) != Z_OK || cap == 0) {
-        free(o);
+    size_t bound = libdeflate_zlib_compress_bound(c->c, (size_t)len);
+    size_t need = vd_div_round_up(12 + bound, VMDK_SECTOR) * VMDK_SECTOR;
+    if (need > c->out_cap) {
+        uint8_t *o = realloc(c->out, need);
+        if (!o) {
+            return -ENOMEM;
+        }
+        c->out = o;
+        c->out_cap = need;
+    }
+    uint64_t clen = libdeflate_zlib_compress(c->c, data, (size_t)len, c->out + 12,
+                                             c->out_cap - 12);
+    if (clen == 0) {
         return -EIO;
     }
-    vd_st_le64(o, lba);
-    vd_st_le32(o + 8, (uint32_t)cap);
-    uint64_t used = vd_div_round_up(12 + cap, VMDK_SECTOR) * VMDK_SECTOR;
-    memset(o + 12 + cap, 0, used - 12 - cap);
-    *out = o;
+    vd_st_le64(c->out, lba);
+    vd_st_le32(c->out + 8, (uint32_t)clen);
+    uint64_t used = vd_div_round_up(12 + clen, VMDK_SECTOR) * VMDK_SECTOR;
+    memset(c->out + 12 + clen, 0, used - 12 - clen);
+    *out = c->out;
     return (int64_t)used;
 }
 
@@ -1693,7 +1781,7 @@ static int vmdk_write_compressed_chunk(vd_node *bs, vmdk_map *m, uint64_t offset
     if (m->where == VMDK_DATA) {
         return -EIO; /* a stream grain is written once */
     }
-    uint8_t *rec;
+    const uint8_t *rec;
     int64_t rlen = vmdk_compress_grain(buf, m->n, (offset - e->start) / VMDK_SECTOR, &rec);
     if (rlen < 0) {
         return (int)rlen;
@@ -1722,7 +1810,6 @@ static int vmdk_write_compressed_chunk(vd_node *bs, vmdk_map *m, uint64_t offset
         ret = vmdk_update_cid(bs);
     }
     pthread_mutex_unlock(&s->lock);
-    free(rec);
     return ret;
 }
 
@@ -2067,7 +2154,8 @@ static int64_t vmdk_get_allocated_size(vd_node *bs)
 
 /*
  * As QEMU's check: every grain table and grain an extent points at must lie
- * inside its file.  vdisk goes on after the first problem and counts them.
+ * inside its file.  vdisk goes on after the first problem and counts them
+ * (the library prints nothing: QEMU's ERROR lines are not repeated).
  */
 static int vmdk_check(vd_node *bs, vd_check_res *res, unsigned fix, vd_error **errp)
 {
@@ -2098,9 +2186,7 @@ static int vmdk_check(vd_node *bs, vd_check_res *res, unsigned fix, vd_error **e
                 vmdk_map m;
                 int ret = vmdk_lookup(e, off, &m);
                 if (ret < 0) {
-                    fprintf(stderr, "ERROR: could not get the grain table of sector %llu in '%s'\n",
-                            (unsigned long long)((e->start + off) / VMDK_SECTOR),
-                            e->file->filename);
+                    /* its grain table cannot be read */
                     res->corruptions++;
                     break;
                 }
@@ -2110,9 +2196,7 @@ static int vmdk_check(vd_node *bs, vd_check_res *res, unsigned fix, vd_error **e
                         res->compressed_clusters++;
                     }
                     if (m.host >= (uint64_t)flen) {
-                        fprintf(stderr,
-                                "ERROR: cluster offset for sector %llu points after EOF\n",
-                                (unsigned long long)((e->start + off) / VMDK_SECTOR));
+                        /* QEMU's "cluster offset points after EOF" */
                         res->corruptions++;
                     }
                 }

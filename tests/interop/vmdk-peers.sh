@@ -31,14 +31,13 @@ for sf in monolithicSparse monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFla
     case $out in *"(12582912 bytes)"*) ;; *) fail "vmdkinfo sees another size for $sf: $out" ;; esac
     cid=$("$VDISK" info --output=json v.vmdk | sed -n 's/.*"cid": \([0-9]*\).*/\1/p')
     case $out in *"$(printf '0x%08x' "$cid")"*) ;; *) fail "vmdkinfo sees another CID for $sf: $out" ;; esac
-    # and the data, through vmdkinfo's library where it has a reader tool
-    if command -v vmdkmount >/dev/null && [ -e /dev/fuse ] && [ $sf != streamOptimized ]; then
+    # and the data, through libvmdk's FUSE reader (when FUSE works here)
+    if [ -e /dev/fuse ] && command -v fusermount >/dev/null; then
         mkdir -p mnt
-        if vmdkmount v.vmdk mnt >/dev/null 2>&1; then
-            cmp -s mnt/vmdk1 src.raw; r=$?
-            fusermount -u mnt 2>/dev/null || umount mnt
-            [ $r = 0 ] || fail "vmdkmount reads vdisk's $sf differently"
-        fi
+        vmdkmount v.vmdk mnt >/dev/null 2>&1 || fail "vmdkmount cannot mount vdisk's $sf"
+        r=0; cmp -s mnt/vmdk1 src.raw || r=1
+        fusermount -u mnt
+        [ $r = 0 ] || fail "vmdkmount reads vdisk's $sf differently"
     fi
 done
 

@@ -1679,7 +1679,8 @@ static int vmdk_update_cid(vd_node *bs)
     }
     free(nd);
     if (ret == 0) {
-        s->cid = cid;
+        /* s->cid keeps the CID the image was opened with: QEMU's info
+         * shows that one until the image is opened again */
         s->cid_updated = true;
     }
     return ret;

@@ -205,6 +205,9 @@ bool vd_image_probed_raw(const vd_image *img);
 bool vd_image_is_read_only(const vd_image *img);
 /* Cluster size, or 0 when the format has none. */
 uint32_t vd_image_cluster_size(vd_image *img);
+/* True when plain writes must be whole compressed clusters (vmdk
+ * streamOptimized): write with vd_pwrite_compressed then. */
+bool vd_image_needs_compressed_writes(vd_image *img);
 /* Smallest request size that needs no read-modify-write. */
 uint32_t vd_image_alignment(const vd_image *img);
 /* True when a newly created image of this driver reads as zeroes. */

@@ -212,6 +212,12 @@ uint32_t vd_image_cluster_size(vd_image *img)
     return img->node->drv->cluster_size(img->node);
 }
 
+bool vd_image_needs_compressed_writes(vd_image *img)
+{
+    return img && img->node && img->node->drv->needs_compressed_writes &&
+           img->node->drv->needs_compressed_writes(img->node);
+}
+
 uint32_t vd_image_alignment(const vd_image *img)
 {
     return img && img->node ? img->node->request_alignment : 1;

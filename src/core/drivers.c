@@ -26,6 +26,7 @@ extern const vd_driver vd_drv_qed;
 extern const vd_driver vd_drv_qcow;
 extern const vd_driver vd_drv_vdi;
 extern const vd_driver vd_drv_vpc;
+extern const vd_driver vd_drv_vmdk;
 extern const vd_driver vd_drv_raw;
 
 const vd_driver *const vd_drivers[] = {
@@ -47,6 +48,7 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_qcow,
     &vd_drv_vdi,
     &vd_drv_vpc,
+    &vd_drv_vmdk,
     &vd_drv_raw,
     NULL,
 };

@@ -576,6 +576,9 @@ struct vd_driver {
     /* Option key prefixes the driver's open parses itself besides its
      * open_opts ("image.", "inject-error."), accepted by validation. */
     const char *const *opt_prefixes;
+    /* Plain writes must be whole compressed clusters (vmdk streamOptimized):
+     * convert then writes as with -c (QEMU's needs_compressed_writes). */
+    bool (*needs_compressed_writes)(vd_node *bs);
 };
 
 /* vd_driver.flags */

@@ -112,7 +112,13 @@ int vd_fuzz_image(const uint8_t *data, size_t size, const char *format)
     int fd = fill_memfd(data, size);
     char name[64];
     snprintf(name, sizeof(name), "/proc/self/fd/%d", fd);
+    vd_fuzz_image_path(name, format);
+    close(fd);
+    return 0;
+}
 
+void vd_fuzz_image_path(const char *name, const char *format)
+{
     vd_image *img = vd_open(name, format, NULL, VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE);
     if (img) {
         int64_t length = vd_get_length(img);
@@ -136,6 +142,4 @@ int vd_fuzz_image(const uint8_t *data, size_t size, const char *format)
         vd_check(img, 0, &res);
         vd_close(img);
     }
-    close(fd);
-    return 0;
 }

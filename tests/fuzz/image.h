@@ -31,5 +31,7 @@
  * (what libFuzzer wants).
  */
 int vd_fuzz_image(const uint8_t *data, size_t size, const char *format);
+/* The same on an image that already is a file (multi-file formats). */
+void vd_fuzz_image_path(const char *name, const char *format);
 
 #endif

@@ -8,7 +8,9 @@
 . "$VDISK_SRC/tests/lib.sh"
 need qemu-io qemu-img
 
-mask() { sed -E 's/^[0-9.]+ (bytes|KiB|MiB|GiB|TiB|PiB|EiB), [0-9]+ ops; .*$/STATS/'; }
+# (vmdk's info shows a random CID and the image's own file name)
+mask() { sed -E -e 's/^[0-9.]+ (bytes|KiB|MiB|GiB|TiB|PiB|EiB), [0-9]+ ops; .*$/STATS/' \
+    -e 's/^( *cid: )[0-9]+$/\1N/' -e 's/(qemu-io|vdisk-io)\.vmdk/IMG.vmdk/'; }
 
 cmds=(-c 'info' -c 'length' -c 'map' -c 'write -P 3 100k 200k' -c 'write -z 1M 64k'
     -c 'write -zu 2M 128k' -c 'write 3M 1k' -c 'map' -c 'alloc 0 4M' -c 'alloc 64k 128k'

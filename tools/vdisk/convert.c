@@ -1355,6 +1355,9 @@ int cmd_convert(int argc, char **argv)
             bl >= 0 ? (int64_t)(((uint64_t)bl + SECTOR - 1) / SECTOR) : -1;
     }
 
+    /* as qemu-img: a target that only takes compressed clusters (vmdk
+     * streamOptimized) is written as with -c */
+    s.compressed = s.compressed || vd_image_needs_compressed_writes(s.target);
     s.cluster_sectors = (int)(vd_image_cluster_size(s.target) / SECTOR);
     s.rate_limit = rate_limit;
     (void)copy_range; /* no offload path: plain copies, as qemu-img after a failed offload */

@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* The vmdk driver on hostile sparse headers, grain directories and tables,
+ * streams (markers, footers, deflate data) and embedded descriptors:
+ * open, read, block status, info, check. */
+#include "image.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    return vd_fuzz_image(data, size, "vmdk");
+}

@@ -263,6 +263,9 @@ typedef struct vd_info {
     char *format_specific_json;
     vd_snapshot_info *snapshots;
     size_t nb_snapshots;
+    /* false for formats that report nothing beyond their size (bochs, cloop,
+     * dmg, parallels): qemu-img then prints no dirty-flag */
+    bool has_driver_info;
 } vd_info;
 
 int vd_get_info(vd_image *img, vd_info **out);

@@ -411,6 +411,13 @@ static int prl_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64
     /* contiguous runs: unallocated clusters, or clusters that follow each
      * other in the file (QEMU answers per cluster, map merges them) */
     while (n < len) {
+        if (idx + 1 >= s->bat_size) {
+            /* past the BAT nothing is allocated: one answer to the end */
+            if (!host) {
+                n = len;
+            }
+            break;
+        }
         uint64_t next = prl_cluster_host(s, idx + 1);
         if (host ? next != host + (idx + 1 - offset / s->cluster_size) * s->cluster_size
                  : next != 0) {
@@ -446,7 +453,12 @@ static int prl_bitmap_status(vd_node *bs, const char *name, uint64_t offset, uin
     uint64_t end = offset;
     while (end < offset + len) {
         uint64_t gi = end / bm->granularity;
-        bool d = gi < bm->nbits && ((bm->bits[gi / 8] >> (gi % 8)) & 1);
+        if (gi >= bm->nbits) {
+            /* past the bitmap: clean to the end */
+            end = first ? end : offset + len;
+            break;
+        }
+        bool d = (bm->bits[gi / 8] >> (gi % 8)) & 1;
         if (d != first) {
             break;
         }

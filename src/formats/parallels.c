@@ -10,9 +10,15 @@
  * are loaded, read-only, under their UUID as name (NBD
  * qemu:dirty-bitmap:UUID), as QEMU does.
  *
- * Read-only in vdisk for now: no create, no allocating writes, no check
- * and repair (QEMU 7.2 writes parallels; vdisk refuses to open it
- * read-write).  No backing files (QEMU allows one only through options).
+ * Writing, as QEMU 7.2 does it: create (qemu-img's header, geometry and
+ * data offset), allocating writes (a new cluster is appended at the end of
+ * the data area, zeroed, written, then its BAT entry), the in-use flag set
+ * while the image is open read-write and cleared at close, where the file
+ * is cut to the end of the data; check (no repair), with qemu-img's
+ * verdicts.  A dirty image (in-use set) opens read-write only for check; an
+ * image with a Format Extension only read-only (QEMU ignores the extension
+ * in read-write mode, which would leave its bitmaps stale).  No resize, no
+ * discard, no backing files (QEMU allows one only through options).
  *
  * Hostile input: tracks of 0 or above INT32_MAX / 513 (QEMU's limits), a
  * BAT of more than 64 MiB or past the end of the file, Format Extension
@@ -23,6 +29,7 @@
  * there), as in QEMU.
  */
 #include <nettle/md5.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -41,6 +48,7 @@
 #define PRL_FEATURE_END 0ull
 #define PRL_FEATURE_BITMAP 0x20385fae252cb34aull
 #define PRL_MAX_BITMAPS 16
+#define PRL_DEFAULT_CLUSTER (1u << 20)
 
 enum {
     PRL_H_VERSION = 16,
@@ -63,6 +71,13 @@ typedef struct prl_bitmap {
 } prl_bitmap;
 
 typedef struct prl_state {
+    /* guards bat[] and data_end: allocation appends clusters; data I/O on
+     * allocated clusters runs outside it (clusters never move) */
+    pthread_mutex_t lock;
+    bool lock_ready;
+    bool rw;            /* opened read-write: in-use flag set */
+    uint8_t header[PRL_HEADER];
+    uint64_t data_end;  /* bytes: where the next cluster goes */
     uint32_t *bat;
     uint32_t bat_size;
     uint32_t tracks;
@@ -74,6 +89,8 @@ typedef struct prl_state {
     prl_bitmap bitmaps[PRL_MAX_BITMAPS];
     int nb_bitmaps;
 } prl_state;
+
+static uint64_t prl_cluster_host(const prl_state *s, uint64_t idx);
 
 static int prl_probe(const uint8_t *buf, size_t len, const char *filename)
 {
@@ -91,6 +108,21 @@ static int prl_probe(const uint8_t *buf, size_t len, const char *filename)
 static void prl_close(vd_node *bs)
 {
     prl_state *s = bs->opaque;
+    if (s->rw) {
+        /* clean close: clear the in-use flag, drop preallocated space */
+        vd_error *err = NULL;
+        vd_st_le32(s->header + PRL_H_INUSE, 0);
+        if (vd_node_pwrite(bs->file, 0, PRL_HEADER, s->header, 0) == 0 &&
+            vd_node_flush(bs->file) == 0) {
+            vd_node_truncate(bs->file, s->data_end, false, VD_PREALLOC_OFF, &err);
+            vd_error_free(err);
+        }
+        s->rw = false;
+    }
+    if (s->lock_ready) {
+        pthread_mutex_destroy(&s->lock);
+        s->lock_ready = false;
+    }
     free(s->bat);
     s->bat = NULL;
     for (int i = 0; i < s->nb_bitmaps; i++) {
@@ -275,10 +307,8 @@ static int prl_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     int ret;
     (void)opts;
 
-    if (!bs->read_only) {
-        return vd_error_set(errp, EROFS,
-                            "vdisk reads the parallels format only: open the image read-only");
-    }
+    pthread_mutex_init(&s->lock, NULL);
+    s->lock_ready = true;
     int64_t file_len = vd_node_get_length(bs->file);
     if (file_len < 0) {
         return vd_error_setg_errno(errp, (int)file_len, "Could not get the file size");
@@ -290,6 +320,7 @@ static int prl_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     if (ret < 0) {
         return vd_error_setg_errno(errp, ret, "Could not read the parallels header");
     }
+    memcpy(s->header, h, sizeof(h));
     uint64_t nb_sectors = vd_ld_le64(h + PRL_H_NB_SECTORS);
     s->tracks = vd_ld_le32(h + PRL_H_TRACKS);
     if (vd_ld_le32(h + PRL_H_VERSION) != PRL_VERSION) {
@@ -342,7 +373,48 @@ static int prl_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         s->bat[i] = vd_ld_le32(&s->bat[i]);
     }
     s->dirty = vd_ld_le32(h + PRL_H_INUSE) == PRL_INUSE;
+    /* the data area starts at data_off, or after the BAT when it is 0 */
+    uint64_t data_off = (uint64_t)vd_ld_le32(h + PRL_H_DATA_OFF) * 512;
+    if (data_off == 0) {
+        data_off = vd_div_round_up(PRL_HEADER + (uint64_t)s->bat_size * 4, 512) * 512;
+    }
+    s->data_end = data_off;
+    for (uint32_t i = 0; i < s->bat_size; i++) {
+        uint64_t host = prl_cluster_host(s, i);
+        if (host && host + s->cluster_size > s->data_end) {
+            s->data_end = host + s->cluster_size;
+        }
+    }
     uint64_t ext_off = vd_ld_le64(h + PRL_H_EXT_OFF);
+    if (!bs->read_only) {
+        if (s->dirty && !(bs->flags & VD_NODE_CHECK)) {
+            ret = vd_error_set(errp, EACCES,
+                               "parallels: Image was not closed correctly; cannot be opened "
+                               "read/write");
+            goto fail;
+        }
+        if (ext_off) {
+            ret = vd_error_set(errp, ENOTSUP,
+                               "parallels: an image with a Format Extension (dirty bitmaps) "
+                               "can only be opened read-only");
+            goto fail;
+        }
+        if (s->ext_magic2) {
+            /* BAT entries count clusters: new clusters go on cluster
+             * boundaries of the file */
+            s->data_end = vd_div_round_up(s->data_end, s->cluster_size) * s->cluster_size;
+        }
+        vd_st_le32(s->header + PRL_H_INUSE, PRL_INUSE);
+        ret = vd_node_pwrite(bs->file, 0, PRL_HEADER, s->header, 0);
+        if (ret == 0) {
+            ret = vd_node_flush(bs->file);
+        }
+        if (ret < 0) {
+            vd_error_setg_errno(errp, ret, "Could not mark the parallels image in use");
+            goto fail;
+        }
+        s->rw = true;
+    }
     if (ext_off) {
         ret = prl_read_extension(bs, ext_off, errp);
         if (ret < 0) {
@@ -383,7 +455,9 @@ static int prl_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsi
         uint64_t idx = offset / s->cluster_size;
         uint64_t in_cluster = offset % s->cluster_size;
         uint64_t n = VD_MIN(len, s->cluster_size - in_cluster);
+        pthread_mutex_lock(&s->lock);
         uint64_t host = prl_cluster_host(s, idx);
+        pthread_mutex_unlock(&s->lock);
         if (host) {
             int ret = vd_node_pread(bs->file, host + in_cluster, n, p, 0);
             if (ret < 0) {
@@ -404,6 +478,7 @@ static int prl_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64
 {
     prl_state *s = bs->opaque;
     (void)want_zero;
+    pthread_mutex_lock(&s->lock);
     uint64_t idx = offset / s->cluster_size;
     uint64_t in_cluster = offset % s->cluster_size;
     uint64_t host = prl_cluster_host(s, idx);
@@ -426,6 +501,7 @@ static int prl_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64
         idx++;
         n = VD_MIN(len, n + s->cluster_size);
     }
+    pthread_mutex_unlock(&s->lock);
     *pnum = n;
     if (!host) {
         return 0;
@@ -433,6 +509,197 @@ static int prl_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64
     *map = host + in_cluster;
     *file = bs->file;
     return VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID;
+}
+
+/*
+ * Host offset of cluster idx for a write, allocating it when needed: the
+ * cluster is appended at data_end and zeroed, then its BAT entry is written
+ * (data before metadata, as QEMU orders it).  Returns 0 and *host, or
+ * -errno.
+ */
+static int prl_alloc(vd_node *bs, uint64_t idx, uint64_t *host)
+{
+    prl_state *s = bs->opaque;
+    int ret = 0;
+
+    pthread_mutex_lock(&s->lock);
+    *host = prl_cluster_host(s, idx);
+    if (*host) {
+        goto out;
+    }
+    if (idx >= s->bat_size) {
+        ret = -EIO;
+        goto out;
+    }
+    uint64_t at = s->data_end;
+    uint64_t unit = s->off_multiplier * 512;
+    if (at % unit || at / unit > UINT32_MAX) {
+        /* the BAT cannot address it (a v1 image past 2 TiB) */
+        ret = -ENOSPC;
+        goto out;
+    }
+    ret = vd_node_pwrite_zeroes(bs->file, at, s->cluster_size, 0);
+    if (ret < 0) {
+        goto out;
+    }
+    uint8_t e[4];
+    vd_st_le32(e, (uint32_t)(at / unit));
+    ret = vd_node_pwrite(bs->file, PRL_HEADER + idx * 4, 4, e, 0);
+    if (ret < 0) {
+        goto out;
+    }
+    s->bat[idx] = (uint32_t)(at / unit);
+    s->data_end = at + s->cluster_size;
+    *host = at;
+out:
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+static int prl_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf,
+                      unsigned flags)
+{
+    prl_state *s = bs->opaque;
+    const uint8_t *p = buf;
+    (void)flags;
+
+    while (len > 0) {
+        uint64_t idx = offset / s->cluster_size;
+        uint64_t in_cluster = offset % s->cluster_size;
+        uint64_t n = VD_MIN(len, s->cluster_size - in_cluster);
+        uint64_t host;
+        int ret = prl_alloc(bs, idx, &host);
+        if (ret == 0) {
+            ret = vd_node_pwrite(bs->file, host + in_cluster, n, p, 0);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        offset += n;
+        len -= n;
+        p += n;
+    }
+    return 0;
+}
+
+static int prl_flush(vd_node *bs)
+{
+    return vd_node_flush(bs->file);
+}
+
+/* qemu-img check's parallels verdicts (7.2): clusters outside the file and
+ * an unclean header are corruptions, space after the data is leaked. */
+static int prl_check(vd_node *bs, vd_check_res *res, unsigned fix, vd_error **errp)
+{
+    prl_state *s = bs->opaque;
+    if (fix) {
+        return vd_error_set(errp, ENOTSUP, "vdisk cannot repair parallels images yet");
+    }
+    int64_t size = vd_node_get_length(bs->file);
+    if (size < 0) {
+        res->check_errors++;
+        return vd_error_setg_errno(errp, (int)size, "Could not get the file size");
+    }
+    pthread_mutex_lock(&s->lock);
+    if (s->dirty) {
+        res->corruptions++;
+    }
+    uint64_t high = 0, prev = 0;
+    res->total_clusters = s->bat_size;
+    for (uint32_t i = 0; i < s->bat_size; i++) {
+        uint64_t off = prl_cluster_host(s, i);
+        if (!off) {
+            prev = 0;
+            continue;
+        }
+        if (off > (uint64_t)size) {
+            res->corruptions++;
+            continue;
+        }
+        res->allocated_clusters++;
+        high = VD_MAX(high, off);
+        if (prev && prev + s->cluster_size != off) {
+            res->fragmented_clusters++;
+        }
+        prev = off;
+    }
+    uint64_t end;
+    if (high == 0) {
+        uint64_t data_off = (uint64_t)vd_ld_le32(s->header + PRL_H_DATA_OFF) * 512;
+        end = data_off ? data_off
+                       : vd_div_round_up(PRL_HEADER + (uint64_t)s->bat_size * 4, 512) * 512;
+    } else {
+        end = high + s->cluster_size;
+    }
+    pthread_mutex_unlock(&s->lock);
+    res->image_end_offset = (int64_t)end;
+    if ((uint64_t)size > end) {
+        res->leaks += (int)VD_MIN(vd_div_round_up((uint64_t)size - end, s->cluster_size),
+                                  (uint64_t)INT32_MAX);
+    }
+    return 0;
+}
+
+static const vd_opt_desc prl_create_opts[] = {
+    {"size", VD_OPT_SIZE, "Virtual disk size", NULL},
+    {"cluster_size", VD_OPT_SIZE, "Parallels image cluster size", "1M"},
+    {NULL, 0, NULL, NULL},
+};
+
+static int prl_create(const char *filename, const vd_opts *opts, vd_error **errp)
+{
+    uint64_t size, cl;
+    int ret = vd_opts_get_size(opts, "size", 0, &size, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = vd_opts_get_size(opts, "cluster_size", PRL_DEFAULT_CLUSTER, &cl, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    /* QEMU works in whole sectors */
+    size = vd_div_round_up(size, 512) * 512;
+    cl = vd_div_round_up(cl, 512) * 512;
+    if (cl == 0 || cl / 512 > PRL_MAX_TRACKS) {
+        return vd_error_set(errp, EINVAL, "Cluster size is too large");
+    }
+    if (size / cl >= (1ull << 32)) {
+        return vd_error_set(errp, E2BIG, "Image size is too large for this cluster size");
+    }
+    uint64_t sectors = size / 512;
+    uint64_t bat_entries = vd_div_round_up(sectors, cl / 512);
+    uint64_t meta = vd_div_round_up(PRL_HEADER + bat_entries * 4, cl) * cl;
+    if (meta / 512 > UINT32_MAX) {
+        return vd_error_set(errp, E2BIG, "Image size is too large for this cluster size");
+    }
+    uint8_t h[PRL_HEADER];
+    memset(h, 0, sizeof(h));
+    memcpy(h, PRL_MAGIC2, 16);
+    vd_st_le32(h + PRL_H_VERSION, PRL_VERSION);
+    vd_st_le32(h + PRL_H_HEADS, 16);
+    vd_st_le32(h + PRL_H_CYLINDERS, (uint32_t)(sectors / (16 * 32)));
+    vd_st_le32(h + PRL_H_TRACKS, (uint32_t)(cl / 512));
+    vd_st_le32(h + PRL_H_BAT_ENTRIES, (uint32_t)bat_entries);
+    vd_st_le64(h + PRL_H_NB_SECTORS, sectors);
+    vd_st_le32(h + PRL_H_DATA_OFF, (uint32_t)(meta / 512));
+
+    vd_node *file;
+    ret = vd_create_open_file(filename, opts, &file, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    /* the BAT is all zeroes: a new file of the right size holds it */
+    ret = vd_node_truncate(file, meta, true, VD_PREALLOC_OFF, errp);
+    if (ret == 0) {
+        ret = vd_node_pwrite_zeroes(file, 0, meta, 0);
+        if (ret == 0) {
+            ret = vd_node_pwrite(file, 0, sizeof(h), h, 0);
+        }
+        if (ret < 0) {
+            vd_error_setg_errno(errp, ret, "Could not write the parallels header");
+        }
+    }
+    return vd_create_close_file(file, ret, "Could not flush the new image", errp);
 }
 
 static int prl_bitmap_status(vd_node *bs, const char *name, uint64_t offset, uint64_t len,
@@ -473,11 +740,16 @@ const vd_driver vd_drv_parallels = {
     .name = "parallels",
     .kind = VD_DRV_FORMAT,
     .state_size = sizeof(prl_state),
+    .create_opts = prl_create_opts,
     .probe = prl_probe,
     .open = prl_open,
     .close = prl_close,
     .get_length = prl_get_length,
+    .create = prl_create,
     .pread = prl_pread,
+    .pwrite = prl_pwrite,
+    .flush = prl_flush,
     .block_status = prl_block_status,
+    .check = prl_check,
     .bitmap_status = prl_bitmap_status,
 };

@@ -4,8 +4,8 @@
 # huge, BAT sizes, disk sizes, BAT entries past the end or duplicated,
 # extension offsets, feature flags and sizes, bitmap sizes, granularities
 # and L1 tables, truncation): a clean error or a consistent result, never a
-# crash, a hang, more than 256 MiB or a change to the file; a few verdicts
-# as QEMU's.
+# crash, a hang, more than 256 MiB or a change to the file; writes to
+# copies of them end cleanly too; a few verdicts as QEMU's.
 . "$VDISK_SRC/tests/lib.sh"
 need qemu-img qemu-io
 
@@ -91,6 +91,16 @@ d = bytearray(open("ext-ok.hds", "rb").read()); d[len(g) + 100] ^= 1
 open("ext-md5.hds", "wb").write(d)
 PY
 hostile_sweep hds 50
+# writes to them (on copies): a result or a clean error, never a crash or hang
+for f in *.hds; do
+    cp "$f" w.img
+    rc=0
+    bounded "$VDISK_IO" -f parallels -c "write -P 5 0 64k" -c "write -P 6 3M 4k" \
+        -c "write -P 7 7M 8k" w.img >stdout 2>stderr || rc=$?
+    [ "$rc" -lt 124 ] || fail "writing to $f: exit $rc: $(cat stderr)"
+    # (vdisk-io, like qemu-io, reports a failed command on stdout)
+    [ "$rc" -eq 0 ] || [ -s stdout ] || [ -s stderr ] || fail "writing to $f failed without a message"
+done
 # (QEMU 7.2 aborts on a granularity that is not a power of two: ext-gran3)
 same_verdict_as_qemu parallels magic.hds ver.hds tracks0.hds tracks4.hds bat5.hds \
     ext-ok.hds ext-magic.hds ext-md5.hds ext-flags.hds ext-unknown.hds ext-size.hds \

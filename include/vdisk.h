@@ -319,6 +319,9 @@ typedef struct vd_info {
      * info prints cluster size and VM state offset); raw and filters pass
      * their file's answer on. */
     bool has_block_info;
+    /* false for formats that report nothing beyond their size (bochs, cloop,
+     * dmg, parallels): qemu-img then prints no dirty-flag */
+    bool has_driver_info;
 } vd_info;
 
 int vd_get_info(vd_image *img, vd_info **out);

@@ -27,6 +27,10 @@ extern const vd_driver vd_drv_qcow;
 extern const vd_driver vd_drv_vdi;
 extern const vd_driver vd_drv_vpc;
 extern const vd_driver vd_drv_vmdk;
+extern const vd_driver vd_drv_bochs;
+extern const vd_driver vd_drv_cloop;
+extern const vd_driver vd_drv_dmg;
+extern const vd_driver vd_drv_parallels;
 extern const vd_driver vd_drv_raw;
 
 const vd_driver *const vd_drivers[] = {
@@ -49,6 +53,10 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_vdi,
     &vd_drv_vpc,
     &vd_drv_vmdk,
+    &vd_drv_bochs,
+    &vd_drv_cloop,
+    &vd_drv_dmg,
+    &vd_drv_parallels,
     &vd_drv_raw,
     NULL,
 };

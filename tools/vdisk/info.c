@@ -53,7 +53,9 @@ static struct json_object *info_json(const vd_info *info)
     /* ImageInfo's member order (QAPI declaration order) */
     qjson_add_str(o, "filename", info->filename);
     qjson_add_str(o, "format", info->format);
-    qjson_add_bool(o, "dirty-flag", info->dirty_flag);
+    if (info->has_driver_info) {
+        qjson_add_bool(o, "dirty-flag", info->dirty_flag);
+    }
     if (info->actual_size >= 0) {
         qjson_add_int(o, "actual-size", info->actual_size);
     }

@@ -492,7 +492,6 @@ static int qcow_map(vd_node *bs, void *opaque, uint64_t offset, uint64_t max, vo
 static int qcow_pread_plain(vd_node *bs, uint64_t offset, uint64_t len, void *buf,
                             unsigned flags)
 {
-    qcow_state *s = bs->opaque;
     (void)flags;
 
     return vd_fmt_read(bs, offset, len, buf, qcow_map, NULL);

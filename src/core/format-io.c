@@ -115,7 +115,10 @@ int vd_fmt_cow_write(vd_node *file, uint64_t host, uint64_t cluster_size, uint64
     }
 
     uint64_t span = end - first; /* whole clusters */
-    uint8_t *buf = vd_aligned_alloc(4096, (size_t)cs);
+    /* plain malloc: an aligned allocation per call costs qed/qcow (which
+     * write under their lock) heap churn; the core bounce-buffers for
+     * O_DIRECT when it must */
+    uint8_t *buf = vd_malloc((size_t)cs);
     if (!buf) {
         return -ENOMEM;
     }

@@ -4,7 +4,7 @@ lazy_refcounts, compressed, snapshots, bitmaps, extended_l2), qed, vdi and
 vpc: every replayed state opens in vdisk and qemu-img, has no corruption,
 and keeps every byte written before the last completed guest flush.
 
-States per variant: VDISK_REPLAY_STATES (default 10: `make check`);
+States per variant: VDISK_REPLAY_STATES (default 4: `make check`);
 `make check-replay` runs 200 per variant with 3 seeds.  VDISK_REPLAY_SEEDS
 (default "1"), VDISK_REPLAY_VARIANTS (default all but the known-bug case).
 
@@ -71,7 +71,7 @@ VARIANTS = {
 
 
 def main():
-    budget = int(os.environ.get("VDISK_REPLAY_STATES", "10"))
+    budget = int(os.environ.get("VDISK_REPLAY_STATES", "4"))
     seeds = [int(x) for x in os.environ.get("VDISK_REPLAY_SEEDS", "1").split()]
     names = os.environ.get("VDISK_REPLAY_VARIANTS", "").split() or list(VARIANTS)
     names = [n for n in names if n != "none"]  # "none": only the known-bug case

@@ -39,7 +39,7 @@ check-asan: deps-test
 check-tsan: deps-test
 	@test -f build-tsan/build.ninja || $(MESON) setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
 	$(NINJA) -C build-tsan
-	@TSAN_OPTIONS="halt_on_error=1:exitcode=66:suppressions=$(CURDIR)/tests/tsan.supp" \
+	@VDISK_TEST_TIMEOUT=$${VDISK_TEST_TIMEOUT:-1800} TSAN_OPTIONS="halt_on_error=1:exitcode=66:suppressions=$(CURDIR)/tests/tsan.supp" \
 	    setarch $$(uname -m) -R bash tests/run.sh build-tsan unit-
 # The long crash-consistency and error-injection runs (docs/reliability.md).
 check-replay: deps-test all

@@ -31,6 +31,16 @@ expect_exit() {
     "$@" >/dev/null 2>&1 || rc=$?
     [ "$rc" -eq "$want" ] || fail "expected exit $want, got $rc: $*"
 }
+# wait_for CMD...: poll until CMD succeeds (a condition, not a time window:
+# 120 s is only there so a test that would hang fails with a message)
+wait_for() {
+    local i
+    for i in $(seq 1 2400); do
+        "$@" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    fail "gave up waiting for: $*"
+}
 # same_content A B: byte-identical files
 same_content() { cmp -s "$1" "$2" || fail "content differs: $1 $2"; }
 

@@ -11,8 +11,7 @@ cp img.raw ref.raw
 qemu-nbd -f raw -k "$PWD/sock" img.raw &
 NBD=$!
 trap 'kill $NBD 2>/dev/null; wait $NBD 2>/dev/null' EXIT
-for i in $(seq 50); do [ -S sock ] && break; sleep 0.1; done
-[ -S sock ] || fail "qemu-nbd did not start"
+wait_for test -S sock
 
 rc=0; err=$("$VDISK" resize -f raw img.raw 2M 2>&1) || rc=$?
 [ "$rc" = 1 ] || fail "resize under qemu-nbd exits $rc: $err"

@@ -12,8 +12,7 @@ trap cleanup EXIT
 serve() { # SOCK FMT FILE
     qemu-nbd -k "$PWD/$1" -f "$2" -t "$3" &
     pids+=($!)
-    for _ in $(seq 1 100); do [ -S "$1" ] && return 0; sleep 0.05; done
-    fail "qemu-nbd did not start"
+    wait_for test -S "$1"
 }
 
 bench_sparse_raw in.raw 4M 51 40 small

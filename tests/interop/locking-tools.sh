@@ -28,8 +28,8 @@ held() {
         sort -n | tr '\n' ' ' | sed 's/ $//'
 }
 wait_held() { # FILE: until someone holds a lock on FILE
-    for _ in $(seq 100); do [ -n "$(held "$1")" ] && return 0; sleep 0.05; done
-    fail "nobody locked $1"
+    for _ in $(seq 2400); do [ -n "$(held "$1")" ] && return 0; sleep 0.05; done
+    fail "nobody locked $1 (waited 120 s)"
 }
 works() { "$@" >/dev/null 2>&1 || fail "expected to work: $*"; }
 

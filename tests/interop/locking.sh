@@ -41,15 +41,13 @@ serve() { # FMT FILE [qemu-nbd args]: qemu-nbd holds FILE
     rm -f nbd.sock
     qemu-nbd -f "$fmt" -k "$PWD/nbd.sock" "$@" "$file" &
     PIDS+=($!)
-    for _ in $(seq 100); do [ -S nbd.sock ] && return 0; sleep 0.05; done
-    fail "qemu-nbd did not start"
+    wait_for test -S nbd.sock
 }
 hold() { # FILE MODE...: the vdisk helper holds FILE
     rm -f hold.out
     "$HELPER" hold "$@" secs=60 >hold.out 2>&1 &
     PIDS+=($!)
-    for _ in $(seq 100); do grep -q locked hold.out 2>/dev/null && return 0; sleep 0.05; done
-    fail "helper did not lock $*: $(cat hold.out)"
+    wait_for grep -q locked hold.out
 }
 vtry() { "$HELPER" try "$@"; } # FILE MODE...: vdisk opens and closes FILE
 works() { "$@" >/dev/null 2>&1 || fail "expected to work: $*"; }

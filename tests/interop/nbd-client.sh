@@ -118,14 +118,28 @@ qemu-io -f raw -c "read -q -P 0x17 2M 3M" -c "read -q -P 0 6M 1M" ext.raw |
 # --- reconnect-delay: the server restarts under an open image ----------------------
 cp disk.raw rc.raw
 start_vdisk_nbd "$PWD/r.sock" -f raw -t -e 0 rc.raw
-"$VDISK_IO" -c "read -q -P 0xab 0 4k" -c "sleep 1500" -c "read -q -P 0xab 0 4k" --image-opts \
+# commands come through a FIFO: the second read is sent only once the
+# first one is done and the server was restarted (no time window)
+# (stdbuf: each reply line reaches rc.out at once, not at exit; it works by
+# LD_PRELOAD, which ASan accepts once told not to insist on coming first)
+mkfifo rc.ctl
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" stdbuf -oL "$VDISK_IO" --image-opts \
     "driver=raw,file.driver=nbd,file.server.type=unix,file.server.path=$PWD/r.sock,file.reconnect-delay=10" \
-    > rc.out 2>&1 &
+    <rc.ctl > rc.out 2>&1 &
 io=$!
-sleep 0.5
+exec 3>rc.ctl
+echo "read -P 0xab 0 4k" >&3
+until grep -q "read 4096/4096" rc.out; do
+    kill -0 $io 2>/dev/null || fail "vdisk-io exited: $(cat rc.out)"
+    sleep 0.05
+done
 stop_last
 start_vdisk_nbd "$PWD/r.sock" -f raw -t -e 0 rc.raw
+echo "read -P 0xab 0 4k" >&3
+echo quit >&3
+exec 3>&-
 wait $io || fail "read after reconnect failed: $(cat rc.out)"
+[ "$(grep -o "read 4096/4096" rc.out | wc -l)" = 2 ] || fail "reads around the reconnect: $(cat rc.out)"
 grep -q "verification failed" rc.out && fail "reconnect data: $(cat rc.out)"
 stop_last
 echo ok

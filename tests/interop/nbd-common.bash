@@ -13,11 +13,11 @@ nbd_cleanup() {
 }
 trap nbd_cleanup EXIT
 
-# wait_for_socket PATH [PID]: until a server listens there (10 s at most,
-# or until PID died)
+# wait_for_socket PATH [PID]: until a server listens there (or PID died;
+# 120 s at most so that a hang fails)
 wait_for_socket() {
     local i
-    for i in $(seq 1 200); do
+    for i in $(seq 1 2400); do
         [ -S "$1" ] && return 0
         if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then
             fail "server for $1 exited"
@@ -30,7 +30,7 @@ wait_for_socket() {
 # wait_for_port PORT
 wait_for_port() {
     local i
-    for i in $(seq 1 200); do
+    for i in $(seq 1 2400); do
         if /usr/bin/python3 -c "import socket,sys; s=socket.create_connection(('127.0.0.1', $1), 1); s.close()" 2>/dev/null; then
             return 0
         fi

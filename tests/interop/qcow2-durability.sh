@@ -29,7 +29,9 @@ ordered() {
 
 traced() { # traced TRACE CMD...
     local t=$1; shift
-    strace -f -y -qq -e trace=pwrite64,pwritev,pwritev2,fsync,fdatasync -o "$t" "$@" >/dev/null \
+    # LeakSanitizer cannot run under ptrace (make check-asan)
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+        strace -f -y -qq -e trace=pwrite64,pwritev,pwritev2,fsync,fdatasync -o "$t" "$@" >/dev/null \
         || fail "$* failed"
 }
 

@@ -1,6 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: BSD-3-Clause
-# qcow2 tables that point past the end of the file: an L1 or refcount
+# qcow2 tables that point past the end of the file (and a bitmap directory
+# naming one bitmap twice): an L1 or refcount
 # table is refused at open (it would be read whole, up to 32 MiB, from a
 # file of one cluster); a refcount block past the end is refused for
 # writing (it would be written back there, growing a sparse file to any
@@ -38,4 +39,14 @@ bounded "$VDISK" check -q -r all rb.qcow2 || fail "check -r all rb.qcow2"
 qemu-img check rb.qcow2 >/dev/null || fail "qemu-img check after the repair"
 "$VDISK_IO" -c 'write -P 2 1M 64k' rb.qcow2 >/dev/null || fail "write after the repair"
 qemu-io -r -c 'read -P 1 0 64k' -c 'read -P 2 1M 64k' rb.qcow2 >/dev/null || fail "content"
+
+# two bitmaps of one name (the duplicate check sorts the names; it used to
+# compare every pair)
+qemu-img create -q -f qcow2 dup.qcow2 16M
+qemu-img bitmap --add dup.qcow2 bmAA
+qemu-img bitmap --add dup.qcow2 bmAB
+/usr/bin/python3 -c "
+d = open('dup.qcow2', 'rb').read(); i = d.rfind(b'bmAB'); assert i > 0
+open('dup.qcow2', 'wb').write(d[:i] + b'bmAA' + d[i + 4:])"
+expect_fail "Bitmap already exists: bmAA" "$VDISK" info dup.qcow2
 echo ok

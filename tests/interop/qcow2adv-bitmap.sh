@@ -20,7 +20,7 @@ dmap() {
     rm -f "$sock"
     qemu-nbd -r -f qcow2 -B "$2" --socket="$sock" --persistent "$1" >/dev/null 2>&1 &
     pid=$!
-    for i in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
+    wait_for test -S "$sock"
     nbdinfo --map="qemu:dirty-bitmap:$2" "nbd+unix:///?socket=$sock" | awk '$3 == 1 { print $1, $2 }'
     kill $pid 2>/dev/null; wait $pid 2>/dev/null || true
 }

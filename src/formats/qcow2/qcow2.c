@@ -951,8 +951,10 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
             goto fail;
         }
     }
+    uint64_t bm_dir_end;
     if (s->has_bitmaps_ext &&
-        s->bitmap_directory_offset + s->bitmap_directory_size > (uint64_t)file_len) {
+        (vd_add_overflow(s->bitmap_directory_offset, s->bitmap_directory_size, &bm_dir_end) ||
+         bm_dir_end > (uint64_t)file_len)) {
         /* read whole (up to 64 MiB): bound it by the file */
         ret = vd_error_set(errp, EINVAL, "bitmaps_ext: bitmap directory is past the end of "
                            "the file");

@@ -79,6 +79,19 @@ expect_fail "essiv" "$VDISK" create -f luks $OBJ \
 # resize grows the payload
 "$VDISK" resize $OBJ --image-opts driver=luks,key-secret=s0,file.filename=v1.luks 4M
 qemu-img info v1.luks | grep -q "virtual size: 4 MiB" || fail "resize"
+# measure as qemu-img (luks, and qcow2 with its LUKS header clusters)
+head -c 1M /dev/urandom > m.raw
+for a in "luks -o key-secret=s0" "luks -o key-secret=s0,cipher-alg=aes-128,cipher-mode=cbc" \
+    "qcow2 -o encrypt.format=luks,encrypt.key-secret=s0" \
+    "qcow2 -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.cipher-alg=serpent-128,cluster_size=4096" \
+    "qcow2 -o encrypt.format=aes,encrypt.key-secret=s0"; do
+    # shellcheck disable=SC2086
+    [ "$(qemu-img measure $OBJ -O $a m.raw)" = "$("$VDISK" measure $OBJ -O $a m.raw)" ] ||
+        fail "measure differs: $a"
+    # shellcheck disable=SC2086
+    [ "$(qemu-img measure $OBJ -O $a --size 5G)" = "$("$VDISK" measure $OBJ -O $a --size 5G)" ] ||
+        fail "measure --size differs: $a"
+done
 # the passphrase leaves the process listing: vdisk-io waits for commands on
 # a pipe; once it answered one, its /proc cmdline no longer holds the value
 mkfifo cmds.fifo

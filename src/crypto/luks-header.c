@@ -523,6 +523,21 @@ static int store_key(vd_luks *l, int i, const uint8_t *pass, size_t passlen, uin
     return r;
 }
 
+/* QEMU's layout: 4 KiB header, 8 slots of key material rounded to 4 KiB. */
+static uint64_t layout_split_sectors(uint32_t key_bytes)
+{
+    return vd_div_round_up((uint64_t)key_bytes * VD_LUKS_STRIPES, LUKS_KEY_SLOT_OFFSET) *
+           LUKS_KEY_SLOT_OFFSET / VD_LUKS_SECTOR;
+}
+
+uint64_t vd_luks_header_size(const vd_luks_create_opts *o)
+{
+    uint32_t key_bytes = (uint32_t)(vd_cipher_alg_key_len(o->cipher_alg) *
+                                    (o->mode == VD_MODE_XTS ? 2 : 1));
+    return (LUKS_KEY_SLOT_OFFSET / VD_LUKS_SECTOR +
+            VD_LUKS_NUM_SLOTS * layout_split_sectors(key_bytes)) * VD_LUKS_SECTOR;
+}
+
 int vd_luks_create(const vd_luks_create_opts *o, vd_luks **out, vd_error **errp)
 {
     int r = vd_crypto_blk_check(o->cipher_alg, o->mode, o->ivgen, o->ivgen_hash, errp);
@@ -565,9 +580,7 @@ int vd_luks_create(const vd_luks_create_opts *o, vd_luks **out, vd_error **errp)
 
     /* QEMU's layout: 4 KiB header, 8 slots of key material rounded to 4 KiB */
     uint64_t hdr_sectors = LUKS_KEY_SLOT_OFFSET / VD_LUKS_SECTOR;
-    uint64_t split = vd_div_round_up((uint64_t)l->key_bytes * VD_LUKS_STRIPES,
-                                     LUKS_KEY_SLOT_OFFSET) * LUKS_KEY_SLOT_OFFSET /
-                     VD_LUKS_SECTOR;
+    uint64_t split = layout_split_sectors(l->key_bytes);
     for (int i = 0; i < VD_LUKS_NUM_SLOTS; i++) {
         l->slots[i].key_offset = (uint32_t)(hdr_sectors + i * split);
         l->slots[i].stripes = VD_LUKS_STRIPES;

@@ -129,6 +129,8 @@ int vd_luks_create_opts_parse(const vd_opts *opts, const char *prefix,
  * calls vd_luks_write_new() to store pass in slot 0 and write the header.
  */
 int vd_luks_create(const vd_luks_create_opts *o, vd_luks **out, vd_error **errp);
+/* Bytes before the payload of a LUKS1 header vd_luks_create would make. */
+uint64_t vd_luks_header_size(const vd_luks_create_opts *o);
 int vd_luks_write_new(vd_luks *l, const uint8_t *pass, size_t passlen, uint64_t iter_time,
                       vd_luks_io_fn *io, void *opaque, vd_error **errp);
 

@@ -298,6 +298,33 @@ out_pass:
     return r;
 }
 
+static int luks_measure(const vd_opts *opts, vd_node *src, uint64_t size, vd_measure_info *out,
+                        vd_error **errp)
+{
+    vd_luks_create_opts o;
+    int r = vd_luks_create_opts_parse(opts, "", &o, errp);
+    if (r < 0) {
+        return r;
+    }
+    if (src) {
+        int64_t len = vd_node_get_length(src);
+        if (len < 0) {
+            return vd_error_setg_errno(errp, (int)len, "Unable to get image size");
+        }
+        size = (uint64_t)len;
+    }
+    uint64_t total;
+    if (vd_align_up_overflow(size, VD_LUKS_SECTOR, &size) ||
+        vd_add_overflow(size, vd_luks_header_size(&o), &total)) {
+        return vd_error_set(errp, EFBIG, "Image size is too large");
+    }
+    /* every payload byte is ciphertext: all of it is stored */
+    out->required = total;
+    out->fully_allocated = total;
+    out->bitmaps = 0;
+    return 0;
+}
+
 const vd_driver vd_drv_luks = {
     .name = "luks",
     .kind = VD_DRV_FORMAT,
@@ -315,4 +342,5 @@ const vd_driver vd_drv_luks = {
     .truncate = luks_truncate,
     .get_info = luks_get_info,
     .amend = luks_amend,
+    .measure = luks_measure,
 };

@@ -68,7 +68,9 @@ for v in 0 8 22 31 64 0xffffffff; do try 20 4 $v must-fail; done
 try 24 8 0; try 24 8 0x7fffffffffffffff must-fail; try 24 8 $M64 must-fail
 try 24 8 0x4000000000000000 must-fail; try 24 8 0x100000000000
 # encryption
-try 32 4 1 must-fail; try 32 4 2 must-fail; try 32 4 3 must-fail
+# 1 (AES) opens for info without a key, as in qemu-img; 2 (LUKS) needs its
+# header extension (qemu-img info crashes on it)
+try 32 4 1; try 32 4 2 must-fail; try 32 4 3 must-fail
 # L1 size and offset
 try 36 4 0 must-fail; try 36 4 0xffffffff must-fail; try 36 4 0x400001 must-fail
 try 36 4 0x3fffff; try 36 4 0x100000

@@ -566,3 +566,19 @@ bool qcow2_crypto_hdr_range(const qcow2_state *s, uint64_t *off, uint64_t *len)
     *len = vd_ld_be64(ext->data + 8);
     return *len != 0;
 }
+
+int qcow2_crypto_measure(const vd_opts *opts, uint64_t cluster_size, uint64_t *bytes,
+                         vd_error **errp)
+{
+    *bytes = 0;
+    const char *f = vd_opts_get(opts, "encrypt.format");
+    if (!f || strcmp(f, "luks") != 0) {
+        return 0;
+    }
+    vd_luks_create_opts lo;
+    int r = vd_luks_create_opts_parse(opts, "encrypt.", &lo, errp);
+    if (r == 0) {
+        *bytes = vd_div_round_up(vd_luks_header_size(&lo), cluster_size) * cluster_size;
+    }
+    return r;
+}

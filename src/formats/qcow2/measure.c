@@ -170,5 +170,13 @@ int qcow2_measure(const vd_opts *opts, vd_node *src, uint64_t size, vd_measure_i
     out->required = (uint64_t)fa - virtual_size + required;
     out->bitmaps = p.version >= 3 ? bitmaps_size(src, cs) : 0;
     out->has_bitmaps = p.version >= 3 && src && vd_node_supports_bitmaps(src);
+    /* the LUKS header's clusters (crypto.c) */
+    uint64_t crypto_hdr;
+    ret = qcow2_crypto_measure(opts, cs, &crypto_hdr, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    out->fully_allocated += crypto_hdr;
+    out->required += crypto_hdr;
     return 0;
 }

@@ -541,6 +541,9 @@ char *qcow2_crypto_info_json(qcow2_state *s);
 int qcow2_crypto_create(vd_node *bs, const vd_opts *opts, vd_error **errp);
 /* encrypt.* key slot amend: 0 none given, 1 done, -errno. */
 int qcow2_crypto_amend(vd_node *bs, const vd_opts *opts, bool force, vd_error **errp);
+/* Bytes of clusters the LUKS header of new image with opts takes (0 none). */
+int qcow2_crypto_measure(const vd_opts *opts, uint64_t cluster_size, uint64_t *bytes,
+                         vd_error **errp);
 /* The LUKS header's clusters (from the extension); false when none. */
 bool qcow2_crypto_hdr_range(const qcow2_state *s, uint64_t *off, uint64_t *len);
 /* qcow2.c: record the crypto header extension (16 bytes). Lock held. */

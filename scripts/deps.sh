@@ -6,6 +6,7 @@
 set -eu
 BUILD="build-essential meson ninja-build pkg-config zlib1g-dev libzstd-dev libjson-c-dev liburing-dev libgnutls28-dev nettle-dev clang libclang-rt-14-dev"
 TEST="qemu-utils qemu-block-extra nbdkit libnbd-bin python3-libnbd python3-pytest fio util-linux mount gnutls-bin libqcow-utils libvhdi-utils bximage"
+TEST="$TEST dpkg-dev" # make iotests unpacks QEMU's source package (dpkg-source)
 want="$BUILD"
 [ "${1:-build}" = test ] && want="$BUILD $TEST"
 missing=""

@@ -61,7 +61,7 @@ bench: deps-test all
 
 # QEMU's own qemu-iotests with QEMU's tools and with vdisk's (long; not in check).
 # make iotests [FORMATS="qcow2 raw"] [TESTS="001 tests/qemu-img-bitmaps"]
-iotests: all
+iotests: deps-test all
 	@bash scripts/iotests.sh $(BUILD) $(FORMATS) $(if $(TESTS),-- $(TESTS))
 
 # INSTALL_QEMU_NAMES=1 also installs qemu-img, qemu-io and qemu-nbd as links

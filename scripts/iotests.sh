@@ -18,6 +18,8 @@
 #   IOTESTS_RERUN_QEMU=1  run QEMU's side again instead of reusing its cached
 #                     results (they only depend on the installed QEMU)
 #   IOTESTS_ONLY=vdisk|qemu  run one side only
+#   IOTESTS_RESUME=1  keep the vdisk results of an interrupted run
+#   IOTESTS_REPORT=1  run nothing, print the table of what was measured
 #
 # Only tests that need no virtual machine are run: a test that starts the
 # system emulator, the storage daemon or talks QMP is left out (the list of
@@ -216,6 +218,8 @@ while read -r t; do
     done
 done <"$WORK/tests.txt"
 
+# IOTESTS_REPORT=1: only print the table of the results already measured.
+[ -n "${IOTESTS_REPORT:-}" ] && : >"$jobs_file"
 echo "iotests: $(wc -l <"$jobs_file") runs, $JOBS at a time (QEMU $VERSION, suite in $IOT)" >&2
 # QEMU's results go to the cache, vdisk's to the build directory.
 grep '^qemu ' "$jobs_file" | RESULTS=$QEMU_RESULTS xargs -r -P "$JOBS" -L 1 \
@@ -228,47 +232,39 @@ mkdir -p "$WORK/results/qemu"
 rm -rf "$WORK/results/qemu"
 cp -r "$QEMU_RESULTS/qemu" "$WORK/results/qemu"
 report=$WORK/report.md
-{
-    echo "| format | tests run | pass with QEMU | pass with vdisk (of those) | rate |"
-    echo "|--------|----------:|---------------:|---------------------------:|-----:|"
-    tq=0; tv=0
-    for fmt in "${FORMATS[@]}"; do
-        nrun=0; nq=0; nv=0
-        while read -r t; do
-            q=$(cat "$WORK/results/qemu/$fmt/$t" 2>/dev/null)
-            v=$(cat "$WORK/results/vdisk/$fmt/$t" 2>/dev/null)
-            # Not measured yet (an interrupted or partial run).
-            { [ -z "$q" ] || [ -z "$v" ]; } && continue
-            [ "$q" = notrun ] && [ "$v" = notrun ] && continue
-            nrun=$((nrun + 1))
-            if [ "$q" = pass ]; then
-                nq=$((nq + 1))
-                [ "$v" = pass ] && nv=$((nv + 1))
-            fi
-        done <"$WORK/tests.txt"
-        tq=$((tq + nq)); tv=$((tv + nv))
-        rate=-
-        [ $nq -gt 0 ] && rate="$((nv * 100 / nq)) %"
-        echo "| $fmt | $nrun | $nq | $nv | $rate |"
-    done
-    rate=-
-    [ $tq -gt 0 ] && rate="$((tv * 100 / tq)) %"
-    echo "| all | | $tq | $tv | $rate |"
-    echo
-    echo "Pass with QEMU, fail with vdisk:"
-    echo
-    for fmt in "${FORMATS[@]}"; do
-        list=""
-        while read -r t; do
-            q=$(cat "$WORK/results/qemu/$fmt/$t" 2>/dev/null)
-            v=$(cat "$WORK/results/vdisk/$fmt/$t" 2>/dev/null)
-            if [ "$q" = pass ] && [ -n "$v" ] && [ "$v" != pass ]; then
-                list="$list $t"
-                [ "$v" = notrun ] && list="$list(notrun)"
-            fi
-        done <"$WORK/tests.txt"
-        echo "- $fmt:${list:- none}"
-    done
-} >"$report"
+# One line per measured run: SIDE FORMAT TEST RESULT (one awk, no process
+# per result: the machine may be busy).
+(cd "$WORK/results" && grep -r . qemu vdisk 2>/dev/null) |
+    sed -e 's#^\([^/]*\)/\([^/]*\)/\([^:]*\):#\1 \2 \3 #' >"$WORK/results.txt"
+awk -v formats="${FORMATS[*]}" '
+    FILENAME == ARGV[1] { order[++nt] = $1; next }
+    { r[$1, $2, $3] = $4 }
+    END {
+        nf = split(formats, fmts, " ")
+        print "| format | tests run | pass with QEMU | pass with vdisk (of those) | rate |"
+        print "|--------|----------:|---------------:|---------------------------:|-----:|"
+        for (i = 1; i <= nf; i++) {
+            f = fmts[i]; nrun = 0; nq = 0; nv = 0; list[f] = ""
+            for (k = 1; k <= nt; k++) {
+                t = order[k]
+                q = r["qemu", f, t]; v = r["vdisk", f, t]
+                if (q == "" || v == "") continue
+                if (q == "notrun" && v == "notrun") continue
+                nrun++
+                if (q == "pass") {
+                    nq++
+                    if (v == "pass") nv++
+                    else bad[f] = bad[f] " " t (v == "notrun" ? "(notrun)" : "")
+                }
+            }
+            tq += nq; tv += nv
+            printf "| %s | %d | %d | %d | %s |\n", f, nrun, nq, nv, nq ? int(nv * 100 / nq) " %" : "-"
+        }
+        printf "| all | | %d | %d | %s |\n\nPass with QEMU, fail with vdisk:\n\n", tq, tv, tq ? int(tv * 100 / tq) " %" : "-"
+        for (i = 1; i <= nf; i++) {
+            f = fmts[i]
+            printf "- %s:%s\n", f, bad[f] == "" ? " none" : bad[f]
+        }
+    }' "$WORK/tests.txt" "$WORK/results.txt" >"$report"
 cat "$report"
 echo "(outputs and diffs: $WORK/scratch/vdisk/FORMAT/TEST/)" >&2

@@ -838,20 +838,6 @@ int qcow2_cluster_discard(qcow2_state *s, uint64_t offset, uint64_t bytes,
     return 0;
 }
 
-/* True when the whole guest cluster at offset reads as zeroes already. */
-static int cluster_reads_zero(qcow2_state *s, uint64_t offset, bool *zero)
-{
-    uint64_t bytes = s->cluster_size, host;
-    qcow2_cluster_type t;
-    int ret = qcow2_get_host_offset(s, qcow2_start_of_cluster(s, offset), &bytes, &host, &t);
-    if (ret < 0) {
-        return ret;
-    }
-    *zero = t == QCOW2_CLUSTER_ZERO_PLAIN || t == QCOW2_CLUSTER_ZERO_ALLOC ||
-            (t == QCOW2_CLUSTER_UNALLOCATED && !s->bs->backing && !s->backing_file);
-    return 0;
-}
-
 /* Zero [offset, offset+len) inside one cluster by writing zero bytes. */
 static int write_zero_bytes(qcow2_state *s, uint64_t offset, uint64_t len)
 {
@@ -862,6 +848,100 @@ static int write_zero_bytes(qcow2_state *s, uint64_t offset, uint64_t len)
     int ret = qcow2_pwrite(s->bs, offset, len, z, 0);
     free(z);
     return ret;
+}
+
+/*
+ * QEMU's is_zero for the backing chain of bs: whether [off, off+len) reads as
+ * zeroes by block status (a data cluster full of zero bytes does not count).
+ */
+static int backing_is_zero(vd_node *bs, uint64_t off, uint64_t len, bool *zero)
+{
+    *zero = true;
+    while (len > 0 && *zero) {
+        uint64_t o = off, l = len, pnum = len;
+        for (vd_node *n = bs->backing; n; n = n->backing) {
+            int64_t blen = vd_node_get_length(n);
+            if (blen < 0) {
+                return (int)blen;
+            }
+            if (o >= (uint64_t)blen) {
+                break; /* past its end: zeroes */
+            }
+            l = VD_MIN(l, (uint64_t)blen - o);
+            uint64_t map = 0;
+            vd_node *file = NULL;
+            int ret = vd_node_block_status(n, true, o, l, &pnum, &map, &file);
+            if (ret < 0) {
+                return ret;
+            }
+            if (ret & VD_BLOCK_ALLOCATED) {
+                *zero = (ret & VD_BLOCK_ZERO) != 0;
+                break;
+            }
+            l = pnum; /* not here: the next layer decides over pnum */
+        }
+        pnum = VD_MIN(pnum, l);
+        if (pnum == 0) {
+            return -EIO;
+        }
+        off += pnum;
+        len -= pnum;
+    }
+    return 0;
+}
+
+/*
+ * Zero [ps, pe), inside one cluster, as QEMU does: a cluster that holds no
+ * data and whose other bytes read as zeroes (through the backing chain)
+ * becomes a zero cluster as a whole; a zero cluster stays; otherwise zero
+ * bytes are written (allocating the cluster).
+ */
+static int zero_partial(qcow2_state *s, uint64_t ps, uint64_t pe, unsigned flags)
+{
+    uint64_t cs = s->cluster_size;
+    uint64_t cstart = qcow2_start_of_cluster(s, ps);
+    uint64_t cend = VD_MIN(cstart + cs, s->size);
+    bool whole = false, done = false;
+
+    pthread_mutex_lock(&s->lock);
+    int ret = s->broken || s->corrupt_ro ? -EIO : 0;
+    qcow2_cluster_type t = QCOW2_CLUSTER_NORMAL;
+    if (ret == 0) {
+        uint64_t bytes = cs, host;
+        ret = qcow2_get_host_offset(s, cstart, &bytes, &host, &t);
+    }
+    if (ret == 0 && (t == QCOW2_CLUSTER_ZERO_PLAIN || t == QCOW2_CLUSTER_ZERO_ALLOC)) {
+        done = true;
+    } else if (ret == 0 && t == QCOW2_CLUSTER_UNALLOCATED) {
+        if (!s->bs->backing) {
+            /* reads as zeroes already; v3 marks it as QEMU does */
+            whole = !s->backing_file && s->version >= 3;
+            done = !s->backing_file && s->version < 3;
+        } else if (s->version >= 3) {
+            bool head_zero = true, tail_zero = true;
+            ret = backing_is_zero(s->bs, cstart, ps - cstart, &head_zero);
+            if (ret == 0 && pe < cend) {
+                ret = backing_is_zero(s->bs, pe, cend - pe, &tail_zero);
+            }
+            whole = head_zero && tail_zero;
+        }
+    }
+    if (ret == 0 && whole) {
+        ret = qcow2_begin_metadata_change(s);
+        if (ret == 0) {
+            qcow2_wait_inflight(s, cstart, cstart + cs);
+            ret = qcow2_cluster_zeroize(s, cstart, cs, flags);
+        }
+        done = true;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (ret < 0 || done) {
+        return ret;
+    }
+    if (flags & VD_REQ_NO_FALLBACK) {
+        return -ENOTSUP;
+    }
+    return write_zero_bytes(s, ps, pe - ps);
 }
 
 int qcow2_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned flags)
@@ -877,7 +957,6 @@ int qcow2_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned fla
     uint64_t cs = s->cluster_size;
     uint64_t end = offset + len;
     uint64_t astart, aend;
-    bool head_zero = true, tail_zero = true;
     int ret;
 
     if (vd_align_up_overflow(offset, cs, &astart)) {
@@ -890,41 +969,24 @@ int qcow2_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned fla
             return -EINVAL;
         }
     }
-    if (astart > end) {
-        astart = end;
-    }
-    if (aend < astart) {
-        aend = astart;
-    }
     bool v2_unmap = s->version < 3 && (flags & VD_REQ_MAY_UNMAP) && !s->backing_file;
     if (s->version < 3 && !v2_unmap) {
         return -ENOTSUP;
     }
 
-    pthread_mutex_lock(&s->lock);
-    ret = s->broken || s->corrupt_ro ? -EIO : 0;
-    if (ret == 0 && offset < astart) {
-        ret = cluster_reads_zero(s, offset, &head_zero);
+    if (aend < astart) {
+        /* inside one cluster, touching neither of its ends */
+        return zero_partial(s, offset, end, flags);
     }
-    if (ret == 0 && aend < end && (aend >= astart)) {
-        ret = cluster_reads_zero(s, aend, &tail_zero);
-    }
-    pthread_mutex_unlock(&s->lock);
-    if (ret < 0) {
-        return ret;
-    }
-    if ((!head_zero || !tail_zero) && (flags & VD_REQ_NO_FALLBACK)) {
-        return -ENOTSUP;
-    }
-    if (!head_zero) {
-        ret = write_zero_bytes(s, offset, VD_MIN(astart, end) - offset);
+    if (offset < astart) {
+        ret = zero_partial(s, offset, astart, flags);
         if (ret < 0) {
             return ret;
         }
     }
     if (aend > astart) {
         pthread_mutex_lock(&s->lock);
-        ret = qcow2_begin_metadata_change(s);
+        ret = s->broken || s->corrupt_ro ? -EIO : qcow2_begin_metadata_change(s);
         if (ret == 0) {
             qcow2_wait_inflight(s, astart, aend);
             if (v2_unmap) {
@@ -939,8 +1001,8 @@ int qcow2_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned fla
             return ret;
         }
     }
-    if (!tail_zero && aend < end && aend >= astart && aend >= offset) {
-        ret = write_zero_bytes(s, VD_MAX(aend, offset), end - VD_MAX(aend, offset));
+    if (aend < end) {
+        ret = zero_partial(s, aend, end, flags);
         if (ret < 0) {
             return ret;
         }

@@ -102,7 +102,7 @@ static void dmg_close(vd_node *bs)
     }
 }
 
-/* Parse one mish block (len bytes); data_fork: the trailer's data fork offset. */
+/* Parse one mish block of len bytes and append its chunks. */
 static int dmg_read_mish(vd_node *bs, const uint8_t *b, uint64_t len, vd_error **errp)
 {
     dmg_state *s = bs->opaque;

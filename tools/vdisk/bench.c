@@ -18,15 +18,15 @@
 #include <sys/time.h>
 
 #include "cmds.h"
+#include "img.h"
 #include "tool.h"
 
 #define BENCH_MAX_THREADS 128
 
 enum {
-    BENCH_OPT_FLUSH_INTERVAL = 256,
+    BENCH_OPT_FLUSH_INTERVAL = 1000, /* clear of img.h's OPT_* */
     BENCH_OPT_PATTERN,
     BENCH_OPT_NO_DRAIN,
-    BENCH_OPT_IMAGE_OPTS,
 };
 
 typedef struct bench_state {
@@ -148,7 +148,7 @@ int cmd_bench(int argc, char **argv)
     static const struct option long_options[] = {
         {"help", no_argument, 0, 'h'},
         {"flush-interval", required_argument, 0, BENCH_OPT_FLUSH_INTERVAL},
-        {"image-opts", no_argument, 0, BENCH_OPT_IMAGE_OPTS},
+        {"image-opts", no_argument, 0, OPT_IMAGE_OPTS},
         {"pattern", required_argument, 0, BENCH_OPT_PATTERN},
         {"no-drain", no_argument, 0, BENCH_OPT_NO_DRAIN},
         {"force-share", no_argument, 0, 'U'},
@@ -169,10 +169,17 @@ int cmd_bench(int argc, char **argv)
     }
     optind = 0;
     opterr = 0;
+    img_common co = {0};
     for (;;) {
         int c = getopt_long(argc, argv, ":hc:d:f:ni:o:qs:S:t:wU", long_options, NULL);
         if (c == -1) {
             break;
+        }
+        switch (img_common_option(&co, NULL, c, argv)) {
+        case IMG_OPT_HANDLED:
+            continue;
+        case IMG_OPT_FAIL:
+            return 1;
         }
         switch (c) {
         case ':':
@@ -203,9 +210,6 @@ int cmd_bench(int argc, char **argv)
                 goto out;
             }
             break;
-        case 'f':
-            fmt = optarg;
-            break;
         case 'n':
             aio = "native";
             break;
@@ -221,9 +225,6 @@ int cmd_bench(int argc, char **argv)
             if (!tool_parse_size_range("offset", optarg, 0, INT64_MAX, &offset)) {
                 goto out;
             }
-            break;
-        case 'q':
-            quiet = true;
             break;
         case 's':
             if (!tool_parse_size_range("buffer size", optarg, 0, INT_MAX, &bufsize)) {
@@ -243,9 +244,6 @@ int cmd_bench(int argc, char **argv)
         case 'w':
             is_write = true;
             break;
-        case 'U':
-            force_share = true;
-            break;
         case BENCH_OPT_PATTERN:
             if (!bench_parse_ulong(optarg, 0xff, &pattern)) {
                 tool_error("Invalid pattern byte specified");
@@ -261,11 +259,14 @@ int cmd_bench(int argc, char **argv)
         case BENCH_OPT_NO_DRAIN:
             drain_on_flush = false;
             break;
-        case BENCH_OPT_IMAGE_OPTS:
-            image_opts = true;
-            break;
         }
     }
+    if (co.fmt) {
+        fmt = co.fmt;
+    }
+    quiet = co.quiet;
+    force_share = co.force_share;
+    image_opts = co.image_opts;
 
     if (optind != argc - 1) {
         tool_error("Expecting one image file name\nTry '%s --help' for more information",

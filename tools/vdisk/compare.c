@@ -14,15 +14,11 @@
 #include <string.h>
 
 #include "cmds.h"
+#include "img.h"
 #include "tool.h"
 
 #define CMP_SECTOR ((uint64_t)512)
 #define CMP_BUF_SIZE ((uint64_t)2 << 20)
-
-enum {
-    CMP_OPT_OBJECT = 256,
-    CMP_OPT_IMAGE_OPTS,
-};
 
 /* Index of the first sector of buf holding a non-zero byte, or -1. */
 static int64_t compare_find_nonzero(const uint8_t *buf, uint64_t n)
@@ -88,8 +84,8 @@ int cmd_compare(int argc, char **argv)
 {
     static const struct option long_options[] = {
         {"help", no_argument, 0, 'h'},
-        {"object", required_argument, 0, CMP_OPT_OBJECT},
-        {"image-opts", no_argument, 0, CMP_OPT_IMAGE_OPTS},
+        {"object", required_argument, 0, OPT_OBJECT},
+        {"image-opts", no_argument, 0, OPT_IMAGE_OPTS},
         {"force-share", no_argument, 0, 'U'},
         {0, 0, 0, 0},
     };
@@ -103,10 +99,17 @@ int cmd_compare(int argc, char **argv)
 
     optind = 0;
     opterr = 0;
+    img_common co = {0};
     for (;;) {
         int c = getopt_long(argc, argv, ":hf:F:T:pqsU", long_options, NULL);
         if (c == -1) {
             break;
+        }
+        switch (img_common_option(&co, NULL, c, argv)) {
+        case IMG_OPT_HANDLED:
+            continue;
+        case IMG_OPT_FAIL:
+            return 2;
         }
         switch (c) {
         case ':':
@@ -122,37 +125,26 @@ int cmd_compare(int argc, char **argv)
                    "[-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2\n",
                    tool_progname());
             return 0;
-        case 'f':
-            fmt1 = optarg;
-            break;
         case 'F':
             fmt2 = optarg;
-            break;
-        case 'T':
-            cache = optarg;
             break;
         case 'p':
             progress = true;
             break;
-        case 'q':
-            quiet = true;
-            break;
         case 's':
             strict = true;
             break;
-        case 'U':
-            force_share = true;
-            break;
-        case CMP_OPT_OBJECT:
-            if (!tool_object_add(optarg)) {
-                return 2;
-            }
-            break;
-        case CMP_OPT_IMAGE_OPTS:
-            image_opts = true;
-            break;
         }
     }
+    if (co.fmt) {
+        fmt1 = co.fmt;
+    }
+    if (co.src_cache) {
+        cache = co.src_cache;
+    }
+    quiet = co.quiet;
+    force_share = co.force_share;
+    image_opts = co.image_opts;
 
     if (quiet) {
         progress = false;

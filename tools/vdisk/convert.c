@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "cmds.h"
+#include "img.h"
 #include "tool.h"
 #include "vdisk-bitmap.h"
 
@@ -32,14 +33,9 @@
 #define MAX_WORKERS 16        /* qemu-img's MAX_COROUTINES */
 #define MAX_STATUS_SECTORS (INT32_MAX >> 9)
 
+/* convert's own long option beyond img.h's (numbered clear of them) */
 enum {
-    OPT_OBJECT = 256,
-    OPT_IMAGE_OPTS,
-    OPT_TARGET_IMAGE_OPTS,
-    OPT_SALVAGE,
-    OPT_TARGET_IS_ZERO,
-    OPT_BITMAPS,
-    OPT_SKIP_BROKEN,
+    OPT_SKIP_BROKEN = 1000,
 };
 
 typedef enum { ST_DATA, ST_ZERO, ST_BACKING } blk_status;
@@ -859,10 +855,17 @@ int cmd_convert(int argc, char **argv)
 
     optind = 0;
     opterr = 0;
+    img_common co = {0};
     for (;;) {
         int c = getopt_long(argc, argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", long_options, NULL);
         if (c == -1) {
             break;
+        }
+        switch (img_common_option(&co, NULL, c, argv)) {
+        case IMG_OPT_HANDLED:
+            continue;
+        case IMG_OPT_FAIL:
+            goto out;
         }
         switch (c) {
         case ':':
@@ -882,9 +885,6 @@ int cmd_convert(int argc, char **argv)
                    tool_progname());
             ret = 0;
             goto out;
-        case 'f':
-            fmt = optarg;
-            break;
         case 'O':
             out_fmt = optarg;
             break;
@@ -966,12 +966,6 @@ int cmd_convert(int argc, char **argv)
         case 't':
             cache = optarg;
             break;
-        case 'T':
-            src_cache = optarg;
-            break;
-        case 'q':
-            s.quiet = true;
-            break;
         case 'n':
             skip_create = true;
             break;
@@ -991,21 +985,10 @@ int cmd_convert(int argc, char **argv)
         case 'W':
             s.wr_in_order = false;
             break;
-        case 'U':
-            force_share = true;
-            break;
         case 'r':
             if (!tool_parse_size("rate limit", optarg, &rate_limit)) {
                 goto out;
             }
-            break;
-        case OPT_OBJECT:
-            if (!tool_object_add(optarg)) {
-                goto out;
-            }
-            break;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
             break;
         case OPT_TARGET_IMAGE_OPTS:
             tgt_image_opts = true;
@@ -1024,6 +1007,15 @@ int cmd_convert(int argc, char **argv)
             break;
         }
     }
+    if (co.fmt) {
+        fmt = co.fmt;
+    }
+    if (co.src_cache) {
+        src_cache = co.src_cache;
+    }
+    s.quiet = co.quiet;
+    force_share = co.force_share;
+    image_opts = co.image_opts;
 
     if (!out_fmt && !tgt_image_opts) {
         out_fmt = "raw";

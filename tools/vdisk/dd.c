@@ -15,21 +15,17 @@
 #include <sys/stat.h>
 
 #include "cmds.h"
+#include "img.h"
 #include "tool.h"
 
 #define DD_MAX_CHUNK ((uint64_t)4 << 20) /* memory bound per request */
-
-enum {
-    DD_OPT_OBJECT = 256,
-    DD_OPT_IMAGE_OPTS,
-};
 
 int cmd_dd(int argc, char **argv)
 {
     static const struct option long_options[] = {
         {"help", no_argument, 0, 'h'},
-        {"object", required_argument, 0, DD_OPT_OBJECT},
-        {"image-opts", no_argument, 0, DD_OPT_IMAGE_OPTS},
+        {"object", required_argument, 0, OPT_OBJECT},
+        {"image-opts", no_argument, 0, OPT_IMAGE_OPTS},
         {"force-share", no_argument, 0, 'U'},
         {0, 0, 0, 0},
     };
@@ -44,10 +40,17 @@ int cmd_dd(int argc, char **argv)
 
     optind = 0;
     opterr = 0;
+    img_common co = {0};
     for (;;) {
         int c = getopt_long(argc, argv, ":hf:O:U", long_options, NULL);
         if (c == -1) {
             break;
+        }
+        switch (img_common_option(&co, NULL, c, argv)) {
+        case IMG_OPT_HANDLED:
+            continue;
+        case IMG_OPT_FAIL:
+            return 1;
         }
         switch (c) {
         case ':':
@@ -66,22 +69,13 @@ int cmd_dd(int argc, char **argv)
         case 'O':
             out_fmt = optarg;
             break;
-        case 'f':
-            fmt = optarg;
-            break;
-        case 'U':
-            force_share = true;
-            break;
-        case DD_OPT_OBJECT:
-            if (!tool_object_add(optarg)) {
-                return 1;
-            }
-            break;
-        case DD_OPT_IMAGE_OPTS:
-            image_opts = true;
-            break;
         }
     }
+    if (co.fmt) {
+        fmt = co.fmt;
+    }
+    force_share = co.force_share;
+    image_opts = co.image_opts;
 
     for (int i = optind; i < argc; i++) {
         const char *arg = argv[i];

@@ -39,6 +39,9 @@ int img_common_option(img_common *co, const char *cmd, int c, char **argv)
 {
     switch (c) {
     case 'h':
+        if (!cmd) {
+            return IMG_OPT_OTHER; /* the command prints its own help */
+        }
         img_command_help(cmd);
         return IMG_OPT_HELP;
     case 'f':

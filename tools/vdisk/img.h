@@ -67,7 +67,7 @@ enum {
 };
 
 /* One option from getopt_long (with a leading ':' in the option string);
- * cmd names the command for -h. */
+ * cmd names the command for -h (NULL: -h is the command's own). */
 int img_common_option(img_common *co, const char *cmd, int c, char **argv);
 
 /*

@@ -2016,16 +2016,35 @@ static int vmdk_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint6
             *map = m.host + m.in_grain;
         }
     }
-    /* merge following grains with the same answer (contiguous on the host) */
+    /* merge the following grains with the same answer (not data: its host
+     * offsets need not be contiguous), under one lock, a grain table at a
+     * time where the directory has none */
+    vmdk_state *s = bs->opaque;
     uint64_t done = m.n;
-    while (done < len && m.where != VMDK_DATA) {
-        vmdk_map nx;
-        if (vmdk_map_chunk(bs, offset + done, len - done, &nx) < 0 || nx.e != e ||
-            nx.where != m.where) {
+    pthread_mutex_lock(&s->lock);
+    while (m.where != VMDK_DATA && done < len) {
+        uint64_t off = offset + done - e->start;
+        if (off >= e->size) {
             break;
         }
-        done += nx.n;
+        uint64_t g = off / e->grain;
+        uint64_t gdi = g / e->gt_entries;
+        uint64_t step;
+        if (gdi < e->gd_entries && e->gd[gdi] == 0) {
+            if (m.where != VMDK_UNALLOC) {
+                break;
+            }
+            step = (gdi + 1) * e->gt_entries * e->grain - off;
+        } else {
+            vmdk_map nx;
+            if (vmdk_lookup(e, off, &nx) < 0 || nx.where != m.where) {
+                break;
+            }
+            step = e->grain - nx.in_grain;
+        }
+        done += VD_MIN(step, VD_MIN(len - done, e->size - off));
     }
+    pthread_mutex_unlock(&s->lock);
     *pnum = done;
     return flags;
 }

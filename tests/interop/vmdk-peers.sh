@@ -32,11 +32,14 @@ for sf in monolithicSparse monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFla
     cid=$("$VDISK" info --output=json v.vmdk | sed -n 's/.*"cid": \([0-9]*\).*/\1/p')
     case $out in *"$(printf '0x%08x' "$cid")"*) ;; *) fail "vmdkinfo sees another CID for $sf: $out" ;; esac
     # and the data, through libvmdk's FUSE reader (when FUSE works here)
-    if [ -e /dev/fuse ] && command -v fusermount >/dev/null; then
-        mkdir -p mnt
-        vmdkmount v.vmdk mnt >/dev/null 2>&1 || fail "vmdkmount cannot mount vdisk's $sf"
-        r=0; cmp -s mnt/vmdk1 src.raw || r=1
-        fusermount -u mnt
+    # (libvmdk 20200926's vmdkmount says "Unsupported disk type" for every
+    # monolithicFlat image, QEMU's too)
+    if [ -e /dev/fuse ] && command -v fusermount >/dev/null && [ $sf != monolithicFlat ]; then
+        # a mount point per image: an unmount may still be settling
+        mkdir -p mnt-$sf
+        out=$(vmdkmount v.vmdk mnt-$sf 2>&1) || fail "vmdkmount cannot mount vdisk's $sf: $out"
+        r=0; cmp -s mnt-$sf/vmdk1 src.raw || r=1
+        fusermount -u mnt-$sf
         [ $r = 0 ] || fail "vmdkmount reads vdisk's $sf differently"
     fi
 done

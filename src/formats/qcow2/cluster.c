@@ -907,6 +907,10 @@ static int zero_partial(qcow2_state *s, uint64_t ps, uint64_t pe, unsigned flags
     int ret = s->broken || s->corrupt_ro ? -EIO : 0;
     qcow2_cluster_type t = QCOW2_CLUSTER_NORMAL;
     if (ret == 0) {
+        /* An allocating write to this cluster may be between its data
+         * write and its L2 update: look only once it is done, and keep the
+         * lock until the cluster is zeroized, or its data would be lost. */
+        qcow2_wait_inflight(s, cstart, cstart + cs);
         uint64_t bytes = cs, host;
         ret = qcow2_get_host_offset(s, cstart, &bytes, &host, &t);
     }

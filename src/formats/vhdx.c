@@ -23,9 +23,10 @@
  * versions other than 1, more than 2047 region or metadata entries,
  * regions or metadata items past the end of the file or their table,
  * overlapping regions, duplicate or unknown required entries, block sizes
- * that are not a power of two in 1..256 MiB, sector sizes other than 512 and
- * 4096, disk sizes of 0 or above 64 TiB, a BAT region too small for the disk
- * or above 512 MiB, and payload blocks that start in the header area or end
+ * that are not a power of two in 1..256 MiB, logical sector sizes other
+ * than 512 (QEMU 7.2 refuses 4096 too), disk sizes of 0 or above 64 TiB, a
+ * BAT region too small for the disk or above 512 MiB, and payload blocks
+ * that start in the header area, overlap the log, BAT or metadata, or end
  * past the end of the file are refused at open.
  */
 #include <stdlib.h>
@@ -152,7 +153,8 @@ static void vhdx_close(vd_node *bs)
 }
 
 /* Read and choose the current header; fills *log_guid_set. */
-static int vhdx_read_headers(vd_node *bs, bool *log_guid_set, vd_error **errp)
+static int vhdx_read_headers(vd_node *bs, bool *log_guid_set, uint64_t *log_off,
+                             uint64_t *log_len, vd_error **errp)
 {
     uint8_t h[2][VHDX_HEADER_SIZE];
     bool valid[2];
@@ -190,6 +192,8 @@ static int vhdx_read_headers(vd_node *bs, bool *log_guid_set, vd_error **errp)
     }
     static const uint8_t zero[16];
     *log_guid_set = memcmp(h[cur] + 48, zero, 16) != 0;
+    *log_len = vd_ld_le32(h[cur] + 68);
+    *log_off = vd_ld_le64(h[cur] + 72);
     return 0;
 }
 
@@ -350,7 +354,9 @@ static int vhdx_read_metadata(vd_node *bs, vhdx_state *s, vhdx_region meta, vd_e
                                known[k].name);
             goto out;
         }
-        if (len < known[k].size || off < VHDX_TABLE_SIZE || off > meta.length ||
+        /* the length field is not checked: QEMU reads the item's size */
+        (void)len;
+        if (off < VHDX_TABLE_SIZE || off > meta.length ||
             known[k].size > meta.length - off) {
             ret = vd_error_set(errp, EINVAL,
                                "VHDX metadata item %s (offset %u, length %u) is outside the "
@@ -398,14 +404,12 @@ static int vhdx_read_metadata(vd_node *bs, vhdx_state *s, vhdx_region meta, vd_e
                            block_size);
         goto out;
     }
-    if (s->logical_sector != 512 && s->logical_sector != 4096) {
-        ret = vd_error_set(errp, EINVAL, "VHDX logical sector size %u is invalid",
+    /* QEMU 7.2 opens only 512-byte logical sectors and does not check the
+     * physical sector size (which only advises) */
+    if (s->logical_sector != 512) {
+        ret = vd_error_set(errp, ENOTSUP,
+                           "VHDX logical sector size %u is not supported (only 512)",
                            s->logical_sector);
-        goto out;
-    }
-    if (s->physical_sector != 512 && s->physical_sector != 4096) {
-        ret = vd_error_set(errp, EINVAL, "VHDX physical sector size %u is invalid",
-                           s->physical_sector);
         goto out;
     }
     if (s->disk_size == 0 || s->disk_size > VHDX_MAX_DISK) {
@@ -453,7 +457,8 @@ static int vhdx_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     if (memcmp(sig, VHDX_SIG_FILE, 8)) {
         return vd_error_set(errp, EINVAL, "Image not in VHDX format");
     }
-    ret = vhdx_read_headers(bs, &log_set, errp);
+    uint64_t log_off = 0, log_len = 0;
+    ret = vhdx_read_headers(bs, &log_set, &log_off, &log_len, errp);
     if (ret < 0) {
         return ret;
     }
@@ -507,11 +512,16 @@ static int vhdx_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         case VHDX_PAYLOAD_UNMAPPED:
             break;
         case VHDX_PAYLOAD_FULLY_PRESENT:
-            if (off < VHDX_HEADER_AREA || off > file_len || need > file_len - off) {
+            if (off < VHDX_HEADER_AREA || off > file_len || need > file_len - off ||
+                vhdx_overlap((vhdx_region){off, s->block_size}, bat_r) ||
+                vhdx_overlap((vhdx_region){off, s->block_size}, meta_r) ||
+                vhdx_overlap((vhdx_region){off, s->block_size},
+                             (vhdx_region){log_off, log_len})) {
                 ret = vd_error_set(errp, EINVAL,
                                    "VHDX BAT entry %llu (block at %llu) points past the end "
-                                   "of the file (%llu bytes) or into the header area; the "
-                                   "image is corrupt or truncated",
+                                   "of the file (%llu bytes) or into the header area, the "
+                                   "log, the BAT or the metadata; the image is corrupt or "
+                                   "truncated",
                                    (unsigned long long)i, (unsigned long long)off,
                                    (unsigned long long)file_len);
                 goto fail;
@@ -540,7 +550,8 @@ fail:
 static int64_t vhdx_get_length(vd_node *bs)
 {
     vhdx_state *s = bs->opaque;
-    return (int64_t)s->disk_size;
+    /* QEMU 7.2 counts whole 512-byte sectors */
+    return (int64_t)vd_align_down(s->disk_size, 512);
 }
 
 /* vd_fmt_read's map: the BAT never changes while open (read-only). */

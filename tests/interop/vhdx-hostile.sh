@@ -102,5 +102,6 @@ same_content v.raw q.raw
 expect_fail "qemu-img check -r all" "$VDISK" info log.vhdx
 expect_fail "differencing" "$VDISK" info parent.vhdx
 same_verdict_as_qemu vhdx sig.vhdx crc1.vhdx crcboth.vhdx seqeq.vhdx ver2.vhdx bs0.vhdx bs3.vhdx \
-    parent.vhdx dsize0.vhdx batent0.vhdx trunc1.vhdx
+    parent.vhdx dsize0.vhdx batent0.vhdx batent6.vhdx lsect4k.vhdx psect1.vhdx itemlen0.vhdx \
+    trunc1.vhdx
 echo ok

@@ -26,6 +26,7 @@ extern const vd_driver vd_drv_qed;
 extern const vd_driver vd_drv_qcow;
 extern const vd_driver vd_drv_vdi;
 extern const vd_driver vd_drv_vpc;
+extern const vd_driver vd_drv_vhdx;
 extern const vd_driver vd_drv_vmdk;
 extern const vd_driver vd_drv_bochs;
 extern const vd_driver vd_drv_cloop;
@@ -52,6 +53,7 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_qcow,
     &vd_drv_vdi,
     &vd_drv_vpc,
+    &vd_drv_vhdx,
     &vd_drv_vmdk,
     &vd_drv_bochs,
     &vd_drv_cloop,

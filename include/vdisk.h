@@ -322,6 +322,9 @@ typedef struct vd_info {
     /* false for formats that report nothing beyond their size (bochs, cloop,
      * dmg, parallels): qemu-img then prints no dirty-flag */
     bool has_driver_info;
+    /* The image uses a legacy, flawed encryption (qcow/qcow2 AES-CBC): fit
+     * only for getting the data out; tools warn about it. */
+    bool weak_encryption;
 } vd_info;
 
 int vd_get_info(vd_image *img, vd_info **out);

@@ -810,6 +810,7 @@ static int qcow_get_info(vd_node *bs, vd_info *info, vd_error **errp)
     (void)errp;
     info->cluster_size = (uint32_t)s->cluster_size;
     info->encrypted = s->encrypted;
+    info->weak_encryption = s->encrypted; /* AES-CBC is qcow's only cipher */
     return 0;
 }
 

@@ -275,14 +275,9 @@ vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
 
     /* Legacy qcow/qcow2 AES is read and written to get data out of old
      * images; say that it is flawed (QEMU refuses it in its emulators). */
-    const char *ifmt = vd_image_format(img);
-    if (!quiet && !(flags & VD_OPEN_NO_IO) && ifmt &&
-        (!strcmp(ifmt, "qcow") || !strcmp(ifmt, "qcow2"))) {
+    if (!quiet && !(flags & VD_OPEN_NO_IO)) {
         vd_info *info = NULL;
-        if (vd_get_info(img, &info) == 0 && info->encrypted &&
-            (!strcmp(ifmt, "qcow") ||
-             (info->format_specific_json &&
-              strstr(info->format_specific_json, "\"encrypt\":{\"format\":\"aes\"}")))) {
+        if (vd_get_info(img, &info) == 0 && info->weak_encryption) {
             tool_warn("'%s' uses the legacy qcow AES-CBC encryption, which is flawed (weak "
                       "key derivation, predictable IVs): use it only to convert the data to "
                       "an unencrypted or LUKS-encrypted image", name);

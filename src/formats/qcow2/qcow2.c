@@ -1389,6 +1389,7 @@ static int qcow2_get_info(vd_node *bs, vd_info *info, vd_error **errp)
     info->dirty_flag = (s->incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;
     info->corrupt = (s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) != 0;
     info->encrypted = s->crypt_method != 0;
+    info->weak_encryption = s->crypt_method == QCOW2_CRYPT_AES;
     char *enc = qcow2_crypto_info_json(s); /* crypto.c */
     if (!enc) {
         pthread_mutex_unlock(&s->lock);

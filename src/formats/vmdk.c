@@ -142,6 +142,7 @@ typedef struct vmdk_state {
     bool lock_ready;
     vmdk_extent *ext;
     size_t n_ext;
+    size_t cap_ext; /* allocated entries of ext */
     uint64_t size;
     uint64_t table_bytes; /* memory held by grain directories */
     uint64_t desc_offset; /* where the descriptor text lives in bs->file */
@@ -417,6 +418,7 @@ static void vmdk_close(vd_node *bs)
     free(s->ext);
     s->ext = NULL;
     s->n_ext = 0;
+    s->cap_ext = 0;
     free(s->create_type);
     s->create_type = NULL;
     if (s->lock_ready) {
@@ -432,12 +434,18 @@ static vmdk_extent *vmdk_new_extent(vmdk_state *s, vd_error **errp, const char *
                      VMDK_MAX_EXTENTS);
         return NULL;
     }
-    vmdk_extent *n = realloc(s->ext, (s->n_ext + 1) * sizeof(*n));
-    if (!n) {
-        vd_error_set(errp, ENOMEM, "out of memory");
-        return NULL;
+    vmdk_extent *n = s->ext;
+    if (s->n_ext + 1 > s->cap_ext) {
+        /* doubling: thousands of extents must not copy the array each time */
+        size_t cap = s->cap_ext ? s->cap_ext * 2 : 4;
+        n = realloc(s->ext, cap * sizeof(*n));
+        if (!n) {
+            vd_error_set(errp, ENOMEM, "out of memory");
+            return NULL;
+        }
+        s->ext = n;
+        s->cap_ext = cap;
     }
-    s->ext = n;
     memset(&n[s->n_ext], 0, sizeof(*n));
     return &n[s->n_ext];
 }

@@ -68,11 +68,11 @@ qemu-io -c "write -P 3 0 1M" b.hds >/dev/null
 /usr/bin/python3 "$VDISK_SRC/tests/helpers/parallels-ext.py" b.hds 0123456789abcdef0123456789abcdef
 U=01234567-89ab-cdef-0123-456789abcdef
 dmap() { # server command...
-    local sock=$PWD/nbd.sock pid i
+    local sock=$PWD/nbd.sock pid
     rm -f "$sock"
     "$@" --socket="$sock" --persistent b.hds >/dev/null 2>&1 &
     pid=$!
-    for i in $(seq 1 200); do [ -S "$sock" ] && break; sleep 0.05; done
+    wait_for test -S "$sock"
     nbdinfo --map="qemu:dirty-bitmap:$U" "nbd+unix:///?socket=$sock"
     kill $pid 2>/dev/null; wait $pid 2>/dev/null || true
 }

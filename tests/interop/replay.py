@@ -8,13 +8,12 @@ States per variant: VDISK_REPLAY_STATES (default 4: `make check`);
 `make check-replay` runs 200 per variant with 3 seeds.  VDISK_REPLAY_SEEDS
 (default "1"), VDISK_REPLAY_VARIANTS (default all but the known-bug case).
 
-VDISK_REPLAY_KNOWN_BUG=1 adds the case "qcow2-zero-reuse": a write into an
-allocated zero cluster (no refcount change) whose L2 entry may reach the
-disk before its data (issue 10 item 5, fixed on branch rel-fixes), checked
-with every unflushed entry alone on top of each flush; and the plain,
-lazy and extended-L2 qcow2 variants then also make zero writes (which
-leave allocated zero clusters).  Until that fix is merged it fails with
-"KNOWN-BUG CASE qcow2-zero-reuse ... reads data the guest did not have".
+The case "qcow2-zero-reuse" is the regression test of the qcow2 ordering
+bug of issue 10 item 5: a write into an allocated zero cluster (no
+refcount change) whose L2 entry could reach the disk before its data; it
+is checked with every unflushed entry alone on top of each flush, and the
+plain, lazy and extended-L2 qcow2 variants make zero writes too (which
+leave allocated zero clusters).  VDISK_REPLAY_VARIANTS=none runs only it.
 """
 import os
 import subprocess
@@ -54,9 +53,9 @@ def zero_reuse_ops():
     return ops
 
 
-# Zero writes that keep the allocation, then rewrites, hit the known qcow2
-# bug (see KNOWN_BUG): the qcow2 variants only make them with it enabled.
-QZ = "zero" if os.environ.get("VDISK_REPLAY_KNOWN_BUG") == "1" else "plain"
+# Zero writes that keep the allocation, then rewrites: the pattern of the
+# fixed ordering bug (see qcow2-zero-reuse).
+QZ = "zero"
 VARIANTS = {
     "qcow2": ("qcow2", "", QZ, None),
     "qcow2-lazy": ("qcow2", "lazy_refcounts=on", QZ, None),
@@ -75,7 +74,6 @@ def main():
     seeds = [int(x) for x in os.environ.get("VDISK_REPLAY_SEEDS", "1").split()]
     names = os.environ.get("VDISK_REPLAY_VARIANTS", "").split() or list(VARIANTS)
     names = [n for n in names if n != "none"]  # "none": only the known-bug case
-    known_bug = os.environ.get("VDISK_REPLAY_KNOWN_BUG") == "1"
     failures = []
     total = {}
     for name in names:
@@ -90,16 +88,14 @@ def main():
             t[0] += r["states"]
             t[1] += r["entries"]
             t[2] += r["flushes"]
-    if known_bug:
-        name = "qcow2-zero-reuse"
-        try:
-            r = replay.run_variant(name, "qcow2", "", "zero", 1, budget,
-                                   ops=zero_reuse_ops(), singles=True)
-            total[name] = [r["states"], r["entries"], r["flushes"]]
-            print("KNOWN-BUG CASE qcow2-zero-reuse: passed (the fix is in)")
-        except replay.ReplayFailure as e:
-            failures.append("KNOWN-BUG CASE qcow2-zero-reuse (L2 entry before its data, "
-                            "issue 10 item 5): " + str(e))
+    name = "qcow2-zero-reuse"
+    try:
+        r = replay.run_variant(name, "qcow2", "", "zero", 1, budget,
+                               ops=zero_reuse_ops(), singles=True)
+        total[name] = [r["states"], r["entries"], r["flushes"]]
+    except replay.ReplayFailure as e:
+        failures.append("qcow2-zero-reuse (L2 entry before its data, "
+                        "issue 10 item 5): " + str(e))
     for name, (st, en, fl) in total.items():
         print("replay %-17s %4d states checked (log entries %d, flush entries %d)" %
               (name, st, en, fl))

@@ -10,7 +10,12 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-build}" && pwd)
 pattern=${2:-}
 jobs=${VDISK_TEST_JOBS:-3}
-timeout=${VDISK_TEST_TIMEOUT:-600}
+# per-test limit; sanitized builds run several times slower
+if [ -n "${VDISK_SANITIZED:-}" ]; then
+    timeout=${VDISK_TEST_TIMEOUT:-1800}
+else
+    timeout=${VDISK_TEST_TIMEOUT:-600}
+fi
 logdir=$(mktemp -d /tmp/vdisk-tests.XXXXXX)
 
 tests=()

@@ -48,6 +48,7 @@
 #include <time.h>
 #include <libdeflate.h>
 #include <zlib.h>
+#include <json-c/json.h>
 
 #include "internal.h"
 
@@ -2059,42 +2060,6 @@ static int vmdk_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint6
 
 /* ------------------------------------------------------------ info, check */
 
-static void vmdk_json_str(char **out, const char *s)
-{
-    /* append s as a JSON string */
-    size_t n = strlen(*out);
-    size_t cap = n + strlen(s) * 6 + 3;
-    char *o = realloc(*out, cap);
-    if (!o) {
-        return;
-    }
-    *out = o;
-    o += n;
-    *o++ = '"';
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') {
-            *o++ = '\\';
-            *o++ = (char)*p;
-        } else if (*p < 0x20) {
-            o += sprintf(o, "\\u%04x", *p);
-        } else {
-            *o++ = (char)*p;
-        }
-    }
-    *o++ = '"';
-    *o = '\0';
-}
-
-static void vmdk_json_cat(char **out, const char *s)
-{
-    size_t n = strlen(*out), m = strlen(s);
-    char *o = realloc(*out, n + m + 1);
-    if (o) {
-        memcpy(o + n, s, m + 1);
-        *out = o;
-    }
-}
-
 static bool vmdk_extents_alike(const vmdk_extent *a, const vmdk_extent *b)
 {
     bool fa = a->kind == VMDK_EXT_FLAT || a->kind == VMDK_EXT_ZERO;
@@ -2120,45 +2085,55 @@ static uint32_t vmdk_cluster_size(vd_node *bs)
 static int vmdk_get_info(vd_node *bs, vd_info *info, vd_error **errp)
 {
     vmdk_state *s = bs->opaque;
-    char *j = vd_asprintf("{\"type\": \"vmdk\", \"data\": {\"cid\": %u, \"parent-cid\": %u, "
-                          "\"create-type\": ",
-                          s->cid, s->parent_cid);
-    if (!j) {
+    /* built with json-c: linear in the number of extents (up to thousands) */
+    json_object *root = json_object_new_object();
+    json_object *data = json_object_new_object();
+    json_object *exts = json_object_new_array();
+    if (!root || !data || !exts) {
+        json_object_put(root);
+        json_object_put(data);
+        json_object_put(exts);
         return vd_error_set(errp, ENOMEM, "out of memory");
     }
-    vmdk_json_str(&j, s->create_type ? s->create_type : "");
-    vmdk_json_cat(&j, ", \"extents\": [");
+    json_object_object_add(root, "type", json_object_new_string("vmdk"));
+    json_object_object_add(root, "data", data);
+    json_object_object_add(data, "cid", json_object_new_int64(s->cid));
+    json_object_object_add(data, "parent-cid", json_object_new_int64(s->parent_cid));
+    json_object_object_add(data, "create-type",
+                           json_object_new_string(s->create_type ? s->create_type : ""));
+    json_object_object_add(data, "extents", exts);
     int64_t actual = 0;
     if (bs->file && bs->file->drv->get_allocated_size) {
         actual = bs->file->drv->get_allocated_size(bs->file);
     }
     for (size_t i = 0; i < s->n_ext; i++) {
         const vmdk_extent *e = &s->ext[i];
-        char tmp[160];
-        if (i) {
-            vmdk_json_cat(&j, ", ");
+        json_object *x = json_object_new_object();
+        if (!x) {
+            json_object_put(root);
+            return vd_error_set(errp, ENOMEM, "out of memory");
         }
-        vmdk_json_cat(&j, "{");
         if (e->compressed) {
-            vmdk_json_cat(&j, "\"compressed\": true, ");
+            json_object_object_add(x, "compressed", json_object_new_boolean(1));
         }
-        snprintf(tmp, sizeof(tmp), "\"virtual-size\": %llu, \"filename\": ",
-                 (unsigned long long)e->size);
-        vmdk_json_cat(&j, tmp);
-        vmdk_json_str(&j, e->file ? e->file->filename : "");
+        json_object_object_add(x, "virtual-size", json_object_new_int64((int64_t)e->size));
+        json_object_object_add(x, "filename",
+                               json_object_new_string(e->file ? e->file->filename : ""));
         if (e->kind != VMDK_EXT_FLAT && e->kind != VMDK_EXT_ZERO) {
-            snprintf(tmp, sizeof(tmp), ", \"cluster-size\": %llu", (unsigned long long)e->grain);
-            vmdk_json_cat(&j, tmp);
+            json_object_object_add(x, "cluster-size", json_object_new_int64((int64_t)e->grain));
         }
-        vmdk_json_cat(&j, ", \"format\": ");
-        vmdk_json_str(&j, e->type);
-        vmdk_json_cat(&j, "}");
+        json_object_object_add(x, "format", json_object_new_string(e->type));
+        json_object_array_add(exts, x);
         if (e->own_file && e->file && e->file->drv->get_allocated_size && actual >= 0) {
             int64_t a = e->file->drv->get_allocated_size(e->file);
             actual = a >= 0 ? actual + a : -1;
         }
     }
-    vmdk_json_cat(&j, "]}}");
+    char *j = vd_strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+    json_object_put(root);
+    if (!j) {
+        return vd_error_set(errp, ENOMEM, "out of memory");
+    }
     free(info->format_specific_json);
     info->format_specific_json = j;
     if (actual >= 0 && bs->file && bs->file->drv->get_allocated_size) {

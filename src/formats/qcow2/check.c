@@ -57,18 +57,19 @@ static uint64_t ctx_get(const check_ctx *c, uint64_t i)
     return i < c->nb ? qcow2_rc_get(c->s, c->rc, i) : 0;
 }
 
-/* Count one reference to every cluster touching [offset, offset+size). */
-static int inc_refs(check_ctx *c, uint64_t offset, uint64_t size)
+/* Count n references to every cluster touching [offset, offset+size): the
+ * counts (corruptions included) of n separate visits, as QEMU makes. */
+static int inc_refs_n(check_ctx *c, uint64_t offset, uint64_t size, uint64_t n)
 {
     qcow2_state *s = c->s;
-    if (size == 0) {
+    if (size == 0 || n == 0) {
         return 0;
     }
     uint64_t end;
     if (vd_add_overflow(offset, size, &end) ||
         (end > (uint64_t)c->file_len && end - (uint64_t)c->file_len >= s->cluster_size)) {
         /* counting reference for region exceeding the end of the file */
-        c->res->corruptions++;
+        c->res->corruptions += n;
         return 0;
     }
     uint64_t first = offset >> s->cluster_bits;
@@ -79,13 +80,18 @@ static int inc_refs(check_ctx *c, uint64_t offset, uint64_t size)
     }
     for (uint64_t i = first; i <= last; i++) {
         uint64_t v = qcow2_rc_get(s, c->rc, i);
-        if (v == s->refcount_max) {
-            c->res->corruptions++; /* refcount overflow */
-            continue;
+        uint64_t room = s->refcount_max - v;
+        if (n > room) {
+            c->res->corruptions += n - room; /* refcount overflow */
         }
-        qcow2_rc_set(s, c->rc, i, v + 1);
+        qcow2_rc_set(s, c->rc, i, v + VD_MIN(n, room));
     }
     return 0;
+}
+
+static int inc_refs(check_ctx *c, uint64_t offset, uint64_t size)
+{
+    return inc_refs_n(c, offset, size, 1);
 }
 
 static int write_l2_entry_direct(qcow2_state *s, uint64_t l2_offset, uint32_t index,
@@ -102,44 +108,60 @@ static int write_l2_entry_direct(qcow2_state *s, uint64_t l2_offset, uint32_t in
     return 0;
 }
 
-static int check_l2(check_ctx *c, uint64_t l2_offset, bool active, uint8_t *table)
+/*
+ * Count the references of one L2 table, reached mult times (from the
+ * active L1 table: once, and repairs allowed; from snapshots: once per
+ * snapshot L1 entry pointing at it, the table read only once).
+ */
+static int check_l2(check_ctx *c, uint64_t l2_offset, bool active, uint8_t *table,
+                    uint64_t mult)
 {
     qcow2_state *s = c->s;
     vd_check_res *res = c->res;
     uint64_t next_contiguous = 0;
     int ret = vd_node_pread(s->bs->file, l2_offset, s->cluster_size, table, 0);
     if (ret < 0) {
-        res->check_errors++;
+        res->check_errors += mult;
         return 0; /* keep checking the rest */
     }
     for (uint32_t i = 0; i < s->l2_size; i++) {
         uint64_t e = vd_ld_be64(table + (uint64_t)i * qcow2_l2_entry_size(s));
+        /* subcluster allocation bitmap (extended L2 only) */
+        uint64_t b = s->extended_l2 ? vd_ld_be64(table + (uint64_t)i * 16 + 8) : 0;
         qcow2_cluster_type t = qcow2_get_cluster_type(s, e);
-        if (s->extended_l2) {
-            /* subcluster bitmap: no allocation without a host cluster, no
-             * subcluster both allocated and zero, none on compressed ones */
-            uint64_t b = vd_ld_be64(table + (uint64_t)i * 16 + 8);
-            if ((t == QCOW2_CLUSTER_COMPRESSED && b) ||
-                (t == QCOW2_CLUSTER_UNALLOCATED && (b & 0xffffffffull)) ||
-                ((b >> 32) & b)) {
-                res->corruptions++;
-            }
-        }
         if (t != QCOW2_CLUSTER_COMPRESSED && (e & L2E_STD_RESERVED_MASK)) {
-            res->corruptions++; /* l2 entry with reserved bits set */
+            for (uint64_t m = 0; m < mult; m++) {
+                vd_check_line("ERROR found l2 entry with reserved bits set: %llx",
+                              (unsigned long long)e);
+            }
+            res->corruptions += mult;
         }
         switch (t) {
         case QCOW2_CLUSTER_COMPRESSED: {
             if (e & QCOW_OFLAG_COPIED) {
-                vd_check_line("ERROR: coffset=0x%llx: copied flag must never be set for "
-                              "compressed clusters", (unsigned long long)(e & s->cluster_offset_mask));
+                for (uint64_t m = 0; m < mult; m++) {
+                    vd_check_line("ERROR: coffset=0x%llx: copied flag must never be set for "
+                                  "compressed clusters",
+                                  (unsigned long long)(e & s->cluster_offset_mask));
+                }
                 /* copied flag must never be set for compressed clusters */
                 if ((c->fix & VD_CHECK_FIX_ERRORS) && active &&
                     write_l2_entry_direct(s, l2_offset, i, e & ~QCOW_OFLAG_COPIED) == 0) {
                     res->corruptions_fixed++;
                 } else {
-                    res->corruptions++;
+                    res->corruptions += mult;
                 }
+                e &= ~QCOW_OFLAG_COPIED;
+            }
+            if (qcow2_has_data_file(s) || b) {
+                for (uint64_t m = 0; m < mult; m++) {
+                    vd_check_line("ERROR compressed cluster %u with %s, entry=0x%llx", i,
+                                  qcow2_has_data_file(s) ? "data file"
+                                                         : "non-zero subcluster allocation bitmap",
+                                  (unsigned long long)e);
+                }
+                res->corruptions += mult;
+                break;
             }
             if (active) {
                 res->allocated_clusters++;
@@ -148,7 +170,7 @@ static int check_l2(check_ctx *c, uint64_t l2_offset, bool active, uint8_t *tabl
             }
             uint64_t coff, csize;
             qcow2_parse_compressed(s, e, &coff, &csize);
-            ret = inc_refs(c, coff, csize);
+            ret = inc_refs_n(c, coff, csize, mult);
             if (ret < 0) {
                 return ret;
             }
@@ -157,15 +179,34 @@ static int check_l2(check_ctx *c, uint64_t l2_offset, bool active, uint8_t *tabl
         case QCOW2_CLUSTER_ZERO_ALLOC:
         case QCOW2_CLUSTER_NORMAL: {
             uint64_t off = e & L2E_OFFSET_MASK;
+            if ((b >> 32) & b) {
+                for (uint64_t m = 0; m < mult; m++) {
+                    vd_check_line("ERROR offset=%llx: Allocated cluster has corrupted "
+                                  "subcluster allocation bitmap", (unsigned long long)off);
+                }
+                res->corruptions += mult;
+            }
             if (qcow2_offset_into_cluster(s, off)) {
-                res->corruptions++;
-                if (t == QCOW2_CLUSTER_ZERO_ALLOC && (c->fix & VD_CHECK_FIX_ERRORS) && active) {
-                    /* a preallocated zero cluster: drop the bad offset */
-                    if (write_l2_entry_direct(s, l2_offset, i, QCOW_OFLAG_ZERO) == 0) {
-                        res->corruptions--;
-                        res->corruptions_fixed++;
-                        continue;
+                bool has_data = s->extended_l2 ? (b & 0xffffffffull) != 0
+                                               : t == QCOW2_CLUSTER_NORMAL;
+                bool repair = !has_data && (c->fix & VD_CHECK_FIX_ERRORS) && active;
+                for (uint64_t m = 0; m < mult; m++) {
+                    if (has_data) {
+                        vd_check_line("ERROR offset=%llx: Data cluster is not properly "
+                                      "aligned; L2 entry corrupted.", (unsigned long long)off);
+                    } else {
+                        vd_check_line("%s offset=%llx: Preallocated cluster is not properly "
+                                      "aligned; L2 entry corrupted.",
+                                      c->fix & VD_CHECK_FIX_ERRORS ? "Repairing" : "ERROR",
+                                      (unsigned long long)off);
                     }
+                }
+                res->corruptions += mult;
+                /* a preallocated zero cluster: drop the bad offset */
+                if (repair && write_l2_entry_direct(s, l2_offset, i, QCOW_OFLAG_ZERO) == 0) {
+                    res->corruptions--;
+                    res->corruptions_fixed++;
+                    continue;
                 }
             }
             if (active) {
@@ -176,12 +217,21 @@ static int check_l2(check_ctx *c, uint64_t l2_offset, bool active, uint8_t *tabl
                 next_contiguous = off + s->cluster_size;
             }
             /* external data file clusters have no refcounts (datafile.c) */
-            ret = qcow2_has_data_file(s) ? 0 : inc_refs(c, off, s->cluster_size);
+            ret = qcow2_has_data_file(s) ? 0 : inc_refs_n(c, off, s->cluster_size, mult);
             if (ret < 0) {
                 return ret;
             }
             break;
         }
+        case QCOW2_CLUSTER_UNALLOCATED:
+            if (b & 0xffffffffull) {
+                for (uint64_t m = 0; m < mult; m++) {
+                    vd_check_line("ERROR: Unallocated cluster has non-zero subcluster "
+                                  "allocation map");
+                }
+                res->corruptions += mult;
+            }
+            break;
         default:
             break;
         }
@@ -189,17 +239,84 @@ static int check_l2(check_ctx *c, uint64_t l2_offset, bool active, uint8_t *tabl
     return 0;
 }
 
-static int check_l1(check_ctx *c, uint64_t l1_offset, uint32_t l1_size, bool active)
+/*
+ * L2 tables reached from snapshot L1 tables, each with the number of L1
+ * entries pointing at it: a table shared by many snapshots is then read
+ * once, not once per snapshot.  Kept sorted and merged as it grows, so its
+ * size follows the number of distinct tables (bounded by the file size).
+ */
+typedef struct l2_ref {
+    uint64_t offset;
+    uint64_t n;
+} l2_ref;
+
+typedef struct l2_refs {
+    l2_ref *v;
+    size_t len, cap, merged; /* v[0..merged) sorted and distinct */
+} l2_refs;
+
+static int cmp_l2_ref(const void *a, const void *b)
+{
+    const l2_ref *x = a, *y = b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+static void l2_refs_merge(l2_refs *r)
+{
+    if (r->len == r->merged) {
+        return;
+    }
+    qsort(r->v, r->len, sizeof(*r->v), cmp_l2_ref);
+    size_t o = 0;
+    for (size_t i = 0; i < r->len; i++) {
+        if (o && r->v[o - 1].offset == r->v[i].offset) {
+            r->v[o - 1].n += r->v[i].n;
+        } else {
+            r->v[o++] = r->v[i];
+        }
+    }
+    r->len = r->merged = o;
+}
+
+static int l2_refs_add(l2_refs *r, uint64_t offset)
+{
+    if (r->len == r->cap) {
+        l2_refs_merge(r);
+        if (r->len * 2 >= r->cap) { /* less than half freed: grow */
+            size_t ncap = r->cap ? r->cap * 2 : 1024;
+            l2_ref *n = vd_calloc(ncap, sizeof(*n));
+            if (!n) {
+                return -ENOMEM;
+            }
+            if (r->len) {
+                memcpy(n, r->v, r->len * sizeof(*n));
+            }
+            free(r->v);
+            r->v = n;
+            r->cap = ncap;
+        }
+    }
+    r->v[r->len++] = (l2_ref){offset, 1};
+    return 0;
+}
+
+/*
+ * Count an L1 table and the L2 tables it points to.  The active one (refs
+ * NULL) has its L2 tables checked at once; a snapshot's are collected in
+ * refs and checked once each by check_snapshot_l2.
+ */
+static int check_l1(check_ctx *c, uint64_t l1_offset, uint32_t l1_size, l2_refs *refs)
 {
     qcow2_state *s = c->s;
+    bool active = refs == NULL;
     uint64_t bytes = (uint64_t)l1_size * 8;
     int ret = inc_refs(c, l1_offset, bytes);
     if (ret < 0 || !l1_size) {
         return ret;
     }
     uint64_t *l1 = vd_malloc(bytes);
-    uint8_t *table = malloc(s->cluster_size);
-    if (!l1 || !table) {
+    uint8_t *table = active ? malloc(s->cluster_size) : NULL;
+    if (!l1 || (active && !table)) {
         free(l1);
         free(table);
         return -ENOMEM;
@@ -211,7 +328,6 @@ static int check_l1(check_ctx *c, uint64_t l1_offset, uint32_t l1_size, bool act
         if (ret < 0) {
             c->res->check_errors++;
             free(l1);
-            free(table);
             return 0;
         }
         for (uint32_t i = 0; i < l1_size; i++) {
@@ -220,23 +336,44 @@ static int check_l1(check_ctx *c, uint64_t l1_offset, uint32_t l1_size, bool act
     }
     for (uint32_t i = 0; i < l1_size && ret == 0; i++) {
         uint64_t l2 = l1[i] & L1E_OFFSET_MASK;
-        if (l1[i] & L1E_RESERVED_MASK) {
-            c->res->corruptions++; /* L1 entry with reserved bits set */
-        }
-        if (!l2) {
+        if (!l1[i]) {
             continue;
+        }
+        if (l1[i] & L1E_RESERVED_MASK) {
+            vd_check_line("ERROR found L1 entry with reserved bits set: %llx",
+                          (unsigned long long)l1[i]);
+            c->res->corruptions++;
         }
         ret = inc_refs(c, l2, s->cluster_size);
         if (ret < 0) {
             break;
         }
         if (qcow2_offset_into_cluster(s, l2)) {
-            c->res->corruptions++; /* table is not cluster aligned */
-            continue;
+            vd_check_line("ERROR l2_offset=%llx: Table is not cluster aligned; L1 entry corrupted",
+                          (unsigned long long)l2);
+            c->res->corruptions++; /* and read from there anyway, as QEMU does */
         }
-        ret = check_l2(c, l2, active, table);
+        ret = active ? check_l2(c, l2, true, table, 1) : l2_refs_add(refs, l2);
     }
     free(l1);
+    free(table);
+    return ret;
+}
+
+static int check_snapshot_l2(check_ctx *c, l2_refs *refs)
+{
+    l2_refs_merge(refs);
+    if (!refs->len) {
+        return 0;
+    }
+    uint8_t *table = malloc(c->s->cluster_size);
+    if (!table) {
+        return -ENOMEM;
+    }
+    int ret = 0;
+    for (size_t i = 0; i < refs->len && ret == 0; i++) {
+        ret = check_l2(c, refs->v[i].offset, false, table, refs->v[i].n);
+    }
     free(table);
     return ret;
 }
@@ -291,8 +428,9 @@ static int calculate_refcounts(check_ctx *c)
         ret = inc_refs(c, crypto_off, crypto_len); /* the LUKS header (crypto.c) */
     }
     if (ret == 0) {
-        ret = check_l1(c, s->l1_table_offset, s->l1_size, true);
+        ret = check_l1(c, s->l1_table_offset, s->l1_size, NULL);
     }
+    l2_refs refs = {0};
     for (uint32_t i = 0; ret == 0 && s->snapshots && i < s->nb_snapshots; i++) {
         const qcow2_snapshot *sn = &s->snapshots[i];
         if ((uint64_t)sn->l1_size > QCOW2_MAX_L1_BYTES / 8) {
@@ -303,8 +441,12 @@ static int calculate_refcounts(check_ctx *c)
             c->res->corruptions++; /* snapshot L1 table not cluster aligned */
             continue;
         }
-        ret = check_l1(c, sn->l1_offset, sn->l1_size, false);
+        ret = check_l1(c, sn->l1_offset, sn->l1_size, &refs);
     }
+    if (ret == 0) {
+        ret = check_snapshot_l2(c, &refs);
+    }
+    free(refs.v);
     if (ret == 0) {
         ret = inc_refs(c, s->snapshots_offset, s->snapshots_size);
     }

@@ -6,6 +6,9 @@
 # starts from the seeds in tests/fuzz/corpus/NAME/.  Crash inputs go to
 # ${VDISK_FUZZ_ARTIFACTS:-/tmp/vdisk-fuzz-artifacts}.  Fails when any target
 # crashes, leaks, times out on an input or goes over 256 MiB.
+# With VDISK_FUZZ_RUNS=N each target instead runs N executions (SECONDS is
+# then only the upper bound of its time); `make fuzz-scale` runs 10^6.
+# VDISK_FUZZ_ONLY="qcow2 qed" limits the run to those targets.
 # Usage: tests/fuzz/run.sh BUILD SECONDS
 set -u
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -26,18 +29,22 @@ failed=0
 for bin in "$build"/tests/fuzz/fuzz-*; do
     [ -f "$bin" ] && [ -x "$bin" ] || continue
     name=${bin##*/fuzz-}
+    if [ -n "${VDISK_FUZZ_ONLY:-}" ]; then
+        case " $VDISK_FUZZ_ONLY " in *" $name "*) ;; *) continue ;; esac
+    fi
     work="$corpus_root/$name"
     mkdir -p "$work" || exit 1
     seeds="$src/tests/fuzz/corpus/$name"
     [ -d "$seeds" ] || seeds=
     log=$(mktemp "/tmp/vdisk-fuzz-$name.XXXXXX")
     # shellcheck disable=SC2086
-    "$bin" -max_total_time="$secs" -rss_limit_mb=256 -timeout=25 -print_final_stats=1 \
+    "$bin" -max_total_time="$secs" ${VDISK_FUZZ_RUNS:+-runs=$VDISK_FUZZ_RUNS} -rss_limit_mb=256 -timeout=25 -print_final_stats=1 \
         -artifact_prefix="$artifacts/$name-" "$work" ${seeds:+"$seeds"} >"$log" 2>&1
     rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+    took=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\2/p' "$log" | tail -n 1)
     if [ $rc -eq 0 ]; then
-        echo "PASS fuzz-$name (${runs:-?} runs in ${secs}s)"
+        echo "PASS fuzz-$name (${runs:-?} runs in ${took:-$secs}s)"
         pass=$((pass + 1))
         rm -f "$log"
     else

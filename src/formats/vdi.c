@@ -13,10 +13,11 @@
  *
  * Not supported (refused at open, as QEMU does): versions other than 1.1,
  * block sizes other than 1 MiB, sector sizes other than 512, differencing
- * images (non-null parent or link UUID), block maps larger than 128 MiB
- * (32 Ti of disk) or extending past the end of the file.  No resize.
+ * images (non-null parent or link UUID), more than 0x1fffff80 blocks
+ * (512 TiB less 128 MiB, QEMU's limit).  No resize.
  */
 #include <pthread.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 
 #include "format-io.h"
@@ -32,11 +33,11 @@
 #define VDI_IS_ALLOCATED(x) ((x) < VDI_DISCARDED)
 #define VDI_SECTOR 512u
 #define VDI_BLOCK_SIZE (1u << 20)
-#define VDI_BLOCKS_MAX 0x3fffffffu
+/* QEMU's limit: the map, rounded up to a sector, must fit in an int. */
+#define VDI_BLOCKS_MAX ((0x80000000u - VDI_SECTOR) / 4)
 #define VDI_DISK_SIZE_MAX ((uint64_t)VDI_BLOCKS_MAX * VDI_BLOCK_SIZE)
 #define VDI_HEADER_BYTES 512u
 /* Our own bound on the block map kept in memory (QEMU allows 4 GiB). */
-#define VDI_BMAP_MAX_BYTES (128u << 20)
 
 /* Header field offsets (all little-endian). */
 enum {
@@ -62,7 +63,12 @@ typedef struct vdi_state {
      * exclusively, so a block never moves under a running request. */
     pthread_rwlock_t lock;
     uint8_t header[VDI_HEADER_BYTES]; /* as on disk, kept up to date */
-    uint32_t *bmap;                   /* host order */
+    /* Host order, stored complemented in lazily committed anonymous memory:
+     * untouched pages read as VDI_UNALLOCATED, so a 512 TiB image (a 2 GiB
+     * map) costs memory only for the entries that say something. */
+    uint32_t *bmap;
+    size_t bmap_mapped;
+    uint64_t bmap_in_file; /* bytes of the map the file holds (less if truncated) */
     uint32_t blocks_in_image;
     uint32_t blocks_allocated;
     uint32_t block_size;
@@ -72,6 +78,16 @@ typedef struct vdi_state {
     uint64_t disk_size;
     bool lock_ready;
 } vdi_state;
+
+static inline uint32_t bm_get(const vdi_state *s, uint32_t i)
+{
+    return ~s->bmap[i];
+}
+
+static inline void bm_set(vdi_state *s, uint32_t i, uint32_t entry)
+{
+    s->bmap[i] = ~entry;
+}
 
 static const vd_opt_desc vdi_create_opts[] = {
     {"size", VD_OPT_SIZE, "Virtual disk size", NULL},
@@ -125,23 +141,40 @@ static int vdi_write_header(vdi_state *s, vd_node *bs)
     return vd_node_pwrite(bs->file, 0, VDI_HEADER_BYTES, s->header, 0);
 }
 
-/* Write the sectors of the block map holding entries [first, last]. */
+/*
+ * Write the sectors of the block map holding entries [first, last].  A map
+ * that the file holds only in part (truncated) is written out whole first,
+ * so that no hole in the file reads as entries pointing at block 0.
+ */
 static int vdi_write_bmap(vdi_state *s, vd_node *bs, uint32_t first, uint32_t last)
 {
     uint64_t start = (uint64_t)first * 4 / VDI_SECTOR * VDI_SECTOR;
     uint64_t end = vd_div_round_up(((uint64_t)last + 1) * 4, VDI_SECTOR) * VDI_SECTOR;
-    uint64_t len = end - start;
-    uint8_t *buf = vd_malloc(len);
+    uint64_t whole = vdi_bmap_bytes(s->blocks_in_image);
+    if (s->bmap_in_file < whole) {
+        /* the data area follows the map: the file will grow past it */
+        start = VD_MIN(start, s->bmap_in_file / VDI_SECTOR * VDI_SECTOR);
+        end = whole;
+    }
+    const uint64_t chunk = 1u << 20;
+    uint8_t *buf = vd_malloc(VD_MIN(chunk, end - start));
     if (!buf) {
         return -ENOMEM;
     }
-    memset(buf, 0, len);
-    for (uint64_t i = start / 4; i < end / 4 && i < s->blocks_in_image; i++) {
-        vd_st_le32(buf + (i * 4 - start), s->bmap[i]);
-    }
     vd_node_event(bs->file, VD_EV_BAT_UPDATE);
-    int ret = vd_node_pwrite(bs->file, s->offset_bmap + start, len, buf, 0);
+    int ret = 0;
+    for (uint64_t off = start; off < end && ret == 0; off += chunk) {
+        uint64_t len = VD_MIN(chunk, end - off);
+        memset(buf, 0, len);
+        for (uint64_t i = off / 4; i < (off + len) / 4 && i < s->blocks_in_image; i++) {
+            vd_st_le32(buf + (i * 4 - off), bm_get(s, (uint32_t)i));
+        }
+        ret = vd_node_pwrite(bs->file, s->offset_bmap + off, len, buf, 0);
+    }
     free(buf);
+    if (ret == 0 && end > s->bmap_in_file) {
+        s->bmap_in_file = VD_MIN(end, whole);
+    }
     return ret;
 }
 
@@ -156,7 +189,7 @@ static int vdi_write_bmap(vdi_state *s, vd_node *bs, uint32_t first, uint32_t la
 static int vdi_write_alloc_metadata(vdi_state *s, vd_node *bs, uint32_t first, uint32_t last)
 {
     uint64_t end = vd_div_round_up(((uint64_t)last + 1) * 4, VDI_SECTOR) * VDI_SECTOR;
-    if (s->offset_bmap != VDI_HEADER_BYTES || end > VDI_ONE_WRITE_MAX) {
+    if (s->offset_bmap != VDI_HEADER_BYTES || end > VDI_ONE_WRITE_MAX || end > s->bmap_in_file) {
         int ret = vdi_write_header(s, bs);
         return ret < 0 ? ret : vdi_write_bmap(s, bs, first, last);
     }
@@ -169,7 +202,7 @@ static int vdi_write_alloc_metadata(vdi_state *s, vd_node *bs, uint32_t first, u
     memcpy(buf, s->header, VDI_HEADER_BYTES);
     memset(buf + VDI_HEADER_BYTES, 0, end);
     for (uint64_t i = 0; i < end / 4 && i < s->blocks_in_image; i++) {
-        vd_st_le32(buf + VDI_HEADER_BYTES + i * 4, s->bmap[i]);
+        vd_st_le32(buf + VDI_HEADER_BYTES + i * 4, bm_get(s, i));
     }
     vd_node_event(bs->file, VD_EV_HEADER_UPDATE);
     vd_node_event(bs->file, VD_EV_BAT_UPDATE);
@@ -178,10 +211,64 @@ static int vdi_write_alloc_metadata(vdi_state *s, vd_node *bs, uint32_t first, u
     return ret;
 }
 
+/*
+ * Reads the block map.  Pages of unallocated entries are never touched, so
+ * memory follows the allocated part of the image, not its size.  A map that
+ * extends past the end of the file (a truncated image) reads as unallocated
+ * there; QEMU reads zeroes, which would alias every such block to data
+ * block 0.
+ */
+static int vdi_load_bmap(vdi_state *s, vd_node *bs, uint64_t file_len, vd_error **errp)
+{
+    uint64_t bytes = (uint64_t)s->blocks_in_image * 4;
+    if (bytes == 0) {
+        return 0;
+    }
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED) {
+        return vd_error_set(errp, ENOMEM,
+                            "Could not allocate the VDI block map (%u entries)",
+                            s->blocks_in_image);
+    }
+    s->bmap = p;
+    s->bmap_mapped = bytes;
+    uint64_t in_file = file_len > s->offset_bmap ? file_len - s->offset_bmap : 0;
+    if (in_file > bytes) {
+        in_file = bytes;
+    }
+    in_file &= ~(uint64_t)3;
+    s->bmap_in_file = in_file;
+    enum { CHUNK = 1 << 20 };
+    uint8_t *buf = vd_malloc(CHUNK);
+    if (!buf) {
+        return vd_error_set(errp, ENOMEM, "Could not allocate the VDI block map");
+    }
+    int ret = 0;
+    for (uint64_t off = 0; off < in_file; off += CHUNK) {
+        uint64_t n = in_file - off < CHUNK ? in_file - off : CHUNK;
+        ret = vd_node_pread(bs->file, s->offset_bmap + off, n, buf, 0);
+        if (ret < 0) {
+            vd_error_setg_errno(errp, ret, "Could not read the VDI block map");
+            break;
+        }
+        for (uint64_t j = 0; j < n; j += 4) {
+            uint32_t e = vd_ld_le32(buf + j);
+            if (e != VDI_UNALLOCATED) {
+                bm_set(s, (uint32_t)((off + j) / 4), e);
+            }
+        }
+    }
+    free(buf);
+    return ret < 0 ? ret : 0;
+}
+
 static void vdi_close(vd_node *bs)
 {
     vdi_state *s = bs->opaque;
-    free(s->bmap);
+    if (s->bmap) {
+        munmap(s->bmap, s->bmap_mapped);
+    }
     s->bmap = NULL;
     if (s->lock_ready) {
         pthread_rwlock_destroy(&s->lock);
@@ -275,24 +362,9 @@ static int vdi_open(vd_node *bs, vd_opts *opts, vd_error **errp)
                          blocks, VDI_BLOCKS_MAX);
         goto fail;
     }
-    uint64_t bmap_bytes = vdi_bmap_bytes(blocks);
-    if (bmap_bytes > VDI_BMAP_MAX_BYTES) {
-        ret = vd_error_set(errp, ENOTSUP,
-                           "unsupported VDI image (block map of %u blocks is larger than "
-                           "the %u MiB supported)",
-                           blocks, VDI_BMAP_MAX_BYTES >> 20);
-        goto fail;
-    }
     int64_t file_len = vd_node_get_length(bs->file);
     if (file_len < 0) {
         ret = vd_error_setg_errno(errp, (int)file_len, "Could not get the file size");
-        goto fail;
-    }
-    if ((uint64_t)offset_bmap + (uint64_t)blocks * 4 > (uint64_t)file_len) {
-        ret = vd_error_set(errp, EINVAL,
-                           "VDI block map (%u entries at 0x%x) extends past the end of the "
-                           "file; the image is truncated",
-                           blocks, offset_bmap);
         goto fail;
     }
 
@@ -304,20 +376,9 @@ static int vdi_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     s->disk_size = disk_size;
     s->image_type = vd_ld_le32(h + VDI_H_IMAGE_TYPE);
 
-    s->bmap = vd_malloc(bmap_bytes);
-    if (!s->bmap) {
-        ret = vd_error_set(errp, ENOMEM, "Could not allocate the VDI block map");
+    ret = vdi_load_bmap(s, bs, (uint64_t)file_len, errp);
+    if (ret < 0) {
         goto fail;
-    }
-    if (bmap_bytes) {
-        ret = vd_node_pread(bs->file, offset_bmap, bmap_bytes, s->bmap, 0);
-        if (ret < 0) {
-            vd_error_setg_errno(errp, ret, "Could not read the VDI block map");
-            goto fail;
-        }
-    }
-    for (uint32_t i = 0; i < blocks; i++) {
-        s->bmap[i] = vd_ld_le32(&s->bmap[i]);
     }
 
     bs->has_zero_init = true;
@@ -347,7 +408,7 @@ static int vdi_map(vd_node *bs, void *opaque, uint64_t offset, uint64_t max, voi
     vdi_state *s = bs->opaque;
     uint64_t block = offset / s->block_size;
     uint64_t in_block = offset % s->block_size;
-    uint32_t entry = block < s->blocks_in_image ? s->bmap[block] : VDI_UNALLOCATED;
+    uint32_t entry = block < s->blocks_in_image ? bm_get(s, block) : VDI_UNALLOCATED;
     (void)opaque;
     (void)buf;
 
@@ -398,7 +459,7 @@ static int vdi_alloc_write(vd_node *bs, uint64_t block, uint64_t in_block, uint6
     if (ret < 0) {
         return ret;
     }
-    s->bmap[block] = idx;
+    bm_set(s, block, idx);
     s->blocks_allocated++;
     return 0;
 }
@@ -423,14 +484,14 @@ static int vdi_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
             ret = -EIO;
             break;
         }
-        if (!VDI_IS_ALLOCATED(s->bmap[block]) && !exclusive) {
+        if (!VDI_IS_ALLOCATED(bm_get(s, block)) && !exclusive) {
             /* upgrade: another writer may allocate it meanwhile, so look again */
             pthread_rwlock_unlock(&s->lock);
             pthread_rwlock_wrlock(&s->lock);
             exclusive = true;
             old_allocated = s->blocks_allocated;
         }
-        uint32_t entry = s->bmap[block];
+        uint32_t entry = bm_get(s, block);
         if (VDI_IS_ALLOCATED(entry)) {
             vd_node_event(bs->file, VD_EV_WRITE_AIO);
             ret = vd_node_pwrite(bs->file, vdi_data_offset(s, entry, in_block), n, p, 0);
@@ -456,8 +517,8 @@ static int vdi_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
              * allocation reuses them and writes a count matching the map
              * on disk. */
             for (uint32_t i = bmap_first; i <= bmap_last; i++) {
-                if (VDI_IS_ALLOCATED(s->bmap[i]) && s->bmap[i] >= old_allocated) {
-                    s->bmap[i] = VDI_UNALLOCATED;
+                if (VDI_IS_ALLOCATED(bm_get(s, i)) && bm_get(s, i) >= old_allocated) {
+                    bm_set(s, i, VDI_UNALLOCATED);
                 }
             }
             s->blocks_allocated = old_allocated;
@@ -475,7 +536,7 @@ static int vdi_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
 static uint32_t vdi_find_owner(const vdi_state *s, uint32_t idx)
 {
     for (uint32_t i = 0; i < s->blocks_in_image; i++) {
-        if (s->bmap[i] == idx) {
+        if (bm_get(s, i) == idx) {
             return i;
         }
     }
@@ -490,11 +551,11 @@ static uint32_t vdi_find_owner(const vdi_state *s, uint32_t idx)
 static int vdi_free_block(vd_node *bs, uint32_t block, uint8_t *tmp)
 {
     vdi_state *s = bs->opaque;
-    uint32_t idx = s->bmap[block];
+    uint32_t idx = bm_get(s, block);
     uint32_t last = s->blocks_allocated - 1;
     int ret;
 
-    s->bmap[block] = VDI_UNALLOCATED;
+    bm_set(s, block, VDI_UNALLOCATED);
     ret = vdi_write_bmap(s, bs, block, block);
     if (ret < 0) {
         return ret;
@@ -510,7 +571,7 @@ static int vdi_free_block(vd_node *bs, uint32_t block, uint8_t *tmp)
             if (ret < 0) {
                 return ret;
             }
-            s->bmap[owner] = idx;
+            bm_set(s, owner, idx);
             ret = vdi_write_bmap(s, bs, owner, owner);
             if (ret < 0) {
                 return ret;
@@ -550,7 +611,7 @@ static int vdi_discard(vd_node *bs, uint64_t offset, uint64_t len)
     pthread_rwlock_wrlock(&s->lock);
     for (uint64_t b = first / s->block_size; b < end / s->block_size && b < s->blocks_in_image;
          b++) {
-        if (!VDI_IS_ALLOCATED(s->bmap[b]) || s->blocks_allocated == 0) {
+        if (!VDI_IS_ALLOCATED(bm_get(s, b)) || s->blocks_allocated == 0) {
             continue;
         }
         ret = vdi_free_block(bs, (uint32_t)b, tmp);
@@ -588,13 +649,13 @@ static int vdi_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64
     pthread_rwlock_rdlock(&s->lock);
     uint64_t block = offset / s->block_size;
     uint64_t in_block = offset % s->block_size;
-    uint32_t entry = block < s->blocks_in_image ? s->bmap[block] : VDI_UNALLOCATED;
+    uint32_t entry = block < s->blocks_in_image ? bm_get(s, block) : VDI_UNALLOCATED;
     bool alloc = VDI_IS_ALLOCATED(entry);
     uint64_t n = VD_MIN(len, s->block_size - in_block);
     /* merge neighbouring unallocated blocks into one answer */
     while (!alloc && n < len) {
         uint64_t b = (offset + n) / s->block_size;
-        if (b < s->blocks_in_image && VDI_IS_ALLOCATED(s->bmap[b])) {
+        if (b < s->blocks_in_image && VDI_IS_ALLOCATED(bm_get(s, b))) {
             break;
         }
         n = VD_MIN(len, n + s->block_size);
@@ -621,15 +682,15 @@ static int vdi_check(vd_node *bs, vd_check_res *res, unsigned fix, vd_error **er
     if (fix) {
         return vd_error_set(errp, ENOTSUP, "This image format does not support checks");
     }
-    uint32_t *owner = vd_malloc((size_t)s->blocks_in_image * sizeof(uint32_t));
-    if (!owner) {
+    /* one bit per data block; calloc's fresh pages cost nothing until used */
+    uint8_t *used = vd_calloc((size_t)s->blocks_in_image / 8 + 1, 1);
+    if (!used) {
         res->check_errors++;
         return vd_error_set(errp, ENOMEM, "Could not allocate memory for the check");
     }
-    memset(owner, 0xff, (size_t)s->blocks_in_image * sizeof(uint32_t));
     pthread_rwlock_rdlock(&s->lock);
     for (uint32_t b = 0; b < s->blocks_in_image; b++) {
-        uint32_t e = s->bmap[b];
+        uint32_t e = bm_get(s, b);
         if (!VDI_IS_ALLOCATED(e)) {
             continue;
         }
@@ -639,18 +700,18 @@ static int vdi_check(vd_node *bs, vd_check_res *res, unsigned fix, vd_error **er
             continue;
         }
         count++;
-        if (owner[e] != UINT32_MAX) {
+        if (used[e / 8] & (1u << (e % 8))) {
             /* two map entries share one data block */
             res->corruptions++;
         } else {
-            owner[e] = b;
+            used[e / 8] |= (uint8_t)(1u << (e % 8));
         }
     }
     if (count != s->blocks_allocated) {
         res->corruptions++;
     }
     pthread_rwlock_unlock(&s->lock);
-    free(owner);
+    free(used);
     return 0;
 }
 

@@ -787,12 +787,16 @@ static int64_t ssh_get_length(vd_node *bs)
 
 /* ------------------------------------------------------------------ I/O */
 
-/* After a failed request: a connection that is gone stays failed. */
+/* After a failed request: a connection that is gone stays failed
+ * (ECONNRESET, "Connection reset by peer", from then on). */
 static int ssh_io_failed(ssh_state *s)
 {
-    if (!ssh_is_connected(s->session) || sftp_get_error(s->sftp) == SSH_FX_CONNECTION_LOST ||
+    ssh_channel ch = s->sftp ? s->sftp->channel : NULL;
+    if (!ssh_is_connected(s->session) || !ch || ssh_channel_is_closed(ch) ||
+        ssh_channel_is_eof(ch) || sftp_get_error(s->sftp) == SSH_FX_CONNECTION_LOST ||
         sftp_get_error(s->sftp) == SSH_FX_NO_CONNECTION) {
         s->broken = true;
+        return -ECONNRESET;
     }
     int e = ssh_sftp_errno(s->sftp);
     return e == ENOENT ? -EIO : -e;
@@ -828,7 +832,7 @@ static int ssh_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsi
     int ret = 0;
     pthread_mutex_lock(&s->lock);
     if (s->broken) {
-        ret = -EIO;
+        ret = -ECONNRESET;
         goto out;
     }
     while (len && ret == 0) {
@@ -896,7 +900,7 @@ out:
 static int ssh_write_locked(ssh_state *s, uint64_t offset, const uint8_t *p, uint64_t len)
 {
     if (s->broken) {
-        return -EIO;
+        return -ECONNRESET;
     }
     if (sftp_seek64(s->file, offset) < 0) {
         return ssh_io_failed(s);
@@ -938,7 +942,7 @@ static int ssh_flush(vd_node *bs)
     int ret = 0;
     pthread_mutex_lock(&s->lock);
     if (s->broken) {
-        ret = -EIO;
+        ret = -ECONNRESET;
     } else if (!s->has_fsync) {
         if (!s->warned_fsync) {
             /* QEMU's warn_report and error_report lines */

@@ -10,6 +10,8 @@
 #                    an agent holding the user key, ~/.ssh/known_hosts
 #   SSH_PORT, SSH_URL (ssh://127.0.0.1:PORT$PWD: append /FILE), SSH_HOME
 #   ssh_sftp_pids    pids of the sftp-server processes started so far
+#   same_error ARGS  vdisk ARGS and qemu-img ARGS fail alike (exit 1, one
+#                    line, the same message after the program name)
 # Every process is stopped by its pid on exit.  Skips (77) when sshd or the
 # namespace cannot be set up on this machine.
 need qemu-img qemu-io ssh-keygen ssh-agent ssh-add
@@ -43,6 +45,20 @@ ssh_cleanup() {
 trap ssh_cleanup EXIT
 
 ssh_sftp_pids() { cat sftp.pids 2>/dev/null; }
+
+# same_error CMD_ARGS...: vdisk and qemu-img fail alike, with the same message
+same_error() {
+    local v q rv=0 rq=0
+    v=$("$VDISK" "$@" 2>&1) || rv=$?
+    q=$(qemu-img "$@" 2>&1) || rq=$?
+    [ "$rv" = 1 ] || fail "vdisk exit $rv for: $* -- $v"
+    [ "$rq" -ne 0 ] || fail "qemu-img accepted: $*"
+    [ "$(echo "$v" | wc -l)" = 1 ] || fail "not one line: $v"
+    [ "${v#vdisk: }" = "${q#qemu-img: }" ] || fail "messages differ for $*:
+  vdisk:    $v
+  qemu-img: $q"
+    last_error=$v
+}
 
 # sshd is up when its pid file names a live process, down when it exited
 ssh_sshd_state() { # PID -> 0 up, 1 starting, 2 died

@@ -19,19 +19,6 @@ import base64, hashlib, sys
 blob = base64.b64decode(open(sys.argv[2]).read().split()[1])
 print(hashlib.new(sys.argv[1], blob).hexdigest())' "$1" hostkey.pub
 }
-# same_error CMD_ARGS...: vdisk and qemu-img fail alike, with the same message
-same_error() {
-    local v q rv=0 rq=0
-    v=$("$VDISK" "$@" 2>&1) || rv=$?
-    q=$(qemu-img "$@" 2>&1) || rq=$?
-    [ "$rv" = 1 ] || fail "vdisk exit $rv for: $* -- $v"
-    [ "$rq" -ne 0 ] || fail "qemu-img accepted: $*"
-    [ "$(echo "$v" | wc -l)" = 1 ] || fail "not one line: $v"
-    [ "${v#vdisk: }" = "${q#qemu-img: }" ] || fail "messages differ for $*:
-  vdisk:    $v
-  qemu-img: $q"
-    last_error=$v
-}
 sftp_count() { ssh_sftp_pids | wc -l; }
 
 # known_hosts (the default, and "yes")

@@ -835,6 +835,15 @@ static int ssh_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsi
         ret = -ECONNRESET;
         goto out;
     }
+    /* past the known end reads zeroes without asking (the node's length) */
+    if (offset >= s->size) {
+        memset(p, 0, (size_t)len);
+        goto out;
+    }
+    if (len > s->size - offset) {
+        memset(p + (s->size - offset), 0, (size_t)(len - (s->size - offset)));
+        len = s->size - offset;
+    }
     while (len && ret == 0) {
         /* one round: up to SSH_READ_DEPTH requests in flight */
         int ids[SSH_READ_DEPTH];
@@ -860,6 +869,9 @@ static int ssh_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsi
         }
         uint64_t pos = 0;
         for (int i = 0; i < n; i++) {
+            /* once a reply said EOF, libssh answers 0 without collecting the
+             * others, which would then stay queued: every one is collected */
+            s->file->eof = 0;
             if (ret < 0) {
                 /* collect what was asked for, so that libssh frees it */
                 sftp_async_read(s->file, p + pos, lens[i], (uint32_t)ids[i]);

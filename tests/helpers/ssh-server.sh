@@ -8,7 +8,8 @@
 # not from $HOME, and the real files must never change.  Then:
 #   ssh_start        host and user keys, sshd on 127.0.0.1 (a free port),
 #                    an agent holding the user key, ~/.ssh/known_hosts
-#   SSH_PORT, SSH_URL (ssh://127.0.0.1:PORT$PWD: append /FILE), SSH_HOME
+#   SSH_PORT, SSH_URL (ssh://127.0.0.1:PORT$PWD: append /FILE), SSH_HOME,
+#   SSH_IPV6 (1 when sshd listens on ::1 too)
 #   ssh_sftp_pids    pids of the sftp-server processes started so far
 #   same_error ARGS  vdisk ARGS and qemu-img ARGS fail alike (exit 1, one
 #                    line, the same message after the program name)
@@ -81,10 +82,15 @@ exec ${SSH_SFTP_SERVER:-/usr/lib/openssh/sftp-server}
 EOF
     chmod +x sftp-wrap.sh
     local try port pid st
+    # IPv6 loopback too, where the machine has it (SSH_IPV6=1 then)
+    SSH_IPV6=
+    /usr/bin/python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' \
+        2>/dev/null && SSH_IPV6=1
     for try in 1 2 3 4 5 6 7 8; do
         port=$((20000 + (RANDOM * 32768 + RANDOM + $$) % 40000))
         cat > sshd_config <<EOF
 ListenAddress 127.0.0.1
+${SSH_IPV6:+ListenAddress ::1}
 Port $port
 HostKey $PWD/hostkey
 PidFile $PWD/sshd.pid

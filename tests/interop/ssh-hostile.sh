@@ -84,6 +84,10 @@ one_line_error "failed" convert -f raw -O raw "$U/dir" fromdir.raw
 "$VDISK" info -f raw "$U/disk.raw?other=1&host_key_check=yes;x=y" >/dev/null ||
     fail "unknown query parameters are ignored, as QEMU does"
 "$VDISK" info -f raw "ssh://[127.0.0.1]:$P$PWD/disk.raw" >/dev/null || fail "bracketed host"
+if [ -n "$SSH_IPV6" ]; then
+    "$VDISK" info -f raw "ssh://[::1]:$P$PWD/disk.raw?host_key_check=no" | grep -q "^image: ssh://$(id -un)@\[::1\]:$P$PWD/disk.raw?host_key_check=no\$" ||
+        fail "IPv6 host"
+fi
 
 # nothing was created by the refused commands
 for f in x p.raw never.raw; do [ ! -s "$f" ] || fail "$f created"; done

@@ -652,17 +652,19 @@ static int ssh_connect_file(ssh_state *s, const vd_ssh_cfg *cfg, int oflags, mod
     int iport = port > 0 && port <= 65535 ? (int)port : 22;
     if (ssh_options_set(s->session, SSH_OPTIONS_HOST, cfg->host) < 0 ||
         ssh_options_set(s->session, SSH_OPTIONS_PORT, &iport) < 0 ||
-        ssh_options_set(s->session, SSH_OPTIONS_FD, &sock) < 0 ||
         ssh_options_set(s->session, SSH_OPTIONS_COMPRESSION, "no") < 0 ||
         ssh_options_set(s->session, SSH_OPTIONS_USER, user) < 0) {
-        /* the session owns the socket from SSH_OPTIONS_FD on */
         ret = ssh_session_error(errp, s->session, EINVAL, "failed to set the ssh options");
+        close(fd);
         goto fail;
     }
     if (ssh_options_parse_config(s->session, NULL) < 0) {
         ret = ssh_session_error(errp, s->session, EINVAL, "failed to read ssh config");
+        close(fd);
         goto fail;
     }
+    /* from here on the session owns the socket (ssh_free closes it) */
+    ssh_options_set(s->session, SSH_OPTIONS_FD, &sock);
     ssh_set_blocking(s->session, 1);
     if (ssh_connect(s->session) != SSH_OK) {
         ret = ssh_session_error(errp, s->session, EIO, "failed to establish SSH session");

@@ -4,7 +4,8 @@
 # session's sshd killed in the middle of a write and of a read gives a
 # clear error and exit 1 in bounded time (no hang), and nothing is written
 # after it; a server without fsync@openssh.com gets QEMU's warning on
-# flush (once), from vdisk-io as from qemu-io.
+# flush (once), from vdisk-io as from qemu-io; a server that never answers
+# the handshake gets libssh's connection timeout.
 . "$VDISK_SRC/tests/lib.sh"
 . "$VDISK_SRC/tests/helpers/ssh-server.sh"
 need timeout pgrep
@@ -64,6 +65,28 @@ kill "$SSH_SSHD_PID"
 wait "$SSH_SSHD_PID" 2>/dev/null || true
 expect_fail "Failed to connect to '127.0.0.1:$SSH_PORT'" "$VDISK" info "$U/src.raw"
 expect_exit 1 "$VDISK" info "$U/src.raw"
+
+# a server that accepts the connection and never speaks: libssh's
+# handshake timeout (10 s), a clear error, no hang
+/usr/bin/python3 -c '
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(4)
+open("silent.port.tmp", "w").write(str(s.getsockname()[1]))
+import os; os.rename("silent.port.tmp", "silent.port")
+conns = []
+while True:
+    conns.append(s.accept()[0])' &
+silent=$!
+ssh_pids+=("$silent")
+wait_for test -s silent.port
+rc=0
+out=$(timeout -k 5 60 "$VDISK" info "ssh://127.0.0.1:$(cat silent.port)/x?host_key_check=no" 2>&1) || rc=$?
+[ "$rc" = 1 ] || fail "silent server: exit $rc (124 = hang): $out"
+case $out in *"failed to establish SSH session: Timeout connecting"*) ;;
+    *) fail "silent server: $out" ;; esac
+kill "$silent"
 
 # a server without fsync@openssh.com
 ssh_start

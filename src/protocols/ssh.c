@@ -794,7 +794,8 @@ static int64_t ssh_get_length(vd_node *bs)
 static int ssh_io_failed(ssh_state *s)
 {
     ssh_channel ch = s->sftp ? s->sftp->channel : NULL;
-    if (!ssh_is_connected(s->session) || !ch || ssh_channel_is_closed(ch) ||
+    if (!ssh_is_connected(s->session) || ssh_get_error_code(s->session) == SSH_FATAL || !ch ||
+        ssh_channel_is_closed(ch) ||
         ssh_channel_is_eof(ch) || sftp_get_error(s->sftp) == SSH_FX_CONNECTION_LOST ||
         sftp_get_error(s->sftp) == SSH_FX_NO_CONNECTION) {
         s->broken = true;

@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # The ssh protocol against QEMU 7.2's ssh driver on the same private sshd
 # and the same URLs: info (human and JSON), create, convert in and out (raw
-# and qcow2 over ssh), compare, map, resize, and one seeded random write
-# workload run by vdisk-io and by qemu-io over ssh, checked with qemu-img
-# compare and check on the files behind the URLs.
+# and qcow2 over ssh), compare, map, resize, many requests at once (through
+# vdisk-nbd), and one seeded random write workload run by vdisk-io and by
+# qemu-io over ssh, checked with qemu-img compare and check on the files
+# behind the URLs.
 . "$VDISK_SRC/tests/lib.sh"
 . "$VDISK_SRC/bench/lib.sh"
 . "$VDISK_SRC/tests/helpers/ssh-server.sh"
@@ -75,6 +76,25 @@ qemu-img convert -f raw -O qcow2 in.raw "$U/q.qcow2"
 # a difference is found over ssh too
 qemu-io -f qcow2 -c "write -q -P 0x11 4096 512" q.qcow2
 expect_exit 1 "$VDISK" compare -f qcow2 -F qcow2 "$U/q.qcow2" "$U/out.qcow2"
+
+# many requests at once on one session: vdisk-nbd serves an ssh image to
+# qemu-img convert with 16 requests in flight, reading and writing
+"$VDISK_NBD" -k "$PWD/r.sock" -f qcow2 -r -e 4 "$U/src.qcow2" &
+ssh_pids+=($!)
+qemu-img create -q -f qcow2 nbdw.qcow2 8M
+"$VDISK_NBD" -k "$PWD/w.sock" -f qcow2 -e 4 "$U/nbdw.qcow2" &
+wpid=$!
+ssh_pids+=($wpid)
+wait_for test -S r.sock
+wait_for test -S w.sock
+qemu-img convert -m 16 -W -f raw -O raw "nbd+unix:///?socket=$PWD/r.sock" nbdr.raw ||
+    fail "parallel reads through vdisk-nbd"
+same_content in.raw nbdr.raw
+qemu-img convert -n -m 16 -W -f raw -O raw in.raw "nbd+unix:///?socket=$PWD/w.sock" ||
+    fail "parallel writes through vdisk-nbd"
+wait "$wpid" || fail "vdisk-nbd (writes) exit status" # it leaves with its client
+qemu-img compare -f raw -F qcow2 in.raw "$U/nbdw.qcow2" >/dev/null ||
+    fail "parallel writes: content"
 
 # a seeded random workload: vdisk-io and qemu-io, each over ssh
 qemu-img create -q -f qcow2 wv.qcow2 8M

@@ -41,6 +41,16 @@ const char *vd_get_error(void);
 /* errno of the last failure in this thread (0 when none). */
 int vd_get_errno(void);
 
+/*
+ * Warnings: conditions that do not fail an operation but that the user
+ * should hear about (an ssh server that cannot fsync).  The library never
+ * prints: without a handler warnings are dropped.  msg is one line without
+ * a newline; the handler may be called from any thread, at any time while
+ * an image is open.  fn NULL removes the handler.
+ */
+typedef void vd_warning_fn(void *opaque, const char *msg);
+void vd_set_warning_handler(vd_warning_fn *fn, void *opaque);
+
 /* ----------------------------------------------------------------- options */
 
 typedef struct vd_opts vd_opts;

@@ -483,7 +483,10 @@ int vd_get_info(vd_image *img, vd_info **out)
     info->backing_filename = vd_strdup(bs->backing_file);
     info->full_backing_filename = vd_strdup(bs->full_backing_filename);
     info->backing_format = vd_strdup(bs->backing_format);
-    info->has_driver_info = bs->drv->get_info || bs->drv->kind != VD_DRV_FORMAT;
+    /* QEMU shows dirty-flag when bdrv_get_info succeeds: raw asks its file */
+    info->has_driver_info = (bs->drv->flags & VD_DRV_RAW_FORMAT)
+                                ? info->has_block_info
+                                : bs->drv->get_info || bs->drv->kind != VD_DRV_FORMAT;
     if (bs->drv->get_info && bs->drv->get_info(bs, info, &err) < 0) {
         vd_info_free(info);
         return fail_errp(err, -EIO);

@@ -108,3 +108,30 @@ void vd_error_publish(vd_error *err)
     public_msg[sizeof(public_msg) - 1] = 0;
     free(err);
 }
+
+static pthread_mutex_t warn_lock = PTHREAD_MUTEX_INITIALIZER;
+static vd_warning_fn *warn_fn;
+static void *warn_opaque;
+
+void vd_set_warning_handler(vd_warning_fn *fn, void *opaque)
+{
+    pthread_mutex_lock(&warn_lock);
+    warn_fn = fn;
+    warn_opaque = opaque;
+    pthread_mutex_unlock(&warn_lock);
+}
+
+void vd_warn(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    /* held while calling: a handler being replaced is never called after */
+    pthread_mutex_lock(&warn_lock);
+    if (warn_fn) {
+        warn_fn(warn_opaque, msg);
+    }
+    pthread_mutex_unlock(&warn_lock);
+}

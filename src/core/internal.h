@@ -56,6 +56,8 @@ void vd_error_free(vd_error *err);
 void vd_error_publish(vd_error *err);
 /* Set this thread's public error directly. */
 void vd_set_public_error(int err, const char *fmt, ...) VD_PRINTF(2, 3);
+/* Pass a warning (one line, no newline) to the embedder's handler, if any. */
+void vd_warn(const char *fmt, ...) VD_PRINTF(1, 2);
 
 /* --------------------------------------------------------------- byte order */
 

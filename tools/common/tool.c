@@ -18,11 +18,19 @@
 
 static const char *progname = "vdisk";
 
+/* The library's warnings, as QEMU's warn_report: "progname: warning: ..." */
+static void tool_lib_warning(void *opaque, const char *msg)
+{
+    (void)opaque;
+    tool_warn("%s", msg);
+}
+
 void tool_init(const char *name)
 {
     if (name && *name) {
         progname = name;
     }
+    vd_set_warning_handler(tool_lib_warning, NULL);
 }
 
 /*

@@ -714,8 +714,8 @@ static char *iscsi_json_name(const char *portal, const char *target, uint64_t lu
     }
     if (user) {
         out = vd_asprintf("json:{\"lun\": \"%llu\", \"portal\": \"%s\", \"driver\": \"iscsi\", "
-                          "\"transport\": \"tcp\", \"target\": \"%s\", \"user\": \"%s\"}",
-                          (unsigned long long)lun, p, t, u);
+                          "\"transport\": \"tcp\", \"user\": \"%s\", \"target\": \"%s\"}",
+                          (unsigned long long)lun, p, u, t);
     } else {
         out = vd_asprintf("json:{\"lun\": \"%llu\", \"portal\": \"%s\", \"driver\": \"iscsi\", "
                           "\"transport\": \"tcp\", \"target\": \"%s\"}",

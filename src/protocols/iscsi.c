@@ -1002,9 +1002,8 @@ static int iscsi_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsig
 {
     iscsi_state *s = bs->opaque;
     bool unmap = (flags & VD_REQ_MAY_UNMAP) && s->lbpws && s->lbprz;
-    if (flags & VD_REQ_NO_FALLBACK) {
-        return -ENOTSUP; /* WRITE SAME may be as slow as writing */
-    }
+    /* VD_REQ_NO_FALLBACK: WRITE SAME is the target's own zeroing, which
+     * QEMU takes as a fast one */
     if (!s->has_write_same || offset % s->block_size || len % s->block_size) {
         return -ENOTSUP;
     }

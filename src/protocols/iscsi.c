@@ -208,16 +208,17 @@ static int iscsi_parse_filename(const char *filename, vd_opts *opts, vd_error **
     if (!work) {
         return vd_error_set(errp, ENOMEM, "out of memory");
     }
-    if (strpbrk(work, "?#")) {
-        why = "query strings and fragments are not supported";
-        goto bad;
-    }
     char *path = strchr(work, '/');
     if (!path) {
         why = "the target and LUN are missing";
         goto bad;
     }
     *path++ = 0;
+    /* (a password may hold any character but '/') */
+    if (strpbrk(path, "?#")) {
+        why = "query strings and fragments are not supported";
+        goto bad;
+    }
     char *auth = work, *user = NULL, *password = NULL;
     char *at = strrchr(auth, '@');
     if (at) {
@@ -742,6 +743,8 @@ static void iscsi_teardown(iscsi_state *s)
     }
     if (s->ctx) {
         if (!s->dead && iscsi_is_logged_in(s->ctx)) {
+            /* a target that stopped answering must not hold up the close */
+            iscsi_set_timeout(s->ctx, 3);
             iscsi_logout_sync(s->ctx);
         }
         iscsi_destroy_context(s->ctx);
@@ -1004,7 +1007,8 @@ static int iscsi_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsig
     bool unmap = (flags & VD_REQ_MAY_UNMAP) && s->lbpws && s->lbprz;
     /* VD_REQ_NO_FALLBACK: WRITE SAME is the target's own zeroing, which
      * QEMU takes as a fast one */
-    if (!s->has_write_same || offset % s->block_size || len % s->block_size) {
+    if (!__atomic_load_n(&s->has_write_same, __ATOMIC_RELAXED) || offset % s->block_size ||
+        len % s->block_size) {
         return -ENOTSUP;
     }
     if (offset > s->size || len > s->size - offset) {
@@ -1020,7 +1024,7 @@ static int iscsi_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsig
         int r = iscsi_run(s, &c);
         if (r == -ENOTSUP) {
             /* the target has no WRITE SAME: fall back from now on */
-            s->has_write_same = false;
+            __atomic_store_n(&s->has_write_same, false, __ATOMIC_RELAXED);
             return -ENOTSUP;
         }
         if (r < 0) {

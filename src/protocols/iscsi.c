@@ -496,6 +496,57 @@ static int iscsi_run(iscsi_state *s, iscsi_cmd *c)
     return ret;
 }
 
+/*
+ * Send n commands together (the target works on them in parallel) and wait
+ * for all; one that asks to be retried is sent again on its own.  Returns
+ * the first error.
+ */
+#define ISCSI_BATCH 16
+static int iscsi_run_batch(iscsi_state *s, iscsi_cmd *c, int n)
+{
+    iscsi_req r[ISCSI_BATCH];
+    struct scsi_task *t[ISCSI_BATCH];
+    bool again[ISCSI_BATCH];
+    int ret = 0;
+    pthread_mutex_lock(&s->lock);
+    for (int i = 0; i < n; i++) {
+        r[i] = (iscsi_req){0};
+        t[i] = s->dead ? NULL : iscsi_queue(s, &c[i], &r[i]);
+        if (!t[i]) {
+            r[i].done = true;
+            r[i].status = SCSI_STATUS_ERROR;
+        }
+    }
+    iscsi_kick(s);
+    for (int i = 0; i < n; i++) {
+        while (!r[i].done) {
+            pthread_cond_wait(&s->cond, &s->lock);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        int e;
+        again[i] = t[i] && iscsi_retryable(r[i].status, t[i]);
+        if (!t[i] || r[i].status == SCSI_STATUS_CANCELLED || r[i].status == SCSI_STATUS_ERROR) {
+            e = -EIO;
+        } else {
+            e = again[i] ? 0 : iscsi_task_errno(r[i].status, t[i]);
+        }
+        if (e < 0 && !ret) {
+            ret = e;
+        }
+        if (t[i]) {
+            scsi_free_scsi_task(t[i]);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    for (int i = 0; i < n && !ret; i++) {
+        if (again[i]) {
+            ret = iscsi_run(s, &c[i]);
+        }
+    }
+    return ret;
+}
+
 /* ------------------------------------------------- open: probing the LUN */
 
 /* A synchronous INQUIRY (before the service thread runs); NULL on failure. */
@@ -1014,14 +1065,23 @@ static int iscsi_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsig
     if (offset > s->size || len > s->size - offset) {
         return -ENOSPC;
     }
+    /* commands of 4 MiB at most, 16 in flight: targets such as tgtd write
+     * the blocks of one WRITE SAME one by one, on one thread */
     uint64_t max = s->max_ws_len ? VD_MIN(s->max_ws_len, 0xffffffffu) : 0xffffffffu;
-    max = VD_MIN(max, (1ull << 30) / s->block_size);
+    max = VD_MAX(VD_MIN(max, (4ull << 20) / s->block_size), 1);
     uint64_t lba = offset / s->block_size, n = len / s->block_size;
     while (n) {
-        uint64_t k = VD_MIN(n, max);
-        iscsi_cmd c = {.op = ISCSI_OP_WRITE_SAME, .lba = lba, .nblocks = (uint32_t)k,
-                       .unmap = unmap};
-        int r = iscsi_run(s, &c);
+        iscsi_cmd c[ISCSI_BATCH];
+        int m = 0;
+        uint64_t done = 0;
+        while (m < ISCSI_BATCH && done < n) {
+            uint64_t k = VD_MIN(n - done, max);
+            c[m++] = (iscsi_cmd){.op = ISCSI_OP_WRITE_SAME, .lba = lba + done,
+                                 .nblocks = (uint32_t)k, .unmap = unmap};
+            done += k;
+        }
+        int r = iscsi_run_batch(s, c, m);
+        uint64_t k = done;
         if (r == -ENOTSUP) {
             /* the target has no WRITE SAME: fall back from now on */
             __atomic_store_n(&s->has_write_same, false, __ATOMIC_RELAXED);

@@ -28,6 +28,7 @@ tgtctl --op new --mode target --tid 3 -T iqn.2026-11.test:4k
 tgtctl --op new --mode logicalunit --tid 3 --lun 1 -b big.img --blocksize=4096 ||
     fail "a 4 KiB LUN"
 tgtctl --op bind --mode target --tid 3 -I ALL
+tgtctl --op show --mode target | grep -q "Block size: 4096" || fail "tgtd made no 4 KiB LUN"
 cp disk.img cd.iso
 tgtctl --op new --mode target --tid 4 -T iqn.2026-11.test:cd
 tgtctl --op new --mode logicalunit --tid 4 --lun 1 -b cd.iso --device-type cd || fail "a CD-ROM LUN"

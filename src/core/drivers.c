@@ -18,6 +18,9 @@ extern const vd_driver vd_drv_nbd;
 #ifdef VD_HAVE_SSH
 extern const vd_driver vd_drv_ssh;
 #endif
+#ifdef VD_HAVE_ISCSI
+extern const vd_driver vd_drv_iscsi;
+#endif
 /* filters */
 extern const vd_driver vd_drv_preallocate;
 extern const vd_driver vd_drv_blkdebug;
@@ -47,6 +50,9 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_nbd,
 #ifdef VD_HAVE_SSH
     &vd_drv_ssh,
+#endif
+#ifdef VD_HAVE_ISCSI
+    &vd_drv_iscsi,
 #endif
     /* filters */
     &vd_drv_preallocate,

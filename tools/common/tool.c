@@ -219,6 +219,30 @@ const char *tool_human_size(uint64_t bytes)
     return buf;
 }
 
+/* name as messages show it: a URL's user part loses its password
+ * (iscsi://USER%PASSWORD@HOST/... shows as iscsi://USER@HOST/...) */
+static const char *tool_shown_name(const char *name, char *buf, size_t size)
+{
+    const char *auth = strstr(name, "://");
+    if (!auth) {
+        return name;
+    }
+    auth += 3;
+    size_t alen = strcspn(auth, "/");
+    const char *at = NULL;
+    for (const char *p = auth; p < auth + alen; p++) {
+        if (*p == '@') {
+            at = p;
+        }
+    }
+    const char *pct = at ? memchr(auth, '%', (size_t)(at - auth)) : NULL;
+    if (!pct) {
+        return name;
+    }
+    snprintf(buf, size, "%.*s%s", (int)(pct - name), name, at);
+    return buf;
+}
+
 vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
                     const vd_opts *extra, unsigned flags, bool quiet)
 {
@@ -262,6 +286,8 @@ vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
         }
     }
 
+    char shown_buf[4096];
+    name = tool_shown_name(name, shown_buf, sizeof(shown_buf));
     vd_image *img = vd_open(open_name, fmt, opts, flags);
     if (!img) {
         const char *msg = vd_get_error();

@@ -206,10 +206,16 @@ bool vd_image_is_read_only(const vd_image *img)
 
 uint32_t vd_image_cluster_size(vd_image *img)
 {
-    if (!img || !img->node || !img->node->drv->cluster_size) {
+    vd_node *bs = img ? img->node : NULL;
+    /* as QEMU's bdrv_get_info: raw answers with its file's (an rbd
+     * image's object size) */
+    while (bs && !bs->drv->cluster_size && bs->file && (bs->drv->flags & VD_DRV_RAW_FORMAT)) {
+        bs = bs->file;
+    }
+    if (!bs || !bs->drv->cluster_size) {
         return 0;
     }
-    return img->node->drv->cluster_size(img->node);
+    return bs->drv->cluster_size(bs);
 }
 
 bool vd_image_needs_compressed_writes(vd_image *img)

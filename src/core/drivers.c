@@ -15,6 +15,9 @@ extern const vd_driver vd_drv_host_cdrom;
 extern const vd_driver vd_drv_null_co;
 extern const vd_driver vd_drv_null_aio;
 extern const vd_driver vd_drv_nbd;
+#if defined(VD_HAVE_RBD) && defined(VD_HAVE_RADOS)
+extern const vd_driver vd_drv_rbd;
+#endif
 /* filters */
 extern const vd_driver vd_drv_preallocate;
 extern const vd_driver vd_drv_blkdebug;
@@ -42,6 +45,9 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_null_co,
     &vd_drv_null_aio,
     &vd_drv_nbd,
+#if defined(VD_HAVE_RBD) && defined(VD_HAVE_RADOS)
+    &vd_drv_rbd,
+#endif
     /* filters */
     &vd_drv_preallocate,
     &vd_drv_blkdebug,

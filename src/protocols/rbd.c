@@ -68,6 +68,7 @@ static const char *const rbd_opt_prefixes[] = {
 
 static const vd_opt_desc rbd_create_opts[] = {
     {"cluster_size", VD_OPT_SIZE, "RBD object size", NULL},
+    {"password-secret", VD_OPT_STRING, "ID of secret providing the password", NULL},
     {NULL, 0, NULL, NULL},
 };
 
@@ -865,6 +866,9 @@ static int rbd_node_create(const char *filename, const vd_opts *opts, vd_error *
     if (vd_opts_get(loc, "snapshot")) {
         r = vd_error_set(errp, EINVAL, "Can't use snapshot name for image creation");
         goto out;
+    }
+    if (vd_opts_get(opts, "password-secret")) {
+        vd_opts_set(loc, "password-secret", vd_opts_get(opts, "password-secret"));
     }
     const char *image = vd_opts_get(loc, "image");
     if (!image) {

@@ -104,9 +104,10 @@ $b"
 rb rbd -c "$CONF" namespace create rbd/ns1 || fail "rbd namespace create"
 rb "$VDISK" convert -f raw -O raw src8.raw "rbd:rbd/ns1/img:conf=$CONF" || fail "convert into a namespace"
 rb qemu-img compare -f raw -F raw src8.raw "rbd:rbd/ns1/img:conf=$CONF" || fail "compare in namespace"
-rb "$VDISK" compare -f raw -F raw src8.raw \
-    "json:{\"driver\":\"rbd\",\"pool\":\"rbd\",\"namespace\":\"ns1\",\"image\":\"img\",\"conf\":\"$CONF\"}" ||
-    fail "json: namespace"
+rb "$VDISK" convert -O raw \
+    "json:{\"driver\":\"rbd\",\"pool\":\"rbd\",\"namespace\":\"ns1\",\"image\":\"img\",\"conf\":\"$CONF\"}" \
+    ns.raw || fail "json: with a namespace"
+same_content src8.raw ns.raw
 rb rbd -c "$CONF" --namespace ns1 info img >/dev/null || fail "image not in the namespace"
 
 # --- an rbd snapshot reads as the data of its time; writes to it are refused

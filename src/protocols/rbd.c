@@ -74,23 +74,29 @@ static const vd_opt_desc rbd_create_opts[] = {
 
 static const char *const rbd_protocols[] = {"rbd", NULL};
 
+/* The first delim in src that no backslash escapes, or NULL. */
+static char *rbd_strchr(char *src, char delim)
+{
+    for (char *p = src; *p; p++) {
+        if (*p == delim) {
+            return p;
+        }
+        if (*p == '\\' && p[1] != '\0') {
+            p++;
+        }
+    }
+    return NULL;
+}
+
 /*
- * The token of *src up to delim (not escaped by a backslash): cut there and
+ * The token of src up to delim (not escaped by a backslash): cut there and
  * return it, *p after the delimiter or NULL when there was none.
  */
 static char *rbd_next_tok(char *src, char delim, char **p)
 {
-    char *end = src;
+    char *end = rbd_strchr(src, delim);
     *p = NULL;
-    for (; *end; end++) {
-        if (*end == delim) {
-            break;
-        }
-        if (*end == '\\' && end[1] != '\0') {
-            end++;
-        }
-    }
-    if (*end == delim) {
+    if (end) {
         *p = end + 1;
         *end = '\0';
     }
@@ -130,10 +136,10 @@ static int rbd_parse_filename(const char *filename, vd_opts *opts, vd_error **er
     rbd_unescape(tok);
     vd_opts_set(opts, "pool", tok);
 
-    /* as QEMU: an '@' anywhere after the pool starts the snapshot name,
-     * even one inside a later KEY=VALUE */
+    /* as QEMU: an unescaped '@' anywhere after the pool starts the
+     * snapshot name, even one inside a later KEY=VALUE */
     char *image;
-    if (strchr(p, '@')) {
+    if (rbd_strchr(p, '@')) {
         image = rbd_next_tok(p, '@', &p);
         tok = rbd_next_tok(p, ':', &p);
         rbd_unescape(tok);
@@ -141,7 +147,7 @@ static int rbd_parse_filename(const char *filename, vd_opts *opts, vd_error **er
     } else {
         image = rbd_next_tok(p, ':', &p);
     }
-    if (strchr(image, '/')) {
+    if (rbd_strchr(image, '/')) {
         tok = rbd_next_tok(image, '/', &image);
         rbd_unescape(tok);
         vd_opts_set(opts, "namespace", tok);

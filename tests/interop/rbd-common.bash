@@ -9,8 +9,13 @@ for c in ceph-mon ceph-osd ceph-authtool monmaptool ceph rbd rados; do
 done
 ceph_stop() { "$VDISK_SRC/scripts/ceph-cluster.sh" stop "$PWD/ceph" || true; }
 trap ceph_stop EXIT
-CONF=$("$VDISK_SRC/scripts/ceph-cluster.sh" start "$PWD/ceph" 2>ceph-start.err) ||
-    skip "the Ceph cluster cannot start here: $(tail -n 3 ceph-start.err | tr '\n' ' ')"
+# a second try with a fresh directory and port (another test may have
+# taken the port between the check and the monitor's bind)
+CONF=$("$VDISK_SRC/scripts/ceph-cluster.sh" start "$PWD/ceph" 2>ceph-start.err) || {
+    rm -rf "$PWD/ceph"
+    CONF=$("$VDISK_SRC/scripts/ceph-cluster.sh" start "$PWD/ceph" 2>ceph-start.err) ||
+        skip "the Ceph cluster cannot start here: $(tail -n 3 ceph-start.err | tr '\n' ' ')"
+}
 [ -f "$CONF" ] || fail "ceph-cluster.sh printed no conf path"
 export CONF
 # librados reserves far more address space than lib.sh's `bounded` allows

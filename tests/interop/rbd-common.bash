@@ -18,6 +18,8 @@ CONF=$("$VDISK_SRC/scripts/ceph-cluster.sh" start "$PWD/ceph" 2>ceph-start.err) 
 }
 [ -f "$CONF" ] || fail "ceph-cluster.sh printed no conf path"
 export CONF
+# leaks inside the libraries librados uses (the sanitized builds)
+export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$VDISK_SRC/tests/interop/rbd-lsan.supp:print_suppressions=0"
 # librados reserves far more address space than lib.sh's `bounded` allows
 # (its 256 MiB limit kills it), so rbd commands are bounded in time only
 rb() { timeout -k 5 120 "$@"; }

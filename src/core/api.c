@@ -462,6 +462,16 @@ static bool node_has_block_info(const vd_node *bs)
     return d->cluster_size != NULL || (d->flags & VD_DRV_BLOCK_INFO);
 }
 
+/* Where snapshots live (QEMU's bdrv_snapshot_fallback): a raw format
+ * without its own passes to its file (an rbd image's snapshots). */
+static vd_node *snapshot_node(vd_node *bs)
+{
+    if (!bs->drv->snapshot_list && (bs->drv->flags & VD_DRV_RAW_FORMAT) && bs->file) {
+        return bs->file;
+    }
+    return bs;
+}
+
 int vd_get_info(vd_image *img, vd_info **out)
 {
     vd_error *err = NULL;
@@ -494,8 +504,9 @@ int vd_get_info(vd_image *img, vd_info **out)
         vd_info_free(info);
         return fail_errp(err, -EIO);
     }
-    if (bs->drv->snapshot_list && !info->snapshots) {
-        if (bs->drv->snapshot_list(bs, &info->snapshots, &info->nb_snapshots, &err) < 0) {
+    vd_node *sn = snapshot_node(bs);
+    if (sn->drv->snapshot_list && !info->snapshots) {
+        if (sn->drv->snapshot_list(sn, &info->snapshots, &info->nb_snapshots, &err) < 0) {
             vd_info_free(info);
             return fail_errp(err, -EIO);
         }
@@ -688,6 +699,15 @@ int vd_snapshot_list(vd_image *img, vd_snapshot_info **list, size_t *count)
 {
     *list = NULL;
     *count = 0;
+    if (!check_img(img)) {
+        return -1;
+    }
+    vd_node *sn = snapshot_node(img->node);
+    if (sn != img->node && sn->drv->snapshot_list) {
+        vd_error *err = NULL;
+        int r = sn->drv->snapshot_list(sn, list, count, &err);
+        return r < 0 ? fail_errp(err, r) : 0;
+    }
     CALL_DRV(img, snapshot_list, "internal snapshots", list, count);
 }
 

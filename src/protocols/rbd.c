@@ -19,8 +19,9 @@
  *  - create with cluster_size as the object size (a power of two, >= 4 KiB).
  * I/O goes through librbd's aio calls, one completion per request, so that
  * the requests of many threads are in flight together.
- * Not supported: RBD encryption (encrypt.*), snapshot management through
- * `vdisk snapshot` (use `rbd snap`), QEMU's json: names in messages (the
+ * Snapshots are listed (info, snapshot -l) but not made, applied or
+ * deleted here (use `rbd snap`).
+ * Not supported: RBD encryption (encrypt.*), QEMU's json: names in messages (the
  * node is named rbd:POOL/[NAMESPACE/]IMAGE[@SNAP], without keys).
  */
 #include <json-c/json.h>
@@ -830,6 +831,52 @@ static int rbd_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64
     return status;
 }
 
+/* The image's rbd snapshots, as QEMU lists them: the name is the id too,
+ * the size is the image's at the snapshot, no dates. */
+static int rbd_snapshot_list(vd_node *bs, vd_snapshot_info **list, size_t *count,
+                             vd_error **errp)
+{
+    rbd_state *s = bs->opaque;
+    int max = 16, n;
+    rbd_snap_info_t *snaps;
+    for (;;) {
+        snaps = vd_calloc((size_t)max, sizeof(*snaps));
+        if (!snaps) {
+            return vd_error_set(errp, ENOMEM, "out of memory");
+        }
+        n = rbd_snap_list(s->image, snaps, &max);
+        if (n >= 0) {
+            break;
+        }
+        free(snaps);
+        if (n != -ERANGE || max > (1 << 20)) {
+            return vd_error_setg_errno(errp, n, "error listing snapshots");
+        }
+    }
+    vd_snapshot_info *out = n ? vd_calloc((size_t)n, sizeof(*out)) : NULL;
+    int ret = 0;
+    if (n && !out) {
+        ret = vd_error_set(errp, ENOMEM, "out of memory");
+    }
+    for (int i = 0; !ret && i < n; i++) {
+        out[i].id = vd_strdup(snaps[i].name);
+        out[i].name = vd_strdup(snaps[i].name);
+        out[i].vm_state_size = snaps[i].size;
+        if (!out[i].id || !out[i].name) {
+            ret = vd_error_set(errp, ENOMEM, "out of memory");
+        }
+    }
+    rbd_snap_list_end(snaps);
+    free(snaps);
+    if (ret < 0) {
+        vd_snapshot_list_free(out, (size_t)n);
+        return ret;
+    }
+    *list = out;
+    *count = (size_t)n;
+    return 0;
+}
+
 static uint32_t rbd_cluster_size(vd_node *bs)
 {
     rbd_state *s = bs->opaque;
@@ -919,4 +966,5 @@ const vd_driver vd_drv_rbd = {
     .block_status = rbd_block_status,
     .truncate = rbd_truncate_node,
     .cluster_size = rbd_cluster_size,
+    .snapshot_list = rbd_snapshot_list,
 };

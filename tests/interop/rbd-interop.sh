@@ -122,4 +122,15 @@ expect_fail "rbd snapshots are read-only" \
     rb "$VDISK" convert -n -f raw -O raw src.raw "rbd:rbd/q-raw@before:conf=$CONF"
 rb "$VDISK" convert -f raw -O raw "rbd:rbd/q-raw@before:conf=$CONF" snap.raw || fail "convert snapshot"
 same_content src.raw snap.raw
+# the snapshot is listed as QEMU lists it (info, snapshot -l)
+a=$(rb "$VDISK" snapshot -l "$(R q-raw)"); b=$(rb qemu-img snapshot -l "$(R q-raw)")
+[ "$a" = "$b" ] || fail "snapshot -l differs:
+$a
+---
+$b"
+a=$(rb "$VDISK" info -f raw "$(R q-raw)" | sed 1d); b=$(rb qemu-img info -f raw "$(R q-raw)" | sed 1d)
+[ "$a" = "$b" ] || fail "info with a snapshot differs:
+$a
+---
+$b"
 echo ok

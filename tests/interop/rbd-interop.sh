@@ -110,6 +110,20 @@ rb "$VDISK" convert -O raw \
 same_content src8.raw ns.raw
 rb rbd -c "$CONF" --namespace ns1 info img >/dev/null || fail "image not in the namespace"
 
+# --- vdisk-nbd exports a qcow2 on RBD: qemu-io writes through it, both read
+rb "$VDISK" convert -f raw -O qcow2 src8.raw "$(R nbd-q)" || fail "convert for nbd"
+"$VDISK_NBD" -k "$PWD/nbd.sock" -f qcow2 "$(R nbd-q)" >nbd.log 2>&1 &
+NBD_PID=$!
+trap 'kill $NBD_PID 2>/dev/null; wait $NBD_PID 2>/dev/null; ceph_stop' EXIT
+wait_for test -S "$PWD/nbd.sock"
+U="nbd+unix:///?socket=$PWD/nbd.sock"
+rb qemu-io -f raw -c "write -P 0x77 1M 64k" -c "read -P 0x77 1M 64k" "$U" >nbd-io.out ||
+    fail "qemu-io through vdisk-nbd: $(cat nbd-io.out) $(cat nbd.log)"
+wait "$NBD_PID" || fail "vdisk-nbd exited with an error: $(cat nbd.log)"
+rb qemu-io -f qcow2 -r -c "read -P 0x77 1M 64k" "$(R nbd-q)" | grep -q "read 65536/65536" ||
+    fail "the write through NBD did not reach RBD"
+trap ceph_stop EXIT
+
 # --- an rbd snapshot reads as the data of its time; writes to it are refused
 rb rbd -c "$CONF" snap create q-raw@before >/dev/null 2>&1 || fail "rbd snap create"
 rb "$VDISK_IO" -f raw -c "write -P 0xee 1M 2M" "$(R q-raw)" >/dev/null || fail "write after snap"

@@ -545,15 +545,15 @@ static int64_t rbd_get_length(vd_node *bs)
 {
     rbd_state *s = bs->opaque;
     uint64_t size;
-    /* asked each time, as QEMU does: a resize elsewhere shows */
-    int r = rbd_get_size(s->image, &size);
-    if (r < 0) {
-        return r;
-    }
+    /* asked each time, as QEMU does: a resize elsewhere shows (under the
+     * lock, so that a growth in flight is not undone by an older answer) */
     pthread_mutex_lock(&s->lock);
-    s->size = size;
+    int r = rbd_get_size(s->image, &size);
+    if (r == 0) {
+        s->size = size;
+    }
     pthread_mutex_unlock(&s->lock);
-    return (int64_t)size;
+    return r < 0 ? r : (int64_t)size;
 }
 
 enum rbd_op { RBD_OP_READ, RBD_OP_WRITE, RBD_OP_DISCARD, RBD_OP_ZERO, RBD_OP_FLUSH };
@@ -612,12 +612,17 @@ static uint64_t rbd_cur_size(rbd_state *s)
 /* RBD cannot grow on its own: a write past the end resizes first. */
 static int rbd_grow_for(rbd_state *s, uint64_t end)
 {
-    int r = 0;
+    uint64_t cur;
     pthread_mutex_lock(&s->lock);
-    if (end > s->size) {
-        r = rbd_resize(s->image, end);
-        if (r == 0) {
-            s->size = end;
+    /* librbd's own idea of the size: never shrink what another grew */
+    int r = rbd_get_size(s->image, &cur);
+    if (r == 0) {
+        s->size = cur;
+        if (end > cur) {
+            r = rbd_resize(s->image, end);
+            if (r == 0) {
+                s->size = end;
+            }
         }
     }
     pthread_mutex_unlock(&s->lock);

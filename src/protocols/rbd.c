@@ -64,7 +64,10 @@ static const vd_opt_desc rbd_open_opts[] = {
  * KEY=VALUE pairs of a filename (a name no option string can set) */
 #define RBD_KEYPAIRS "=keyvalue-pairs"
 static const char *const rbd_opt_prefixes[] = {
-    "server", "auth-client-required", RBD_KEYPAIRS, NULL,
+    "server",
+    "auth-client-required",
+    RBD_KEYPAIRS,
+    NULL,
 };
 
 static const vd_opt_desc rbd_create_opts[] = {
@@ -316,8 +319,7 @@ static int rbd_set_keypairs(rados_t cluster, const char *json, vd_error **errp)
 {
     json_object *a = json_tokener_parse(json);
     int ret = 0;
-    if (!a || !json_object_is_type(a, json_type_array) ||
-        json_object_array_length(a) % 2) {
+    if (!a || !json_object_is_type(a, json_type_array) || json_object_array_length(a) % 2) {
         ret = vd_error_set(errp, EINVAL, "Invalid key/value pairs");
         goto out;
     }
@@ -340,8 +342,8 @@ out:
  * Connect to the cluster and open the pool (and namespace) named in opts,
  * in QEMU's order: conf file, KEY=VALUE pairs, mon_host, key, auth modes.
  */
-static int rbd_connect(const vd_opts *opts, bool cache, rados_t *cluster,
-                       rados_ioctx_t *io_ctx, vd_error **errp)
+static int rbd_connect(const vd_opts *opts, bool cache, rados_t *cluster, rados_ioctx_t *io_ctx,
+                       vd_error **errp)
 {
     const char *pool = vd_opts_get(opts, "pool");
     const char *ns = vd_opts_get(opts, "namespace");
@@ -560,7 +562,7 @@ enum rbd_op { RBD_OP_READ, RBD_OP_WRITE, RBD_OP_DISCARD, RBD_OP_ZERO, RBD_OP_FLU
 
 /* One request through librbd's aio API: issue, then wait for it. */
 static int rbd_node_aio(rbd_state *s, enum rbd_op op, uint64_t off, uint64_t len, void *buf,
-                   int zero_flags)
+                        int zero_flags)
 {
     rbd_completion_t c;
     int r = rbd_aio_create_completion(NULL, NULL, &c);
@@ -719,7 +721,7 @@ static int rbd_truncate_node(vd_node *bs, uint64_t size, bool exact, vd_prealloc
     (void)exact;
     if (prealloc != VD_PREALLOC_OFF) {
         return vd_error_set(errp, ENOTSUP, "Unsupported preallocation mode '%s'",
-                            prealloc == VD_PREALLOC_METADATA  ? "metadata"
+                            prealloc == VD_PREALLOC_METADATA ? "metadata"
                             : prealloc == VD_PREALLOC_FALLOC ? "falloc"
                                                              : "full");
     }

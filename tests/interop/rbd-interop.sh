@@ -33,6 +33,8 @@ rb qemu-img compare -f raw -F raw src.raw "$(R v-raw2)" || fail "qemu-img compar
 rb "$VDISK" convert -f raw -O qcow2 src.raw "$(R v-q)" || fail "vdisk convert to qcow2 on rbd"
 rb qemu-img check -f qcow2 "$(R v-q)" >check.out || fail "qemu-img check: $(cat check.out)"
 rb qemu-img compare -f raw -F qcow2 src.raw "$(R v-q)" || fail "qemu-img compare qcow2"
+# qcow2's cluster_size is the format's, not the object size (as QEMU)
+rb rbd -c "$CONF" info v-q | grep -q "order 22" || fail "qcow2 on rbd: object size changed"
 
 # --- QEMU writes, vdisk reads
 rb qemu-img convert -f raw -O raw src.raw "$(R q-raw)" || fail "qemu-img convert raw"

@@ -206,10 +206,16 @@ bool vd_image_is_read_only(const vd_image *img)
 
 uint32_t vd_image_cluster_size(vd_image *img)
 {
-    if (!img || !img->node || !img->node->drv->cluster_size) {
+    vd_node *bs = img ? img->node : NULL;
+    /* as QEMU's bdrv_get_info: raw answers with its file's (an rbd
+     * image's object size) */
+    while (bs && !bs->drv->cluster_size && bs->file && (bs->drv->flags & VD_DRV_RAW_FORMAT)) {
+        bs = bs->file;
+    }
+    if (!bs || !bs->drv->cluster_size) {
         return 0;
     }
-    return img->node->drv->cluster_size(img->node);
+    return bs->drv->cluster_size(bs);
 }
 
 bool vd_image_needs_compressed_writes(vd_image *img)
@@ -456,6 +462,16 @@ static bool node_has_block_info(const vd_node *bs)
     return d->cluster_size != NULL || (d->flags & VD_DRV_BLOCK_INFO);
 }
 
+/* Where snapshots live (QEMU's bdrv_snapshot_fallback): a raw format
+ * without its own passes to its file (an rbd image's snapshots). */
+static vd_node *snapshot_node(vd_node *bs)
+{
+    if (!bs->drv->snapshot_list && (bs->drv->flags & VD_DRV_RAW_FORMAT) && bs->file) {
+        return bs->file;
+    }
+    return bs;
+}
+
 int vd_get_info(vd_image *img, vd_info **out)
 {
     vd_error *err = NULL;
@@ -491,8 +507,9 @@ int vd_get_info(vd_image *img, vd_info **out)
         vd_info_free(info);
         return fail_errp(err, -EIO);
     }
-    if (bs->drv->snapshot_list && !info->snapshots) {
-        if (bs->drv->snapshot_list(bs, &info->snapshots, &info->nb_snapshots, &err) < 0) {
+    vd_node *sn = snapshot_node(bs);
+    if (sn->drv->snapshot_list && !info->snapshots) {
+        if (sn->drv->snapshot_list(sn, &info->snapshots, &info->nb_snapshots, &err) < 0) {
             vd_info_free(info);
             return fail_errp(err, -EIO);
         }
@@ -685,6 +702,15 @@ int vd_snapshot_list(vd_image *img, vd_snapshot_info **list, size_t *count)
 {
     *list = NULL;
     *count = 0;
+    if (!check_img(img)) {
+        return -1;
+    }
+    vd_node *sn = snapshot_node(img->node);
+    if (sn != img->node && sn->drv->snapshot_list) {
+        vd_error *err = NULL;
+        int r = sn->drv->snapshot_list(sn, list, count, &err);
+        return r < 0 ? fail_errp(err, r) : 0;
+    }
     CALL_DRV(img, snapshot_list, "internal snapshots", list, count);
 }
 

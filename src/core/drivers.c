@@ -21,6 +21,9 @@ extern const vd_driver vd_drv_ssh;
 #ifdef VD_HAVE_ISCSI
 extern const vd_driver vd_drv_iscsi;
 #endif
+#if defined(VD_HAVE_RBD) && defined(VD_HAVE_RADOS)
+extern const vd_driver vd_drv_rbd;
+#endif
 /* filters */
 extern const vd_driver vd_drv_preallocate;
 extern const vd_driver vd_drv_blkdebug;
@@ -53,6 +56,9 @@ const vd_driver *const vd_drivers[] = {
 #endif
 #ifdef VD_HAVE_ISCSI
     &vd_drv_iscsi,
+#endif
+#if defined(VD_HAVE_RBD) && defined(VD_HAVE_RADOS)
+    &vd_drv_rbd,
 #endif
     /* filters */
     &vd_drv_preallocate,

@@ -127,18 +127,40 @@ static void fill_stat(fuse_export *e, struct stat *st)
     pthread_mutex_unlock(&e->attr_lock);
 }
 
-/* Resize to size; the caller holds no lock.  0 or an errno. */
-static int do_truncate(fuse_export *e, uint64_t size, vd_prealloc prealloc)
+/*
+ * Resize to size (exact: a format that cannot take that size fails with
+ * EINVAL), or with round_up to at least size: when the format refuses an
+ * unaligned size (qcow2 wants multiples of 512) the next multiple of 512.
+ * Only grows when round_up.  The caller holds the resize lock exclusively.
+ * 0 or an errno.
+ */
+static int resize_locked(fuse_export *e, uint64_t size, vd_prealloc prealloc, bool round_up)
 {
-    int err = 0;
-    pthread_rwlock_wrlock(&e->resize_lock);
     int64_t len = vd_get_length(e->img);
     if (len < 0) {
-        err = lib_errno();
-    } else if ((uint64_t)len != size &&
-               vd_truncate(e->img, size, true, prealloc) < 0) {
+        return lib_errno();
+    }
+    if ((uint64_t)len == size || (round_up && (uint64_t)len >= size)) {
+        return 0;
+    }
+    if (vd_truncate(e->img, size, !round_up, prealloc) == 0) {
+        return 0;
+    }
+    int err = lib_errno();
+    if (round_up && err == EINVAL && (size & 511) && size < UINT64_MAX - 511) {
+        if (vd_truncate(e->img, (size + 511) & ~(uint64_t)511, false, prealloc) == 0) {
+            return 0;
+        }
         err = lib_errno();
     }
+    return err;
+}
+
+/* resize_locked, taking the lock; updates the times. */
+static int do_truncate(fuse_export *e, uint64_t size, vd_prealloc prealloc, bool round_up)
+{
+    pthread_rwlock_wrlock(&e->resize_lock);
+    int err = resize_locked(e, size, prealloc, round_up);
     pthread_rwlock_unlock(&e->resize_lock);
     if (!err) {
         pthread_mutex_lock(&e->attr_lock);
@@ -218,7 +240,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
                 fuse_reply_err(req, EPERM);
                 return;
             }
-            int err = do_truncate(e, (uint64_t)attr->st_size, VD_PREALLOC_OFF);
+            int err = do_truncate(e, (uint64_t)attr->st_size, VD_PREALLOC_OFF, false);
             if (err) {
                 fuse_reply_err(req, err);
                 return;
@@ -268,7 +290,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
      * `dd of=MOUNTPOINT` without conv=notrunc works).
      */
     if ((fi->flags & O_TRUNC) && e->growable) {
-        int err = do_truncate(e, 0, VD_PREALLOC_OFF);
+        int err = do_truncate(e, 0, VD_PREALLOC_OFF, false);
         if (err) {
             fuse_reply_err(req, err);
             return;
@@ -352,14 +374,7 @@ static int lock_range_for_write(fuse_export *e, uint64_t off, size_t *size, bool
         }
         pthread_rwlock_unlock(&e->resize_lock);
         pthread_rwlock_wrlock(&e->resize_lock);
-        int err = 0;
-        len = vd_get_length(e->img);
-        if (len < 0) {
-            err = lib_errno();
-        } else if (off + *size > (uint64_t)len &&
-                   vd_truncate(e->img, off + *size, false, VD_PREALLOC_OFF) < 0) {
-            err = lib_errno();
-        }
+        int err = resize_locked(e, off + *size, VD_PREALLOC_OFF, true);
         pthread_rwlock_unlock(&e->resize_lock);
         if (err) {
             return err;
@@ -466,7 +481,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
         } else if (!e->growable) {
             err = EFBIG;
         } else {
-            err = do_truncate(e, end, VD_PREALLOC_FALLOC);
+            err = do_truncate(e, end, VD_PREALLOC_FALLOC, true);
         }
         fuse_reply_err(req, err);
         return;
@@ -482,7 +497,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
             fuse_reply_err(req, EFBIG);
             return;
         }
-        err = do_truncate(e, end, VD_PREALLOC_OFF);
+        err = do_truncate(e, end, VD_PREALLOC_OFF, true);
         if (err) {
             fuse_reply_err(req, err);
             return;

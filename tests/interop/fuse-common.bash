@@ -8,6 +8,30 @@
 need fusermount3 mountpoint qemu-img qemu-io
 "$VDISK" fuse --help >/dev/null 2>&1 || skip "vdisk was built without libfuse3"
 
+# running PID: the process exists and has not ended (a zombie has ended:
+# kill -0 would still succeed on it)
+running() {
+    local st
+    st=$(cut -d ')' -f 2 "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f 2) || st=
+    [ -n "$st" ] && [ "$st" != Z ]
+}
+
+# wait_exit PID: waits (bounded) for the child PID to end and sets EXIT_RC
+# to its exit status, or to 255 when it is still running (a hang fails the
+# test instead of waiting forever)
+wait_exit() {
+    local i
+    for i in $(seq 1 2400); do
+        if ! running "$1"; then
+            EXIT_RC=0
+            wait "$1" || EXIT_RC=$?
+            return 0
+        fi
+        sleep 0.05
+    done
+    EXIT_RC=255
+}
+
 FUSE_PIDS=()
 FUSE_MOUNTS=()
 fuse_cleanup() {
@@ -16,7 +40,11 @@ fuse_cleanup() {
         kill "$p" 2>/dev/null || true
     done
     for p in "${FUSE_PIDS[@]}"; do
-        wait "$p" 2>/dev/null || true
+        wait_exit "$p"
+        if [ "$EXIT_RC" = 255 ]; then
+            kill -KILL "$p" 2>/dev/null
+            wait "$p" 2>/dev/null || true
+        fi
     done
     for m in "${FUSE_MOUNTS[@]}"; do
         if mountpoint -q "$m" 2>/dev/null || ! stat "$m" >/dev/null 2>&1; then
@@ -35,7 +63,7 @@ wait_mounted() {
     local i
     for i in $(seq 1 2400); do
         is_mounted "$1" && return 0
-        if ! kill -0 "$2" 2>/dev/null; then
+        if ! running "$2"; then
             local rc=0
             wait "$2" || rc=$?
             # the first mount of a test tells whether this machine allows it
@@ -75,8 +103,8 @@ start_fuse() {
 # stop_fuse MNT: unmount with fusermount3 -u; the export must exit 0.
 stop_fuse() {
     fusermount3 -u "$1" || fail "fusermount3 -u $1 failed"
-    local rc=0
-    wait "$FUSE_PID" || rc=$?
+    wait_exit "$FUSE_PID"
+    local rc=$EXIT_RC
     [ "$rc" -eq 0 ] || fail "vdisk fuse exited $rc after unmount: $(cat fuse.err)"
     is_mounted "$1" && fail "$1 still mounted after the export ended"
     return 0

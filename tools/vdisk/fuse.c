@@ -17,6 +17,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -656,6 +657,37 @@ static struct fuse_session *mount_export(fuse_export *e, const char *mountpoint,
     return se;
 }
 
+/*
+ * SIGTERM, SIGINT and SIGHUP end the session.  libfuse's own handlers are
+ * not used: they leave a signal alone that is ignored at start, and a
+ * background job of a shell starts with SIGINT ignored.  No SA_RESTART, so
+ * that the thread the signal lands on leaves its read of /dev/fuse and the
+ * loop sees the session ended.
+ */
+static struct fuse_session *volatile g_session;
+static volatile sig_atomic_t g_stop; /* a signal came before the session */
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+    if (g_session) {
+        fuse_session_exit(g_session);
+    }
+}
+
+static void set_signals(bool install)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = install ? on_signal : SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, install ? SIG_IGN : SIG_DFL);
+}
+
 static int write_pid_file(const char *path)
 {
     char tmp[PATH_MAX];
@@ -922,6 +954,8 @@ int cmd_fuse(int argc, char **argv)
     e.blksize = bs;
 
     fuse_set_log_func(fuse_log_to_stderr);
+    /* from here on a signal stops the export cleanly */
+    set_signals(true);
     bool want_other = !strcmp(allow_other, "on") ||
                       (!strcmp(allow_other, "auto") && allow_other_possible());
     struct fuse_session *se = mount_export(&e, mountpoint, want_other);
@@ -933,9 +967,9 @@ int cmd_fuse(int argc, char **argv)
         tool_error("Failed to mount '%s' on '%s'", filename, mountpoint);
         goto out_close;
     }
-    if (fuse_set_signal_handlers(se) != 0) {
-        tool_error("Failed to set up signal handlers");
-        goto out_unmount;
+    g_session = se;
+    if (g_stop) {
+        fuse_session_exit(se);
     }
     if (pid_file && write_pid_file(pid_file) < 0) {
         goto out_signals;
@@ -977,8 +1011,7 @@ out_pid:
         unlink(pid_file);
     }
 out_signals:
-    fuse_remove_signal_handlers(se);
-out_unmount:
+    g_session = NULL; /* a further signal waits for the close below */
     fuse_session_unmount(se);
     fuse_session_destroy(se);
 out_close:
@@ -987,6 +1020,7 @@ out_close:
         ret = 1;
     }
     vd_close(img);
+    set_signals(false);
     pthread_rwlock_destroy(&e.resize_lock);
     pthread_mutex_destroy(&e.attr_lock);
     if (ready_fd >= 0) {

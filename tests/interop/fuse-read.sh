@@ -107,6 +107,36 @@ check_export qed a.qed -r a.qed
 qemu-img convert -f qcow2 -O raw a.qcow2 a.raw
 check_export raw a.raw -r -f raw a.raw
 
+# an encrypted qcow2 (LUKS) with its secret from --object
+O="--object secret,id=s0,data=fusepw"
+"$VDISK" create -q -f qcow2 $O -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10 \
+    enc.qcow2 8M
+qemu-io $O --image-opts "driver=qcow2,encrypt.key-secret=s0,file.filename=enc.qcow2" \
+    -c "write -q -P 0x42 1M 3M" >/dev/null
+qemu-img convert $O --image-opts "driver=qcow2,encrypt.key-secret=s0,file.filename=enc.qcow2" \
+    -O raw enc.raw
+start_fuse mnt -r $O --image-opts "driver=qcow2,encrypt.key-secret=s0,file.filename=enc.qcow2"
+cmp mnt enc.raw || fail "encrypted qcow2 export differs"
+stop_fuse mnt
+
+# over a protocol: the qcow2 served by qemu-nbd, exported by vdisk fuse
+need qemu-nbd
+rm -f nbd.sock
+qemu-nbd -r -t -f qcow2 -k "$PWD/nbd.sock" a.qcow2 2>nbd.err &
+FUSE_PIDS+=($!)
+nbd_pid=$!
+for i in $(seq 1 2400); do
+    [ -S nbd.sock ] && break
+    running "$nbd_pid" || fail "qemu-nbd exited: $(cat nbd.err)"
+    sleep 0.05
+done
+[ -S nbd.sock ] || fail "qemu-nbd never listened"
+qemu-img convert -f qcow2 -O raw a.qcow2 want.raw
+start_fuse mnt -r -f raw "nbd+unix:///?socket=$PWD/nbd.sock"
+cmp mnt want.raw || fail "export of an NBD source differs"
+stop_fuse mnt
+kill "$nbd_pid"
+
 # st_blocks follows the allocation (a sparse image shows fewer blocks)
 qemu-img create -q -f qcow2 empty.qcow2 1G
 start_fuse mnt -r empty.qcow2

@@ -68,6 +68,27 @@ is_mounted mnt && fail "daemon left mnt mounted"
 check_clean d.qcow2
 qemu-img compare -f qcow2 -F raw d.qcow2 ref.raw || fail "daemon: data not in the image"
 
+# the export may sit on the image file itself (opened before the mount):
+# the qcow2 then shows as its raw disk until unmounted; the pid file goes
+# only once the image is closed
+rm -f self.qcow2 pid
+qemu-img create -q -f qcow2 self.qcow2 32M
+qemu-img convert -f qcow2 -O raw self.qcow2 ref.raw
+FUSE_MOUNTS+=(self.qcow2)
+"$VDISK" fuse --daemonize --pid-file "$PWD/pid" self.qcow2 self.qcow2 2>fuse.err ||
+    fail "export over the image failed: $(cat fuse.err)"
+pid=$(cat pid)
+[ "$(stat -c %s self.qcow2)" = $((32 * M)) ] || fail "the image file does not show the raw disk"
+write_pattern self.qcow2 14
+fusermount3 -u self.qcow2
+for i in $(seq 1 2400); do
+    [ -e pid ] || break
+    sleep 0.05
+done
+[ -e pid ] && fail "pid file still there after unmount"
+check_clean self.qcow2
+qemu-img compare -f qcow2 -F raw self.qcow2 ref.raw || fail "export over the image: data differs"
+
 # kill -9: the mount is left dead (detached here), the image still opens
 rm -f k.qcow2
 qemu-img create -q -f qcow2 k.qcow2 32M

@@ -128,6 +128,16 @@ check_clean g.qcow2
 qemu-img convert -f qcow2 -O raw g.qcow2 g.raw
 [ "$(dd if=g.raw bs=1 skip=$((5 * M)) count=5 status=none)" = grown ] || fail "grown data not in the image"
 
+# a raw file grows to the exact byte; the export shows its length rounded
+# up to 512, as QEMU's block layer counts sectors
+: > g.raw
+start_fuse mnt -f raw --growable g.raw
+printf 'abc' | dd of=mnt bs=1 seek=1000 conv=notrunc status=none || fail "growing raw write failed"
+[ "$(stat -c %s mnt)" = 1024 ] || fail "growable raw size: $(stat -c %s mnt)"
+stop_fuse mnt
+[ "$(stat -c %s g.raw)" = 1003 ] || fail "raw image size after the session: $(stat -c %s g.raw)"
+[ "$(tail -c 3 g.raw)" = abc ] || fail "raw image content"
+
 # --- vpc ------------------------------------------------------------------------
 qemu-img create -q -f vpc t.vpc 16M
 qemu-img convert -f vpc -O raw t.vpc vref.raw

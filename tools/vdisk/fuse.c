@@ -963,6 +963,7 @@ int cmd_fuse(int argc, char **argv)
         se = mount_export(&e, mountpoint, false);
     }
     int ret = 1;
+    bool pid_written = false;
     if (!se) {
         tool_error("Failed to mount '%s' on '%s'", filename, mountpoint);
         goto out_close;
@@ -971,8 +972,11 @@ int cmd_fuse(int argc, char **argv)
     if (g_stop) {
         fuse_session_exit(se);
     }
-    if (pid_file && write_pid_file(pid_file) < 0) {
-        goto out_signals;
+    if (pid_file) {
+        if (write_pid_file(pid_file) < 0) {
+            goto out_signals;
+        }
+        pid_written = true;
     }
     if (daemonize) {
         setsid();
@@ -994,7 +998,7 @@ int cmd_fuse(int argc, char **argv)
     struct fuse_loop_config *cfg = fuse_loop_cfg_create();
     if (!cfg) {
         tool_error("Out of memory");
-        goto out_pid;
+        goto out_signals;
     }
     fuse_loop_cfg_set_max_threads(cfg, (unsigned)threads);
     fuse_loop_cfg_set_clone_fd(cfg, 0);
@@ -1006,10 +1010,6 @@ int cmd_fuse(int argc, char **argv)
         tool_error("FUSE session failed: %s", strerror(-lr));
     }
 
-out_pid:
-    if (pid_file) {
-        unlink(pid_file);
-    }
 out_signals:
     g_session = NULL; /* a further signal waits for the close below */
     fuse_session_unmount(se);
@@ -1020,6 +1020,10 @@ out_close:
         ret = 1;
     }
     vd_close(img);
+    /* the pid file goes last: when it is gone, the image is closed */
+    if (pid_file && pid_written) {
+        unlink(pid_file);
+    }
     set_signals(false);
     pthread_rwlock_destroy(&e.resize_lock);
     pthread_mutex_destroy(&e.attr_lock);

@@ -105,11 +105,13 @@ static int64_t allocated_bytes(fuse_export *e)
 static void fill_stat(fuse_export *e, struct stat *st)
 {
     memset(st, 0, sizeof(*st));
+    pthread_rwlock_rdlock(&e->resize_lock);
     int64_t len = vd_get_length(e->img);
     if (len < 0) {
         len = 0;
     }
     int64_t alloc = allocated_bytes(e);
+    pthread_rwlock_unlock(&e->resize_lock);
     if (alloc < 0) {
         alloc = len; /* unknown: report it as fully allocated */
     }
@@ -157,6 +159,15 @@ static int resize_locked(fuse_export *e, uint64_t size, vd_prealloc prealloc, bo
     return err;
 }
 
+/* A change of the contents or the size: mtime and ctime are now. */
+static void touch_mtime(fuse_export *e)
+{
+    pthread_mutex_lock(&e->attr_lock);
+    now(&e->mtime);
+    e->ctime = e->mtime;
+    pthread_mutex_unlock(&e->attr_lock);
+}
+
 /* resize_locked, taking the lock; updates the times. */
 static int do_truncate(fuse_export *e, uint64_t size, vd_prealloc prealloc, bool round_up)
 {
@@ -164,10 +175,7 @@ static int do_truncate(fuse_export *e, uint64_t size, vd_prealloc prealloc, bool
     int err = resize_locked(e, size, prealloc, round_up);
     pthread_rwlock_unlock(&e->resize_lock);
     if (!err) {
-        pthread_mutex_lock(&e->attr_lock);
-        now(&e->mtime);
-        e->ctime = e->mtime;
-        pthread_mutex_unlock(&e->attr_lock);
+        touch_mtime(e);
     }
     return err;
 }
@@ -385,14 +393,6 @@ static int lock_range_for_write(fuse_export *e, uint64_t off, size_t *size, bool
     }
 }
 
-static void touch_mtime(fuse_export *e)
-{
-    pthread_mutex_lock(&e->attr_lock);
-    now(&e->mtime);
-    e->ctime = e->mtime;
-    pthread_mutex_unlock(&e->attr_lock);
-}
-
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
@@ -423,6 +423,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
         fuse_reply_err(req, err);
         return;
     }
+    touch_mtime(e);
     fuse_reply_write(req, size);
 }
 

@@ -90,6 +90,31 @@ check_export qcow2 a.qcow2 -r --image-opts "driver=qcow2,file.driver=file,file.f
 check_export qcow2 a.qcow2 -r -U -t none --aio threads a.qcow2
 check_export qcow2 a.qcow2 -r --threads 1 a.qcow2
 
+# QEMU's own FUSE export of the same image shows the same bytes and holes
+need qemu-storage-daemon
+: > qmnt
+qemu-storage-daemon --blockdev "node-name=n0,driver=qcow2,read-only=on,file.driver=file,file.filename=a.qcow2,file.locking=off" \
+    --export "type=fuse,id=e0,node-name=n0,mountpoint=$PWD/qmnt,writable=off" 2>qsd.err &
+qsd_pid=$!
+FUSE_PIDS+=("$qsd_pid")
+FUSE_MOUNTS+=(qmnt)
+for i in $(seq 1 2400); do
+    is_mounted qmnt && break
+    running "$qsd_pid" || fail "qemu-storage-daemon exited: $(cat qsd.err)"
+    sleep 0.05
+done
+is_mounted qmnt || fail "qemu-storage-daemon never mounted"
+start_fuse mnt -r a.qcow2
+cmp mnt qmnt || fail "vdisk fuse and qemu-storage-daemon's FUSE export differ"
+data_ranges_fuse mnt > ours.ranges
+data_ranges_fuse qmnt > qemu.ranges
+cmp -s ours.ranges qemu.ranges ||
+    fail "SEEK_DATA/SEEK_HOLE differ from QEMU's export: $(diff ours.ranges qemu.ranges | head)"
+stop_fuse mnt
+kill "$qsd_pid"
+wait_exit "$qsd_pid"
+wait_unmounted qmnt
+
 # compressed qcow2
 qemu-img convert -c -f qcow2 -O qcow2 a.qcow2 c.qcow2
 check_export qcow2 c.qcow2 -r c.qcow2

@@ -28,6 +28,19 @@ start_fuse mnt ro.qcow2
 expect_fail "lock" qemu-io -f qcow2 -c "write 0 512" ro.qcow2
 stop_fuse mnt
 
+# --allow-other on/off reach the mount options (auto is on for root)
+for ao in on off; do
+    start_fuse mnt -r --allow-other "$ao" ro.qcow2
+    opts=$(findmnt -n -o OPTIONS "$PWD/mnt") || fail "findmnt $PWD/mnt"
+    case "$ao,$opts" in
+        on,*allow_other*|off,*) ;;
+        *) fail "--allow-other $ao: mount options $opts" ;;
+    esac
+    [ "$ao" = off ] && case "$opts" in *allow_other*) fail "--allow-other off: $opts" ;; esac
+    case "$opts" in ro,*|*,ro,*|*,ro) ;; *) fail "read-only export not mounted ro: $opts" ;; esac
+    stop_fuse mnt
+done
+
 # bad command lines
 mkdir adir
 : > mp

@@ -638,10 +638,12 @@ static bool allow_other_possible(void)
 }
 
 /* A session mounted on mountpoint, or NULL after a message. */
-static struct fuse_session *mount_export(fuse_export *e, const char *mountpoint, bool allow_other)
+static struct fuse_session *mount_export(fuse_export *e, const char *mountpoint,
+                                         bool allow_other)
 {
     char mount_opts[256];
-    snprintf(mount_opts, sizeof(mount_opts), "fsname=vdisk,subtype=vdisk,default_permissions%s%s",
+    snprintf(mount_opts, sizeof(mount_opts),
+             "fsname=vdisk,subtype=vdisk,default_permissions%s%s",
              allow_other ? ",allow_other" : "", e->writable ? "" : ",ro");
     char *args[] = {(char *)tool_progname(), (char *)"-o", mount_opts, NULL};
     struct fuse_args fargs = FUSE_ARGS_INIT(3, args);
@@ -957,8 +959,8 @@ int cmd_fuse(int argc, char **argv)
     fuse_set_log_func(fuse_log_to_stderr);
     /* from here on a signal stops the export cleanly */
     set_signals(true);
-    bool want_other = !strcmp(allow_other, "on") ||
-                      (!strcmp(allow_other, "auto") && allow_other_possible());
+    bool want_other =
+        !strcmp(allow_other, "on") || (!strcmp(allow_other, "auto") && allow_other_possible());
     struct fuse_session *se = mount_export(&e, mountpoint, want_other);
     if (!se && want_other && !strcmp(allow_other, "auto")) {
         se = mount_export(&e, mountpoint, false);

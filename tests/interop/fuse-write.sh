@@ -120,6 +120,10 @@ truncate -s 8M mnt || fail "truncate up failed"
 [ "$(stat -c %s mnt)" = $((8 * M)) ] || fail "size after truncate"
 fallocate -z -o $((8 * M)) -l $((2 * M)) mnt || fail "zero range past the end"
 [ "$(stat -c %s mnt)" = $((10 * M)) ] || fail "size after zero range: $(stat -c %s mnt)"
+# allocation past the end preallocates; inside the image it is refused
+fallocate -o $((10 * M)) -l $((1 * M)) mnt || fail "fallocate past the end"
+[ "$(stat -c %s mnt)" = $((11 * M)) ] || fail "size after fallocate: $(stat -c %s mnt)"
+expect_fail "Operation not supported" fallocate -o 0 -l 4096 mnt
 truncate -s 6M mnt || fail "truncate down failed"
 stop_fuse mnt
 check_clean g.qcow2

@@ -45,9 +45,9 @@
 /* How long the kernel may keep the attributes (size, blocks). */
 #define FUSE_EXPORT_ATTR_TIMEOUT 1.0
 
+/* long-only options (past img.h's OPT_* codes) */
 enum {
-    OPT_FUSE_CACHE = 512,
-    OPT_FUSE_AIO,
+    OPT_FUSE_AIO = 512,
     OPT_FUSE_DISCARD,
     OPT_FUSE_DETECT_ZEROES,
     OPT_FUSE_ALLOW_OTHER,

@@ -132,6 +132,30 @@ check_clean g.qcow2
 qemu-img convert -f qcow2 -O raw g.qcow2 g.raw
 [ "$(dd if=g.raw bs=1 skip=$((5 * M)) count=5 status=none)" = grown ] || fail "grown data not in the image"
 
+# 8 threads growing the image at once, each through its own file handle
+qemu-img create -q -f qcow2 p.qcow2 0
+start_fuse mnt --growable p.qcow2
+/usr/bin/python3 - <<'EOF2' || fail "parallel growing writes failed"
+import os, threading
+def worker(t):
+    fd = os.open("mnt", os.O_WRONLY)
+    for i in range(64):
+        blk = i * 8 + t  # interleaved: every thread keeps moving the end
+        os.pwrite(fd, bytes([t + 1]) * 65536, blk * 65536)
+    os.close(fd)
+ts = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+for t in ts: t.start()
+for t in ts: t.join()
+with open("pref.raw", "wb") as f:
+    for blk in range(512):
+        f.write(bytes([blk % 8 + 1]) * 65536)
+EOF2
+[ "$(stat -c %s mnt)" = $((32 * M)) ] || fail "size after parallel growth: $(stat -c %s mnt)"
+cmp mnt pref.raw || fail "parallel growing writes: content differs"
+stop_fuse mnt
+check_clean p.qcow2
+qemu-img compare -f qcow2 -F raw p.qcow2 pref.raw || fail "parallel growth: image differs"
+
 # a raw file grows to the exact byte; the export shows its length rounded
 # up to 512, as QEMU's block layer counts sectors
 : > g.raw

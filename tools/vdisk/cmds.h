@@ -11,6 +11,9 @@ int cmd_compare(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_dd(int argc, char **argv);
+#ifdef VD_HAVE_FUSE
+int cmd_fuse(int argc, char **argv); /* only when libfuse3 was found */
+#endif
 int cmd_info(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_measure(int argc, char **argv);

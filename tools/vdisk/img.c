@@ -324,6 +324,20 @@ static const struct {
      "  'if=FILE' read from FILE\n"
      "  'of=FILE' write to FILE\n"
      "  'skip=N' skip N bs-sized blocks at the start of input\n"},
+#ifdef VD_HAVE_FUSE
+    {"fuse",
+     "fuse [--object objectdef] [--image-opts] [-f fmt] [-r | -w] [-g] [-U] [-q] [-t cache] "
+     "[--aio aio] [--discard discard] [--detect-zeroes dz] [--allow-other on|off|auto] "
+     "[--threads N] [--daemonize] [--pid-file file] filename mountpoint",
+     "  export filename's virtual disk as the regular file mountpoint (which must\n"
+     "  exist) through FUSE, until unmounted (fusermount3 -u) or SIGTERM/SIGINT\n"
+     "  '-r' read-only export; '-w' writable (the default)\n"
+     "  '-g', '--growable' writes past the end and truncate resize the image\n"
+     "  '--aio' threads, native or io_uring; '--discard' unmap (default) or ignore\n"
+     "  '--allow-other' lets other users access the mount (auto: when permitted)\n"
+     "  '--threads' serves at most N requests in parallel (default 10)\n"
+     "  '--daemonize' returns once the mount is ready; '--pid-file' records the pid\n"},
+#endif
     {"info",
      "info [--object objectdef] [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] "
      "[-U] filename",

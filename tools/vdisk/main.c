@@ -16,6 +16,9 @@ static const struct {
     {"convert", cmd_convert}, {"create", cmd_create},   {"dd", cmd_dd},
     {"info", cmd_info},       {"map", cmd_map},         {"measure", cmd_measure},
     {"rebase", cmd_rebase},   {"resize", cmd_resize},   {"snapshot", cmd_snapshot},
+#ifdef VD_HAVE_FUSE
+    {"fuse", cmd_fuse},
+#endif
 };
 
 static void usage(FILE *f)

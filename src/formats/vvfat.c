@@ -436,29 +436,53 @@ static int vv_short_name(vv_state *s, const char *filename, vv_hash *names, vv_h
     }
     for (j = 0; j < 8 && name[j] != ' '; j++) {
     }
-    uint8_t key[12];
-    memcpy(key, name, 11);
-    key[11] = lossy;
-    vv_slot *memo = vv_hash_find(tails, key);
-    uint32_t i = memo ? memo->val : lossy ? 1 : 0;
-    uint8_t cand[12];
-    memcpy(cand, name, 11);
-    cand[11] = 0;
-    for (; i < 999999; i++) {
-        if (i > 0) {
-            char tail[8];
-            int len = snprintf(tail, sizeof(tail), "~%u", (unsigned)i);
-            memcpy(cand, name, 11);
-            memcpy(cand + VD_MIN(j, 8 - len), tail, (size_t)len);
-        }
+    /*
+     * QEMU tries i = lossy ? 1 : 0, 1, 2, ... 999998 and takes the first
+     * name no earlier entry of the directory has.  For the i of one digit
+     * count, the names differ only in the digits of "~i" (at the same
+     * place), so tails remembers, per name with that place blanked, the
+     * first i not known to be taken: every smaller one was taken when
+     * tried, and names are never removed.
+     */
+    uint8_t cand[12], key[12];
+    uint32_t i = lossy ? 1 : 0;
+    cand[11] = key[11] = 0;
+    if (i == 0) {
+        memcpy(cand, name, 11);
         if (!vv_hash_find(names, cand)) {
-            break;
+            goto found;
+        }
+        i = 1;
+    }
+    for (uint32_t lo = 1, len = 2; lo < 999999; lo *= 10, len++) {
+        uint32_t hi = VD_MIN(lo * 10, 999999u);
+        int pos = VD_MIN(j, 8 - (int)len);
+        memcpy(key, name, 11);
+        memset(key + pos, 1, len);
+        vv_slot *memo = vv_hash_find(tails, key);
+        if (memo && memo->val > i) {
+            i = memo->val;
+        }
+        for (; i < hi; i++) {
+            char tail[8];
+            snprintf(tail, sizeof(tail), "~%u", (unsigned)i);
+            memcpy(cand, name, 11);
+            memcpy(cand + pos, tail, len);
+            if (!vv_hash_find(names, cand)) {
+                break;
+            }
+        }
+        if (vv_hash_put(tails, key, i < hi ? i + 1 : hi) < 0) {
+            return -ENOMEM;
+        }
+        if (i < hi) {
+            goto found;
         }
     }
-    if (i >= 999999) {
-        return -EEXIST;
-    }
-    if (vv_hash_put(tails, key, i + 1) < 0 || vv_hash_put(names, cand, 0) < 0) {
+    return -EEXIST;
+
+found:
+    if (vv_hash_put(names, cand, 0) < 0) {
         return -ENOMEM;
     }
     memcpy(name, cand, 11);
@@ -876,7 +900,7 @@ static int vv_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     }
 
     uint32_t cyls, heads, secs;
-    s->fat_type = fat_type > 64 ? 1 : (int)fat_type;
+    s->fat_type = (int)(uint32_t)fat_type; /* QEMU stores the number in an int */
     if (floppy) {
         if (!s->fat_type) {
             s->fat_type = 12;
@@ -916,7 +940,7 @@ static int vv_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         goto fail;
     }
     if (bs->flags & VD_NODE_RDWR) {
-        ret = vd_error_set(errp, EACCES, "Block node is read-only");
+        ret = vd_error_set(errp, EACCES, "Image is read-only");
         goto fail;
     }
     bs->read_only = true;

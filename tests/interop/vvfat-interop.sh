@@ -73,6 +73,26 @@ for spec in fat:whole fat:12:whole fat:floppy:whole; do
     cmp q.raw v.raw || fail "$spec differs from qemu-img's (seed $seed)"
 done
 
+# short-name collisions: 1200 names sharing a prefix ("~N" tails of one to
+# four digits, moving left as they grow), literal names that look like
+# tails, names equal but for case, leading dots, a 0xE5 first character
+mkdir -p coll/d
+/usr/bin/python3 - <<'PY'
+for i in range(1200):
+    open("coll/d/same prefix %04d.txt" % i, "w").close()
+for n in ["SAMEPR~7.TXT", "SAMEP~12.TXT", "same.txt", "SAME.TXT", "Same.Txt", ".profile",
+          "..x", "a.b.c", "\u00e5ngstr\u00f6m", "\u00c5NGSTR\u00d6M", "\u0117lan", "\u0112a", "\u0125ome", "\u0129x.\u0121",
+          "x" * 200, "with space.tx t", "[brackets]+;=,.txt", "\u65e5\u672c\u8a9e.\u6587\u66f8"]:
+    open("coll/d/" + n, "w").close()
+PY
+settle coll
+for spec in fat:coll fat:32:coll fat:floppy:coll; do
+    rm -f q.raw v.raw
+    qemu-img convert -O raw "$spec" q.raw 2>/dev/null || fail "qemu-img $spec"
+    "$VDISK" convert -O raw "$spec" v.raw || fail "vdisk $spec"
+    cmp q.raw v.raw || fail "$spec differs from qemu-img's"
+done
+
 # the same tree from an absolute path with a trailing slash, and the DOS
 # drive form QEMU also parses ("fat:x:C:..." names the directory C:...)
 mkdir C:d && cp -a whole/. C:d/ && settle C:d

@@ -57,7 +57,9 @@ typedef struct vv_mapping {
     int parent;            /* directories: the parent's mapping, -1 root */
     bool is_dir;
     uint64_t size;         /* files: bytes */
-    char *path;
+    int up;                /* the directory holding it, -1 for the root */
+    char *name;            /* its name there; the root: DIR (memory stays
+                            * linear in the names, not in the depth) */
 } vv_mapping;
 
 typedef struct vv_state {
@@ -535,20 +537,49 @@ static int vv_too_big(vv_state *s, vd_error **errp)
                         s->fat_type, s->sector_count / 2000.0);
 }
 
+/* The host path of mapping mi (malloc'ed), or NULL. */
+static char *vv_path(const vv_state *s, size_t mi)
+{
+    size_t len = 0;
+    for (int k = (int)mi; k >= 0; k = s->map[k].up) {
+        len += strlen(s->map[k].name) + 1;
+    }
+    char *p = len ? malloc(len) : NULL;
+    if (!p) {
+        return NULL;
+    }
+    size_t at = len - 1;
+    p[at] = '\0';
+    for (int k = (int)mi; k >= 0; k = s->map[k].up) {
+        size_t n = strlen(s->map[k].name);
+        at -= n;
+        memcpy(p + at, s->map[k].name, n);
+        if (at > 0) {
+            p[--at] = '/';
+        }
+    }
+    return p;
+}
+
 /* QEMU's read_directory for mapping mi. */
 static int vv_read_directory(vv_state *s, size_t mi, vd_error **errp)
 {
     vv_mapping *m = &s->map[mi];
-    const char *dirname = m->path;
+    char *dirname = vv_path(s, mi);
     uint32_t first_cluster = m->begin;
     int parent = m->parent;
     uint32_t parent_cluster = parent >= 0 ? s->map[parent].begin : 0xffffffffu;
     vv_hash names = {0}, tails = {0};
     int ret = 0;
 
+    if (!dirname) {
+        return vd_error_set(errp, ENOMEM, "out of memory");
+    }
     DIR *dir = opendir(dirname);
     if (!dir) {
-        return vd_error_setg_errno(errp, errno, "Could not read directory %s", dirname);
+        ret = vd_error_setg_errno(errp, errno, "Could not read directory %s", dirname);
+        free(dirname);
+        return ret;
     }
     size_t start = first_cluster == 0 ? 0 : s->dir_n;
     s->map[mi].first_dir_index = (uint32_t)start;
@@ -666,10 +697,15 @@ static int vv_read_directory(vv_state *s, size_t mi, vd_error **errp)
             c->is_dir = isdir;
             c->parent = isdir ? (int)mi : -1;
             c->size = isdir ? 0 : (uint64_t)st.st_size;
-            c->path = path;
-        } else {
-            free(path);
+            c->up = (int)mi;
+            c->name = vd_strdup(de->d_name);
+            if (!c->name) {
+                free(path);
+                ret = vd_error_set(errp, ENOMEM, "out of memory");
+                goto out;
+            }
         }
+        free(path);
         /* more entries than the disk has clusters: give up now, not after
          * the whole of a huge directory is in memory */
         if ((uint64_t)s->dir_n * DIRENT / s->cluster_size > s->cluster_count) {
@@ -705,6 +741,7 @@ out:
     vv_hash_clear(&names);
     vv_hash_clear(&tails);
     closedir(dir);
+    free(dirname);
     return ret;
 }
 
@@ -771,14 +808,15 @@ static int vv_init_directories(vv_state *s, const char *dirname, uint32_t heads,
     s->cluster_count = (s->sector_count - s->offset_to_root_dir) / s->sectors_per_cluster;
 
     vv_mapping *m = vv_mapping_new(s);
-    if (!m || !(m->path = vd_strdup(dirname))) {
+    if (!m || !(m->name = vd_strdup(dirname))) {
         return vd_error_set(errp, ENOMEM, "out of memory");
     }
     m->parent = -1;
+    m->up = -1;
     m->is_dir = true;
-    size_t n = strlen(m->path);
-    if (n > 0 && m->path[n - 1] == '/') {
-        m->path[n - 1] = '\0';
+    size_t n = strlen(m->name);
+    if (n > 0 && m->name[n - 1] == '/') {
+        m->name[n - 1] = '\0';
     }
 
     uint32_t cluster = 0;
@@ -848,7 +886,7 @@ static void vv_close(vd_node *bs)
         close(s->cur_fd);
     }
     for (size_t i = 0; i < s->map_n; i++) {
-        free(s->map[i].path);
+        free(s->map[i].name);
     }
     free(s->map);
     free(s->dir);
@@ -1011,7 +1049,9 @@ static int vv_read_file(vv_state *s, vv_mapping *m, uint64_t off, uint8_t *buf, 
         if (s->cur_fd >= 0) {
             close(s->cur_fd);
         }
-        s->cur_fd = open(m->path, O_RDONLY | O_CLOEXEC);
+        char *path = vv_path(s, idx);
+        s->cur_fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+        free(path);
         s->cur_map = idx;
         if (s->cur_fd < 0) {
             ret = -EIO;

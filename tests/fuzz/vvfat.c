@@ -45,7 +45,7 @@ static void read_all(const char *spec)
     static uint8_t buf[1 << 16];
     int64_t len = vd_get_length(img);
     /* the metadata and the first data clusters: boot, FATs, directories */
-    for (int64_t off = 0; len > 0 && off < len && off < (8 << 20); off += sizeof(buf)) {
+    for (int64_t off = 0; len > 0 && off < len && off < (1 << 20); off += sizeof(buf)) {
         size_t n = (size_t)VD_MIN((int64_t)sizeof(buf), len - off);
         if (vd_pread(img, buf, n, (uint64_t)off) < 0) {
             break;

@@ -12,7 +12,7 @@
 # whose files are whole clusters compares with no masking at all.
 . "$VDISK_SRC/tests/lib.sh"
 need qemu-img
-lib="$VDISK_SRC/tests/interop/vvfat-lib.py"
+lib="$VDISK_SRC/tests/interop/vvfat/lib.py"
 seed=${VDISK_SEED:-$RANDOM}
 echo "seed $seed"
 

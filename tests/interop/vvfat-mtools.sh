@@ -10,7 +10,7 @@
 # and 1.44 MB.
 . "$VDISK_SRC/tests/lib.sh"
 need qemu-img mcopy mdir fsck.fat
-lib="$VDISK_SRC/tests/interop/vvfat-lib.py"
+lib="$VDISK_SRC/tests/interop/vvfat/lib.py"
 seed=${VDISK_SEED:-$RANDOM}
 echo "seed $seed"
 export MTOOLS_SKIP_CHECK=1 LANG=C.UTF-8 LC_ALL=C.UTF-8

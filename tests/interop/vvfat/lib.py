@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Helpers for the vvfat tests (not a test itself: run by vvfat-*.sh).
+"""Helpers for the vvfat tests (not a test itself: used by tests/interop/vvfat-*.sh).
 
   vvfat-lib.py tree DIR SEED MAXBYTES NFILES [cluster]
       a random tree: nested directories, long, 8.3, odd and non-ASCII

@@ -82,7 +82,19 @@ typedef struct vv_state {
     int cur_fd;
     size_t cur_map;
     bool lock_init;
+
+    /* rw: written sectors live in an unlinked temporary file */
+    bool rw;
+    pthread_mutex_t rw_lock; /* the whole of each request */
+    bool rw_lock_init;
+    int ov_fd;
+    uint8_t *ov_bits;     /* sectors held by the overlay */
+    uint8_t *dirty;       /* clusters written since the last commit */
+    struct vv_tree *base; /* the tree as last committed */
 } vv_state;
+
+struct vv_tree;
+static void vv_tree_free(struct vv_tree *t);
 
 /* ------------------------------------------------------------ options */
 
@@ -879,9 +891,16 @@ static int vv_init_directories(vv_state *s, const char *dirname, uint32_t heads,
 
 /* ------------------------------------------------------------- open */
 
+static int vv_rw_init(vv_state *s, vd_error **errp);
+
+static int vv_commit(vv_state *s);
+
 static void vv_close(vd_node *bs)
 {
     vv_state *s = bs->opaque;
+    if (s->rw && s->base) {
+        vv_commit(s); /* a failure keeps the host tree as last committed */
+    }
     if (s->cur_fd > 0) {
         close(s->cur_fd);
     }
@@ -894,6 +913,15 @@ static void vv_close(vd_node *bs)
     if (s->lock_init) {
         pthread_mutex_destroy(&s->lock);
     }
+    if (s->rw_lock_init) {
+        pthread_mutex_destroy(&s->rw_lock);
+    }
+    if (s->ov_fd > 0) {
+        close(s->ov_fd);
+    }
+    free(s->ov_bits);
+    free(s->dirty);
+    vv_tree_free(s->base);
     memset(s, 0, sizeof(*s));
 }
 
@@ -970,18 +998,21 @@ static int vv_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         if (!(bs->flags & VD_NODE_RDWR)) {
             ret = vd_error_set(errp, EPERM,
                                "Unable to set VVFAT to 'rw' when drive is read-only");
-        } else {
-            ret = vd_error_set(errp, ENOTSUP,
-                               "vvfat: rw (writing back to the directory) is not supported "
-                               "by vdisk; open it read-only");
+            goto fail;
         }
-        goto fail;
-    }
-    if (bs->flags & VD_NODE_RDWR) {
+        if (s->fat_type == 32) {
+            ret = vd_error_set(errp, ENOTSUP,
+                               "vvfat: rw is not supported with FAT32 (QEMU's FAT32 layout "
+                               "is not a valid FAT32 file system)");
+            goto fail;
+        }
+        s->rw = true;
+    } else if (bs->flags & VD_NODE_RDWR) {
         ret = vd_error_set(errp, EACCES, "Image is read-only");
         goto fail;
+    } else {
+        bs->read_only = true;
     }
-    bs->read_only = true;
 
     if (pthread_mutex_init(&s->lock, NULL) != 0) {
         ret = vd_error_set(errp, ENOMEM, "out of memory");
@@ -997,7 +1028,14 @@ static int vv_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     if (s->offset_to_bootsector > 0) {
         vv_init_mbr(s, cyls, heads, secs);
     }
+    if (s->rw) {
+        ret = vv_rw_init(s, errp);
+        if (ret < 0) {
+            goto fail;
+        }
+    }
     bs->request_alignment = SECTOR;
+    bs->supports_fua = s->rw;
     free(fp.dir);
     return 0;
 
@@ -1078,13 +1116,9 @@ out:
     return ret;
 }
 
-static int vv_pread(vd_node *bs, uint64_t offset, uint64_t len, void *vbuf, unsigned flags)
+/* n sectors of the image as built from the host tree */
+static int vv_read_virtual(vv_state *s, uint64_t sector, uint64_t n, uint8_t *buf)
 {
-    vv_state *s = bs->opaque;
-    uint8_t *buf = vbuf;
-    uint64_t sector = offset / SECTOR;
-    uint64_t n = len / SECTOR;
-
     while (n > 0) {
         if (sector >= s->total_sectors) {
             memset(buf, 0, n * SECTOR);
@@ -1132,6 +1166,685 @@ static int vv_pread(vd_node *bs, uint64_t offset, uint64_t len, void *vbuf, unsi
     return 0;
 }
 
+/* ------------------------------------------------------------------- rw */
+
+/*
+ * rw (fat:rw:DIR): writes go to an overlay (an unlinked temporary file and
+ * a bitmap of its sectors), and reads see the overlay over the image built
+ * from the tree.  A flush (and the close) commits: the FAT file system as
+ * it now is is parsed (first FAT, directories, long names) and compared
+ * with the tree as last committed; files created, changed (a cluster
+ * written, or another first cluster or size) and deleted are applied to
+ * DIR (contents written to a temporary file beside the target and renamed
+ * over it).  Directories cannot be created, deleted or renamed: such a
+ * state fails the commit, as does any inconsistency (chains that loop,
+ * cross or leave the disk, a size the chain does not hold, a changed boot
+ * sector), and then nothing is applied.  Before a host file changes, the
+ * clusters the image reads from it are copied into the overlay, so the
+ * disk stays what the guest wrote.
+ */
+
+typedef struct vv_entry {
+    char *rel; /* path below DIR */
+    bool dir, dirty;
+    uint32_t first, size;
+} vv_entry;
+
+typedef struct vv_tree {
+    vv_entry *e;
+    size_t n, cap;
+} vv_tree;
+
+static void vv_tree_free(vv_tree *t)
+{
+    if (!t) {
+        return;
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        free(t->e[i].rel);
+    }
+    free(t->e);
+    free(t);
+}
+
+static bool vv_bit(const uint8_t *b, uint64_t i)
+{
+    return (b[i / 8] >> (i % 8)) & 1;
+}
+
+static void vv_bit_set(uint8_t *b, uint64_t i)
+{
+    b[i / 8] |= (uint8_t)(1u << (i % 8));
+}
+
+/* n sectors as the guest sees them: the overlay over the built image */
+static int vv_view_read(vv_state *s, uint64_t sector, uint64_t n, uint8_t *buf)
+{
+    while (n > 0) {
+        bool ov = vv_bit(s->ov_bits, sector);
+        uint64_t run = 1;
+        while (run < n && vv_bit(s->ov_bits, sector + run) == ov) {
+            run++;
+        }
+        if (ov) {
+            size_t want = run * SECTOR, got = 0;
+            while (got < want) {
+                ssize_t r = pread(s->ov_fd, buf + got, want - got,
+                                  (off_t)(sector * SECTOR + got));
+                if (r < 0 && errno == EINTR) {
+                    continue;
+                }
+                if (r <= 0) {
+                    return -EIO;
+                }
+                got += (size_t)r;
+            }
+        } else {
+            int r = vv_read_virtual(s, sector, run, buf);
+            if (r < 0) {
+                return r;
+            }
+        }
+        buf += run * SECTOR;
+        sector += run;
+        n -= run;
+    }
+    return 0;
+}
+
+static int vv_ov_write(vv_state *s, uint64_t sector, uint64_t n, const uint8_t *buf)
+{
+    size_t want = n * SECTOR, done = 0;
+    while (done < want) {
+        ssize_t r = pwrite(s->ov_fd, buf + done, want - done, (off_t)(sector * SECTOR + done));
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            return -EIO;
+        }
+        done += (size_t)r;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        vv_bit_set(s->ov_bits, sector + i);
+    }
+    return 0;
+}
+
+static uint32_t vv_fat_get(const vv_state *s, const uint8_t *fat, uint32_t c)
+{
+    if (s->fat_type == 16) {
+        return vd_ld_le16(fat + (size_t)c * 2);
+    }
+    const uint8_t *p = fat + (size_t)c * 3 / 2;
+    uint32_t v = p[0] | ((uint32_t)p[1] << 8);
+    return (c & 1) ? v >> 4 : v & 0xfff;
+}
+
+typedef struct vv_scan {
+    vv_state *s;
+    uint8_t *fat;
+    uint8_t *used; /* clusters seen in a chain */
+    uint32_t *chain;
+    vv_tree *t;
+} vv_scan;
+
+/* The chain from first into sc->chain (at most max clusters); -EINVAL when
+ * it is not a proper chain. */
+static int vv_walk(vv_scan *sc, uint32_t first, uint32_t max, uint32_t *count)
+{
+    vv_state *s = sc->s;
+    uint32_t n = 0, c = first;
+    for (;;) {
+        if (c < 2 || c >= s->cluster_count || vv_bit(sc->used, c) || n >= max) {
+            return -EINVAL;
+        }
+        vv_bit_set(sc->used, c);
+        sc->chain[n++] = c;
+        uint32_t next = vv_fat_get(s, sc->fat, c);
+        if (next >= s->max_fat_value - 7) {
+            break;
+        }
+        c = next;
+    }
+    *count = n;
+    return 0;
+}
+
+static int vv_tree_add(vv_tree *t, char *rel, bool dir, uint32_t first, uint32_t size,
+                       bool dirty)
+{
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        vv_entry *e = realloc(t->e, cap * sizeof(*e));
+        if (!e) {
+            free(rel);
+            return -ENOMEM;
+        }
+        t->e = e;
+        t->cap = cap;
+    }
+    t->e[t->n++] = (vv_entry){.rel = rel, .dir = dir, .dirty = dirty, .first = first,
+                              .size = size};
+    return 0;
+}
+
+/* UTF-16 name (len units) to UTF-8 in out (1024 bytes); -EINVAL if bad. */
+static int vv_utf16_to_utf8(const uint16_t *u, size_t len, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        uint32_t c = u[i];
+        if (c >= 0xd800 && c <= 0xdbff && i + 1 < len && u[i + 1] >= 0xdc00 &&
+            u[i + 1] <= 0xdfff) {
+            c = 0x10000 + ((c - 0xd800) << 10) + (u[++i] - 0xdc00);
+        } else if (c >= 0xd800 && c <= 0xdfff) {
+            return -EINVAL;
+        }
+        if (c < 0x80) {
+            out[o++] = (char)c;
+        } else if (c < 0x800) {
+            out[o++] = (char)(0xc0 | (c >> 6));
+            out[o++] = (char)(0x80 | (c & 0x3f));
+        } else if (c < 0x10000) {
+            out[o++] = (char)(0xe0 | (c >> 12));
+            out[o++] = (char)(0x80 | ((c >> 6) & 0x3f));
+            out[o++] = (char)(0x80 | (c & 0x3f));
+        } else {
+            out[o++] = (char)(0xf0 | (c >> 18));
+            out[o++] = (char)(0x80 | ((c >> 12) & 0x3f));
+            out[o++] = (char)(0x80 | ((c >> 6) & 0x3f));
+            out[o++] = (char)(0x80 | (c & 0x3f));
+        }
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+static bool vv_name_ok(const char *n)
+{
+    if (!n[0] || !strcmp(n, ".") || !strcmp(n, "..") || strlen(n) > 255) {
+        return false;
+    }
+    for (const unsigned char *p = (const unsigned char *)n; *p; p++) {
+        if (*p < 0x20 || *p == '/' || *p == '\\') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The entries of one directory (its bytes: len), below rel ("" the root). */
+static int vv_scan_dir(vv_scan *sc, const uint8_t *d, size_t len, const char *rel, int depth)
+{
+    vv_state *s = sc->s;
+    uint16_t lfn[20 * 13 + 1];
+    int lfn_n = 0, lfn_next = 0;
+    uint8_t lfn_sum = 0;
+    bool lfn_ok = false;
+
+    if (depth > 64) {
+        return -EINVAL;
+    }
+    for (size_t off = 0; off + DIRENT <= len; off += DIRENT) {
+        const uint8_t *e = d + off;
+        if (e[0] == 0) {
+            break;
+        }
+        if (e[0] == 0xe5) {
+            lfn_ok = false;
+            continue;
+        }
+        if (e[11] == 0x0f) {
+            int seq = e[0] & 0x3f;
+            if (e[0] & 0x40) {
+                lfn_n = seq;
+                lfn_sum = e[13];
+                lfn_ok = seq >= 1 && seq <= 20;
+                lfn_next = seq;
+                if (lfn_ok) {
+                    for (int k = 0; k < lfn_n * 13 + 1; k++) {
+                        lfn[k] = 0;
+                    }
+                }
+            } else if (!lfn_ok || seq != lfn_next - 1 || e[13] != lfn_sum) {
+                lfn_ok = false;
+                continue;
+            } else {
+                lfn_next = seq;
+            }
+            if (lfn_ok) {
+                static const int pos[13] = {1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30};
+                for (int k = 0; k < 13; k++) {
+                    lfn[(seq - 1) * 13 + k] = vd_ld_le16(e + pos[k]);
+                }
+            }
+            continue;
+        }
+        if (e[11] & 0x08 || e[0] == '.') {
+            lfn_ok = false;
+            continue;
+        }
+        char name[1024];
+        if (lfn_ok && lfn_next == 1 && vv_chksum(e) == lfn_sum) {
+            size_t n = 0;
+            while (n < (size_t)lfn_n * 13 && lfn[n] != 0) {
+                n++;
+            }
+            if (vv_utf16_to_utf8(lfn, n, name) < 0) {
+                return -EINVAL;
+            }
+        } else {
+            /* QEMU's parse_short_name, lower case */
+            size_t o = 0;
+            int j;
+            for (j = 7; j >= 0 && e[j] == ' '; j--) {
+            }
+            for (int k = 0; k <= j; k++) {
+                uint8_t c = (k == 0 && e[0] == 0x05) ? 0xe5 : e[k];
+                name[o++] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+            }
+            for (j = 2; j >= 0 && e[8 + j] == ' '; j--) {
+            }
+            if (j >= 0) {
+                name[o++] = '.';
+                for (int k = 0; k <= j; k++) {
+                    uint8_t c = e[8 + k];
+                    name[o++] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+                }
+            }
+            name[o] = '\0';
+        }
+        lfn_ok = false;
+        if (!vv_name_ok(name)) {
+            return -EINVAL;
+        }
+        char *path = rel[0] ? vd_asprintf("%s/%s", rel, name) : vd_strdup(name);
+        if (!path) {
+            return -ENOMEM;
+        }
+        if (strlen(path) > 3000) {
+            free(path);
+            return -EINVAL;
+        }
+        uint32_t first = vd_ld_le16(e + 26) | ((uint32_t)vd_ld_le16(e + 20) << 16);
+        uint32_t size = vd_ld_le32(e + 28);
+        if (e[11] & 0x10) {
+            uint32_t n;
+            if (vv_walk(sc, first, s->cluster_count, &n) < 0) {
+                free(path);
+                return -EINVAL;
+            }
+            uint8_t *sub = malloc((size_t)n * s->cluster_size);
+            if (!sub) {
+                free(path);
+                return -ENOMEM;
+            }
+            int r = 0;
+            uint32_t *chain = malloc(n * sizeof(uint32_t));
+            if (!chain) {
+                r = -ENOMEM;
+            } else {
+                memcpy(chain, sc->chain, n * sizeof(uint32_t));
+            }
+            for (uint32_t k = 0; r == 0 && k < n; k++) {
+                r = vv_view_read(s, s->offset_to_root_dir +
+                                        (uint64_t)chain[k] * s->sectors_per_cluster,
+                                 s->sectors_per_cluster, sub + (size_t)k * s->cluster_size);
+            }
+            free(chain);
+            if (r == 0) {
+                r = vv_tree_add(sc->t, vd_strdup(path), true, first, 0, false);
+            }
+            if (r == 0) {
+                r = vv_scan_dir(sc, sub, (size_t)n * s->cluster_size, path, depth + 1);
+            }
+            free(sub);
+            free(path);
+            if (r < 0) {
+                return r;
+            }
+            continue;
+        }
+        uint32_t need = (uint32_t)(((uint64_t)size + s->cluster_size - 1) / s->cluster_size);
+        uint32_t n = 0;
+        bool dirty = false;
+        if (need == 0) {
+            if (first != 0) {
+                free(path);
+                return -EINVAL;
+            }
+        } else if (vv_walk(sc, first, need, &n) < 0 || n != need) {
+            free(path);
+            return -EINVAL;
+        }
+        for (uint32_t k = 0; k < n; k++) {
+            dirty |= vv_bit(s->dirty, sc->chain[k]);
+        }
+        int r = vv_tree_add(sc->t, path, false, first, size, dirty);
+        if (r < 0) {
+            return r;
+        }
+    }
+    return 0;
+}
+
+static int vv_entry_cmp(const void *a, const void *b)
+{
+    return strcmp(((const vv_entry *)a)->rel, ((const vv_entry *)b)->rel);
+}
+
+/* The file system as the guest left it, or -EINVAL (inconsistent). */
+static int vv_scan_tree(vv_state *s, vv_tree **out)
+{
+    vv_scan sc = {.s = s};
+    int r = 0;
+    uint8_t *root = NULL;
+    sc.t = calloc(1, sizeof(*sc.t));
+    sc.fat = malloc((size_t)s->sectors_per_fat * SECTOR);
+    sc.used = calloc(1, s->cluster_count / 8 + 1);
+    sc.chain = malloc(((size_t)s->cluster_count + 1) * sizeof(uint32_t));
+    root = malloc((size_t)s->root_entries * DIRENT);
+    if (!sc.t || !sc.fat || !sc.used || !sc.chain || !root) {
+        r = -ENOMEM;
+        goto out;
+    }
+    /* the MBR and boot sector must stay */
+    uint8_t sec[SECTOR];
+    for (uint32_t k = 0; k < s->offset_to_fat; k++) {
+        if (vv_bit(s->ov_bits, k)) {
+            r = vv_view_read(s, k, 1, sec);
+            if (r < 0) {
+                goto out;
+            }
+            if (memcmp(sec, s->first_sectors + (size_t)k * SECTOR, SECTOR)) {
+                r = -EINVAL;
+                goto out;
+            }
+        }
+    }
+    r = vv_view_read(s, s->offset_to_fat, s->sectors_per_fat, sc.fat);
+    if (r == 0) {
+        r = vv_view_read(s, s->offset_to_root_dir, s->root_entries * DIRENT / SECTOR, root);
+    }
+    if (r == 0) {
+        r = vv_scan_dir(&sc, root, (size_t)s->root_entries * DIRENT, "", 0);
+    }
+    if (r == 0) {
+        qsort(sc.t->e, sc.t->n, sizeof(vv_entry), vv_entry_cmp);
+        for (size_t k = 1; k < sc.t->n; k++) {
+            if (!strcmp(sc.t->e[k - 1].rel, sc.t->e[k].rel)) {
+                r = -EINVAL; /* the same name twice in a directory */
+            }
+        }
+    }
+out:
+    free(sc.fat);
+    free(sc.used);
+    free(sc.chain);
+    free(root);
+    if (r < 0) {
+        vv_tree_free(sc.t);
+        return r;
+    }
+    *out = sc.t;
+    return 0;
+}
+
+/* Write file e's contents (from the guest's view) to a new temporary file
+ * beside host path `path`; *tmp gets its name. */
+static int vv_stage(vv_state *s, vv_tree *t, vv_entry *e, const char *path, char **tmp)
+{
+    (void)t;
+    const char *slash = strrchr(path, '/');
+    char *name = slash ? vd_asprintf("%.*s/.vdisk-vvfat.XXXXXX", (int)(slash - path), path)
+                       : vd_strdup(".vdisk-vvfat.XXXXXX");
+    if (!name) {
+        return -ENOMEM;
+    }
+    int fd = mkstemp(name);
+    if (fd < 0) {
+        free(name);
+        return -errno;
+    }
+    struct stat st;
+    fchmod(fd, stat(path, &st) == 0 ? (st.st_mode & 07777) : 0644);
+    int r = 0;
+    uint8_t *buf = malloc(s->cluster_size);
+    uint32_t c = e->first, left = e->size;
+    if (!buf) {
+        r = -ENOMEM;
+    }
+    /* the chain was checked by the scan */
+    uint8_t *fat = malloc((size_t)s->sectors_per_fat * SECTOR);
+    if (!fat) {
+        r = -ENOMEM;
+    } else if (r == 0) {
+        r = vv_view_read(s, s->offset_to_fat, s->sectors_per_fat, fat);
+    }
+    while (r == 0 && left > 0) {
+        r = vv_view_read(s, s->offset_to_root_dir + (uint64_t)c * s->sectors_per_cluster,
+                         s->sectors_per_cluster, buf);
+        uint32_t n = VD_MIN(left, s->cluster_size);
+        if (r == 0 && write(fd, buf, n) != (ssize_t)n) {
+            r = -EIO;
+        }
+        left -= n;
+        c = vv_fat_get(s, fat, c);
+    }
+    if (r == 0 && fsync(fd) < 0) {
+        r = -EIO;
+    }
+    close(fd);
+    free(buf);
+    free(fat);
+    if (r < 0) {
+        unlink(name);
+        free(name);
+        return r;
+    }
+    *tmp = name;
+    return 0;
+}
+
+/* Copy what the image reads from host file mapping m into the overlay. */
+static int vv_pin(vv_state *s, vv_mapping *m)
+{
+    uint8_t *buf = malloc(s->cluster_size);
+    if (!buf) {
+        return -ENOMEM;
+    }
+    int r = 0;
+    for (uint32_t c = m->begin; r == 0 && c < m->end; c++) {
+        uint64_t sec = s->offset_to_root_dir + (uint64_t)c * s->sectors_per_cluster;
+        for (uint32_t k = 0; r == 0 && k < s->sectors_per_cluster; k++) {
+            if (!vv_bit(s->ov_bits, sec + k)) {
+                r = vv_read_virtual(s, sec + k, 1, buf);
+                if (r == 0) {
+                    r = vv_ov_write(s, sec + k, 1, buf);
+                }
+            }
+        }
+    }
+    free(buf);
+    return r;
+}
+
+typedef struct vv_action {
+    vv_entry *e;   /* in the new tree (NULL: delete) */
+    char *path;    /* host path */
+    char *tmp;     /* staged contents */
+} vv_action;
+
+static int vv_commit(vv_state *s)
+{
+    vv_tree *t = NULL;
+    int r = vv_scan_tree(s, &t);
+    if (r < 0) {
+        return r;
+    }
+    vv_tree *b = s->base;
+    vv_action *act = calloc(b->n + t->n + 1, sizeof(*act));
+    size_t na = 0;
+    if (!act) {
+        vv_tree_free(t);
+        return -ENOMEM;
+    }
+    /* directories must be the same; files: created, changed, deleted */
+    size_t i = 0, j = 0;
+    while (r == 0 && (i < b->n || j < t->n)) {
+        int c = i == b->n ? 1 : j == t->n ? -1 : strcmp(b->e[i].rel, t->e[j].rel);
+        vv_entry *be = c <= 0 ? &b->e[i] : NULL, *te = c >= 0 ? &t->e[j] : NULL;
+        if ((be && be->dir && !te) || (te && te->dir && !be) ||
+            (be && te && be->dir != te->dir)) {
+            r = -ENOTSUP;
+            break;
+        }
+        if (te && !te->dir &&
+            (!be || be->first != te->first || be->size != te->size || te->dirty)) {
+            act[na].e = te;
+        }
+        if ((te && !te->dir && act[na].e) || (be && !be->dir && !te)) {
+            act[na].path = vd_asprintf("%s/%s", s->map[0].name, te ? te->rel : be->rel);
+            if (!act[na].path) {
+                r = -ENOMEM;
+            }
+            na++;
+        }
+        i += c <= 0;
+        j += c >= 0;
+    }
+    for (size_t k = 0; r == 0 && k < na; k++) {
+        if (act[k].e) {
+            r = vv_stage(s, t, act[k].e, act[k].path, &act[k].tmp);
+        }
+    }
+    /* the image must not change under the guest when the host files do */
+    size_t rootlen = strlen(s->map[0].name) + 1;
+    for (size_t m = 1; r == 0 && na > 0 && m < s->map_n; m++) {
+        if (s->map[m].is_dir) {
+            continue;
+        }
+        char *p = vv_path(s, m);
+        if (!p) {
+            r = -ENOMEM;
+            break;
+        }
+        for (size_t k = 0; k < na; k++) {
+            if (!strcmp(act[k].path + rootlen, p + rootlen)) {
+                r = vv_pin(s, &s->map[m]);
+                break;
+            }
+        }
+        free(p);
+    }
+    for (size_t k = 0; r == 0 && k < na; k++) {
+        if (act[k].e ? rename(act[k].tmp, act[k].path) < 0
+                     : (unlink(act[k].path) < 0 && errno != ENOENT)) {
+            r = -errno;
+        } else if (act[k].e) {
+            free(act[k].tmp);
+            act[k].tmp = NULL;
+        }
+    }
+    for (size_t k = 0; k < na; k++) {
+        if (act[k].tmp) {
+            unlink(act[k].tmp);
+            free(act[k].tmp);
+        }
+        free(act[k].path);
+    }
+    free(act);
+    if (r < 0) {
+        vv_tree_free(t);
+        return r;
+    }
+    vv_tree_free(s->base);
+    s->base = t;
+    memset(s->dirty, 0, s->cluster_count / 8 + 1);
+    return 0;
+}
+
+static int vv_rw_init(vv_state *s, vd_error **errp)
+{
+    const char *tmpdir = getenv("TMPDIR");
+    char *name = vd_asprintf("%s/vdisk-vvfat.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/var/tmp");
+    if (!name) {
+        return vd_error_set(errp, ENOMEM, "out of memory");
+    }
+    s->ov_fd = mkstemp(name);
+    if (s->ov_fd < 0) {
+        int e = errno;
+        s->ov_fd = 0;
+        int r = vd_error_setg_errno(errp, e, "vvfat: could not create an overlay in %s", name);
+        free(name);
+        return r;
+    }
+    unlink(name);
+    free(name);
+    s->ov_bits = calloc(1, s->total_sectors / 8 + 1);
+    s->dirty = calloc(1, s->cluster_count / 8 + 1);
+    if (!s->ov_bits || !s->dirty || pthread_mutex_init(&s->rw_lock, NULL) != 0) {
+        return vd_error_set(errp, ENOMEM, "out of memory");
+    }
+    s->rw_lock_init = true;
+    int r = vv_scan_tree(s, &s->base);
+    if (r < 0) {
+        return vd_error_set(errp, -r, "vvfat: the tree cannot be written back (%s)",
+                            r == -EINVAL ? "names it cannot represent" : strerror(-r));
+    }
+    return 0;
+}
+
+static int vv_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags)
+{
+    vv_state *s = bs->opaque;
+    if (!s->rw) {
+        return vv_read_virtual(s, offset / SECTOR, len / SECTOR, buf);
+    }
+    pthread_mutex_lock(&s->rw_lock);
+    int r = vv_view_read(s, offset / SECTOR, len / SECTOR, buf);
+    pthread_mutex_unlock(&s->rw_lock);
+    return r;
+}
+
+static int vv_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf,
+                     unsigned flags)
+{
+    vv_state *s = bs->opaque;
+    if (!s->rw) {
+        return -EPERM;
+    }
+    uint64_t sector = offset / SECTOR, n = len / SECTOR;
+    pthread_mutex_lock(&s->rw_lock);
+    int r = vv_ov_write(s, sector, n, buf);
+    if (r == 0 && (flags & VD_REQ_FUA) && fdatasync(s->ov_fd) < 0) {
+        r = -EIO; /* written through to the overlay, not to DIR: that is the flush */
+    }
+    for (uint64_t k = 0; r == 0 && k < n; k++) {
+        if (sector + k >= s->offset_to_root_dir) {
+            uint64_t c = (sector + k - s->offset_to_root_dir) / s->sectors_per_cluster;
+            if (c < s->cluster_count) {
+                vv_bit_set(s->dirty, c);
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->rw_lock);
+    return r;
+}
+
+static int vv_flush(vd_node *bs)
+{
+    vv_state *s = bs->opaque;
+    if (!s->rw) {
+        return 0;
+    }
+    pthread_mutex_lock(&s->rw_lock);
+    int r = vv_commit(s);
+    pthread_mutex_unlock(&s->rw_lock);
+    return r;
+}
+
 static int vv_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64_t len,
                            uint64_t *pnum, uint64_t *map, vd_node **file)
 {
@@ -1162,5 +1875,7 @@ const vd_driver vd_drv_vvfat = {
     .close = vv_close,
     .get_length = vv_get_length,
     .pread = vv_pread,
+    .pwrite = vv_pwrite,
+    .flush = vv_flush,
     .block_status = vv_block_status,
 };

@@ -1,0 +1,115 @@
+#!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Virtual FAT rw (fat:rw:DIR), the restricted subset: a real FAT driver
+# (mtools) works on a copy of the image; the sectors it changed are written
+# through `vdisk-io fat:rw:DIR`, and the commit (flush, close) makes DIR
+# equal to the same operations done on a plain directory: new files,
+# overwritten files (shorter and longer), deleted files, renamed files, in
+# the root and in existing subdirectories, for seeded random trees.  A new
+# directory is refused with nothing applied; the image reads back what
+# was written after the commit; rw on a read-only open, and FAT32, fail.
+. "$VDISK_SRC/tests/lib.sh"
+need mcopy mdel mren mmd qemu-io qemu-img
+export MTOOLS_SKIP_CHECK=1 LANG=C.UTF-8 LC_ALL=C.UTF-8
+lib="$VDISK_SRC/tests/interop/vvfat/lib.py"
+seed=${VDISK_SEED:-$RANDOM}
+echo "seed $seed"
+
+# apply BASE MOD SPEC [extra vdisk-io commands]: write MOD's changes to BASE
+# through vdisk-io into SPEC
+apply() {
+    local base=$1 mod=$2 spec=$3; shift 3
+    /usr/bin/python3 - "$base" "$mod" >cmds <<'PY'
+import os, sys
+a = open(sys.argv[1], "rb"); b = open(sys.argv[2], "rb")
+off, n, run, start = 0, 0, None, 0
+chunks = []
+while True:
+    x = a.read(1 << 20); y = b.read(1 << 20)
+    if not y:
+        break
+    for i in range(0, len(y), 512):
+        if x[i:i + 512] != y[i:i + 512]:
+            if run is None:
+                run = bytearray(); start = off + i
+            run += y[i:i + 512]
+        elif run is not None:
+            chunks.append((start, bytes(run))); run = None
+    off += len(y)
+if run is not None:
+    chunks.append((start, bytes(run)))
+for k, (o, d) in enumerate(chunks):
+    open("chunk%d" % k, "wb").write(d)
+    print("write -q -s %s/chunk%d %d %d" % (os.getcwd(), k, o, len(d)))
+PY
+    local args=() c
+    while read -r c; do args+=(-c "$c"); done <cmds
+    "$VDISK_IO" -f raw "${args[@]}" "$@" "$spec"
+}
+
+mkdir host plain
+/usr/bin/python3 "$lib" tree host "$seed" 100000 40 || fail "tree"
+mkdir host/sub && echo one >host/sub/one.txt && echo keep >host/keep.txt
+cp -a host/. plain/
+find host -exec touch -h -a -d "2037-01-01 00:00:00" {} +
+
+"$VDISK" convert -O raw fat:host base.raw || fail "convert"
+cp base.raw mod.raw
+I="-i mod.raw@@32256"
+head -c 30000 /dev/urandom >new1.bin
+head -c 70000 /dev/urandom >bigger.bin
+echo short >shorter.txt
+mcopy $I new1.bin ::/new1.bin && cp new1.bin plain/new1.bin
+mcopy $I new1.bin "::/sub/A long new name.bin" && cp new1.bin "plain/sub/A long new name.bin"
+mcopy -o $I bigger.bin ::/keep.txt && cp bigger.bin plain/keep.txt
+mcopy -o $I shorter.txt ::/sub/one.txt && cp shorter.txt plain/sub/one.txt
+mren $I ::/new1.bin ::/renamed.bin && mv plain/new1.bin plain/renamed.bin
+# delete two of the random files
+for f in $(cd plain && find . -maxdepth 1 -type f | sort | sed -n '2p;4p'); do
+    mdel $I "::/${f#./}" || fail "mdel $f"
+    rm "plain/$f"
+done
+: >empty.new && mcopy $I empty.new ::/empty.new && cp empty.new plain/empty.new
+
+apply base.raw mod.raw fat:rw:host -c flush || fail "vdisk-io rw"
+diff -r plain host || fail "DIR differs from the same operations on a plain directory (seed $seed)"
+ls -a host | grep -q vdisk-vvfat && fail "a temporary file was left"
+
+# through a vdisk-nbd export, over several commits in one session: the
+# disk reads back exactly what was written (host files rewritten or
+# deleted by a commit no longer back its clusters), and DIR follows
+"$VDISK" convert -O raw fat:host base.raw || fail "convert 1b"
+sock=$PWD/nbd.sock
+"$VDISK_NBD" -t -k "$sock" -f raw fat:rw:host &
+pid=$!
+trap 'kill $pid 2>/dev/null' EXIT
+wait_for qemu-io -f raw -c "read 0 512" "nbd+unix:///?socket=$sock"
+url="nbd+unix:///?socket=$sock"
+cp base.raw mod.raw
+mcopy -o $I shorter.txt ::/keep.txt && cp shorter.txt plain/keep.txt
+mdel $I ::/renamed.bin && rm plain/renamed.bin
+apply base.raw mod.raw "$url" -c flush || fail "nbd commit 1"
+diff -r plain host || fail "DIR after the first NBD commit (seed $seed)"
+cp mod.raw base2.raw
+mcopy $I bigger.bin ::/sub/bigger.bin && cp bigger.bin plain/sub/bigger.bin
+mdel $I "::/sub/A long new name.bin" && rm "plain/sub/A long new name.bin"
+apply base2.raw mod.raw "$url" -c flush || fail "nbd commit 2"
+diff -r plain host || fail "DIR after the second NBD commit (seed $seed)"
+qemu-img convert -f raw -O raw "$url" view.raw || fail "read the export"
+cmp view.raw mod.raw || fail "the disk does not read back what was written"
+kill $pid
+wait $pid 2>/dev/null || true
+trap - EXIT
+
+# a new directory is refused and nothing is applied
+"$VDISK" convert -O raw fat:host base.raw || fail "convert 2"
+cp base.raw mod.raw
+mmd $I ::/newdir
+mcopy $I new1.bin ::/another.bin
+before=$(cd host && find . | sort | md5sum)
+out=$(apply base.raw mod.raw fat:rw:host -c flush 2>&1) && fail "mkdir was accepted: $out"
+[ "$(cd host && find . | sort | md5sum)" = "$before" ] || fail "a refused commit changed DIR"
+
+expect_fail "Unable to set VVFAT to 'rw' when drive is read-only" "$VDISK_IO" -r -c "read 0 512" fat:rw:host
+expect_fail "rw is not supported with FAT32" "$VDISK_IO" -c "read 0 512" fat:rw:32:host
+echo "ok (seed $seed)"

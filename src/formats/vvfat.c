@@ -1381,7 +1381,7 @@ static int vv_scan_dir(vv_scan *sc, const uint8_t *d, size_t len, const char *re
     uint16_t lfn[20 * 13 + 1];
     int lfn_n = 0, lfn_next = 0;
     uint8_t lfn_sum = 0;
-    bool lfn_ok = false;
+    bool lfn_ok = false, seen_label = false;
 
     if (depth > 64) {
         return -EINVAL;
@@ -1421,7 +1421,18 @@ static int vv_scan_dir(vv_scan *sc, const uint8_t *d, size_t len, const char *re
             }
             continue;
         }
-        if (e[11] & 0x08 || e[0] == '.') {
+        if (e[11] & 0xc0) {
+            return -EINVAL; /* reserved attribute bits: not a directory entry */
+        }
+        if (e[11] & 0x08) {
+            if (depth > 0 || seen_label) {
+                return -EINVAL; /* one volume label, in the root */
+            }
+            seen_label = true;
+            lfn_ok = false;
+            continue;
+        }
+        if (e[0] == '.') {
             lfn_ok = false;
             continue;
         }

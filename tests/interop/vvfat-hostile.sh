@@ -67,7 +67,14 @@ expect_fail "Invalid parameter 'bogus'" "$VDISK" info --image-opts "driver=vvfat
 both "Unable to set VVFAT to 'rw' when drive is read-only" fat:rw:ok
 expect_fail "Image is read-only" "$VDISK_IO" -c "read 0 512" fat:ok
 expect_fail "Image is read-only" qemu-io -c "read 0 512" fat:ok
-expect_fail "rw (writing back to the directory) is not supported" "$VDISK_IO" -c "read 0 512" fat:rw:ok
+expect_fail "rw is not supported with FAT32" "$VDISK_IO" -c "read 0 512" fat:rw:32:ok
+# rw: a write that leaves the file system inconsistent (a FAT or root
+# directory sector of garbage) fails its flush and changes nothing in DIR
+for off in 32768 290816; do
+    "$VDISK_IO" -f raw -c "write -P 0x5a $off 512" -c flush fat:rw:ok >rw.out 2>&1 &&
+        fail "garbage at $off committed: $(cat rw.out)"
+done
+[ "$(ls ok)" = a ] && [ "$(cat ok/a)" = data ] || fail "a refused commit changed DIR"
 "$VDISK_IO" -r -c "read -P 0x55 510 1" fat:ok | grep -q "read 1/1" || fail "MBR signature"
 
 # symlink loops: a link to itself is left out (stat fails), a link to a

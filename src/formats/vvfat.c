@@ -1582,7 +1582,9 @@ static int vv_scan_tree(vv_state *s, vv_tree **out)
         r = vv_scan_dir(&sc, root, (size_t)s->root_entries * DIRENT, "", 0);
     }
     if (r == 0) {
-        qsort(sc.t->e, sc.t->n, sizeof(vv_entry), vv_entry_cmp);
+        if (sc.t->n > 1) {
+            qsort(sc.t->e, sc.t->n, sizeof(vv_entry), vv_entry_cmp);
+        }
         for (size_t k = 1; k < sc.t->n; k++) {
             if (!strcmp(sc.t->e[k - 1].rel, sc.t->e[k].rel)) {
                 r = -EINVAL; /* the same name twice in a directory */

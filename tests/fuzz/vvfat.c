@@ -4,7 +4,10 @@
  * filename for the driver's parser, and (2) up to 24 host file names (one
  * per line, '/' and NUL left out), created in a scratch directory that is
  * then opened as a virtual FAT (hard disk, FAT12 and floppy) and read
- * through: long and short name generation, collisions, directory layout.
+ * through: long and short name generation, collisions, directory layout;
+ * (3) the rw write-back parser: the input written over the FAT and the
+ * root directory of a `fat:rw:floppy:` image of that directory, then a
+ * flush (a commit may only touch files in the scratch directory).
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -110,6 +113,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t k = 0; k < VD_ARRAY_SIZE(kinds); k++) {
         snprintf(spec, sizeof(spec), "%s%s", kinds[k], scratch);
         read_all(spec);
+    }
+    /* (3) the write-back parser, over the input bytes */
+    snprintf(spec, sizeof(spec), "fat:rw:floppy:%s", scratch);
+    vd_image *img = vd_open(spec, "raw", NULL, VD_OPEN_RDWR);
+    if (img) {
+        /* floppy: FAT at sector 1 (2 sectors), root directory at sector 5 */
+        size_t half = size / 2;
+        if (half) {
+            vd_pwrite(img, data, VD_MIN(half, 1024), 512, 0);
+        }
+        if (size - half) {
+            vd_pwrite(img, data + half, VD_MIN(size - half, 16384), 5 * 512, 0);
+        }
+        vd_flush(img);
+        vd_close(img);
     }
     clear_scratch();
     free(s);

@@ -39,6 +39,12 @@ static void clear_scratch(void)
     closedir(d);
 }
 
+static void remove_scratch(void)
+{
+    clear_scratch();
+    rmdir(scratch);
+}
+
 static void read_all(const char *spec)
 {
     vd_image *img = vd_open(spec, "raw", NULL, VD_OPEN_FORCE_SHARE);
@@ -83,6 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!scratch[0]) {
         snprintf(scratch, sizeof(scratch), "/tmp/vdisk-fuzz-vvfat.%d", (int)getpid());
         mkdir(scratch, 0700);
+        atexit(remove_scratch);
     }
     clear_scratch();
     char *save = NULL;

@@ -28,9 +28,10 @@
  * its last cluster reads as zeroes (QEMU leaves whatever its cluster buffer
  * held before); a file that cannot be read fails the read with EIO (QEMU
  * returns zeroes); a name that is not valid UTF-8 fails the open (QEMU
- * drops its long name and makes a short name from the bytes); rw is
- * refused.  The FAT32 variant is QEMU's: a FAT16-style boot sector over
- * 32-bit FAT entries, which QEMU itself calls untested.
+ * drops its long name and makes a short name from the bytes); rw is a
+ * restricted subset of its own (see the rw section below).  The FAT32
+ * variant is QEMU's: a FAT16-style boot sector over 32-bit FAT entries,
+ * which QEMU itself calls untested.
  */
 #include <dirent.h>
 #include <fcntl.h>

@@ -5,7 +5,8 @@
 # through `vdisk-io fat:rw:DIR`, and the commit (flush, close) makes DIR
 # equal to the same operations done on a plain directory: new files,
 # overwritten files (shorter and longer), deleted files, renamed files, in
-# the root and in existing subdirectories, for seeded random trees.  A new
+# the root and in existing subdirectories, for seeded random trees, then
+# three rounds of seeded random mtools operations.  A new
 # directory is refused with nothing applied; the image reads back what
 # was written after the commit; rw on a read-only open, and FAT32, fail.
 . "$VDISK_SRC/tests/lib.sh"
@@ -100,6 +101,86 @@ cmp view.raw mod.raw || fail "the disk does not read back what was written"
 kill $pid
 wait $pid 2>/dev/null || true
 trap - EXIT
+
+# seeded random sequences of mtools operations (new, overwritten, deleted
+# and renamed files, anywhere in the existing directories), three rounds,
+# each applied through vdisk-io and compared with a plain directory
+for round in 1 2 3; do
+    "$VDISK" convert -O raw fat:host base.raw || fail "convert round $round"
+    cp base.raw mod.raw
+    /usr/bin/python3 - "$seed" "$round" plain >ops <<'PY'
+import os, random, re, sys
+rnd = random.Random(int(sys.argv[1]) * 10 + int(sys.argv[2]))
+root = sys.argv[3]
+safe = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
+dirs, files = [""], []
+for d, ds, fs in os.walk(root):
+    rel = os.path.relpath(d, root)
+    rel = "" if rel == "." else rel
+    if rel and not all(safe.match(x) for x in rel.split("/")):
+        ds[:] = []
+        continue
+    if rel:
+        dirs.append(rel)
+    files += [os.path.join(rel, f) for f in fs if safe.match(f)]
+for k in range(8):
+    op = rnd.choice(["new", "new", "over", "del", "ren"])
+    if op != "new" and not files:
+        op = "new"
+    if op == "new":
+        d = rnd.choice(dirs)
+        name = "n%s %d %s.%s" % (sys.argv[2], k, "x" * rnd.randint(0, 30), rnd.choice(["txt", "bin", "b"]))
+        if rnd.random() < 0.3:
+            name = "N%s%d.TXT" % (sys.argv[2], k)
+        size = rnd.choice([0, 1, 511, 8192, 8193, rnd.randint(1, 200000)])
+        # an upper-case 8.3 name has no long name: DIR gets it in lower
+        # case, as QEMU reads short names
+        m, h = os.path.join(d, name).lstrip("/"), os.path.join(d, name.lower() if name.isupper() else name).lstrip("/")
+        print("new", size, rnd.randrange(1 << 30), m + "\t" + h)
+        files.append(h)
+    elif op == "over":
+        f = rnd.choice(files)
+        # mtools writes the entry anew under the name given: an upper-case
+        # 8.3 name loses its long name and comes back in lower case
+        b = os.path.basename(f)
+        g = f
+        if b.isupper() and re.match(r"^[A-Z0-9_-]{1,8}(\.[A-Z0-9_-]{1,3})?$", b):
+            g = os.path.join(os.path.dirname(f), b.lower())
+            files.remove(f)
+            files.append(g)
+        print("over", rnd.choice([0, 5, 9000, rnd.randint(1, 150000)]), rnd.randrange(1 << 30), f + "\t" + g)
+    elif op == "del":
+        f = rnd.choice(files)
+        files.remove(f)
+        print("del", 0, 0, f)
+    else:
+        f = rnd.choice(files)
+        files.remove(f)
+        g = os.path.join(os.path.dirname(f), "r%s %d renamed" % (sys.argv[2], k))
+        files.append(g)
+        print("ren", 0, 0, f + "\t" + g)
+PY
+    while IFS=' ' read -r op size rs path; do
+        case $op in
+        new|over)
+            head -c "$size" </dev/urandom >data.bin
+            [ "$op" = new ] && o= || o=-o
+            mpath=${path%%$'\t'*} hpath=${path#*$'\t'}
+            mcopy $o $I data.bin "::/$mpath" || fail "mcopy $mpath"
+            [ "$op" = over ] && [ "$mpath" != "$hpath" ] && rm "plain/$mpath"
+            cp data.bin "plain/$hpath" ;;
+        del)
+            mdel $I "::/$path" || fail "mdel $path"
+            rm "plain/$path" ;;
+        ren)
+            from=${path%%$'\t'*} to=${path#*$'\t'}
+            mren $I "::/$from" "::/$to" || fail "mren $from"
+            mv "plain/$from" "plain/$to" ;;
+        esac
+    done <ops
+    apply base.raw mod.raw fat:rw:host -c flush || fail "round $round: vdisk-io"
+    diff -r plain host || fail "round $round: DIR differs (seed $seed): $(cat ops)"
+done
 
 # a new directory is refused and nothing is applied
 "$VDISK" convert -O raw fat:host base.raw || fail "convert 2"

@@ -66,10 +66,12 @@ mcopy -o $I bigger.bin ::/keep.txt && cp bigger.bin plain/keep.txt
 mcopy -o $I shorter.txt ::/sub/one.txt && cp shorter.txt plain/sub/one.txt
 mren $I ::/new1.bin ::/renamed.bin && mv plain/new1.bin plain/renamed.bin
 # delete two of the random files
-for f in $(cd plain && find . -maxdepth 1 -type f | sort | sed -n '2p;4p'); do
-    mdel $I "::/${f#./}" || fail "mdel $f"
+find plain -maxdepth 1 -type f -printf '%f\n' | grep -E '^[A-Za-z0-9][A-Za-z0-9 ._-]*$' |
+    sort | sed -n '2p;4p' >victims
+while IFS= read -r f; do
+    mdel $I "::/$f" || fail "mdel $f"
     rm "plain/$f"
-done
+done <victims
 : >empty.new && mcopy $I empty.new ::/empty.new && cp empty.new plain/empty.new
 
 apply base.raw mod.raw fat:rw:host -c flush || fail "vdisk-io rw"

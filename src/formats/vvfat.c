@@ -52,15 +52,15 @@ enum {
 };
 
 typedef struct vv_mapping {
-    uint32_t begin, end;   /* clusters [begin, end) */
-    uint32_t dir_index;    /* the short entry in the directory array */
+    uint32_t begin, end;      /* clusters [begin, end) */
+    uint32_t dir_index;       /* the short entry in the directory array */
     uint32_t first_dir_index; /* directories: their first entry */
-    int parent;            /* directories: the parent's mapping, -1 root */
+    int parent;               /* directories: the parent's mapping, -1 root */
     bool is_dir;
-    uint64_t size;         /* files: bytes */
-    int up;                /* the directory holding it, -1 for the root */
-    char *name;            /* its name there; the root: DIR (memory stays
-                            * linear in the names, not in the depth) */
+    uint64_t size; /* files: bytes */
+    int up;        /* the directory holding it, -1 for the root */
+    char *name;    /* its name there; the root: DIR (memory stays
+                    * linear in the names, not in the depth) */
 } vv_mapping;
 
 typedef struct vv_state {
@@ -624,9 +624,9 @@ static int vv_read_directory(vv_state *s, size_t mi, vd_error **errp)
         bool is_dot = !strcmp(de->d_name, ".");
         bool is_dotdot = !strcmp(de->d_name, "..");
         if (first_cluster == 0 && s->dir_n >= s->root_entries - 1) {
-            ret = vd_error_set(errp, ENOSPC,
-                               "Could not read directory %s: Too many entries in root directory",
-                               dirname);
+            ret = vd_error_set(
+                errp, ENOSPC, "Could not read directory %s: Too many entries in root directory",
+                dirname);
             goto out;
         }
         if (first_cluster == 0 && (is_dot || is_dotdot)) {
@@ -746,8 +746,8 @@ static int vv_read_directory(vv_state *s, size_t mi, vd_error **errp)
         }
     }
     m = &s->map[mi];
-    m->end = first_cluster +
-             (uint32_t)((s->dir_n - m->first_dir_index) * DIRENT / s->cluster_size);
+    m->end =
+        first_cluster + (uint32_t)((s->dir_n - m->first_dir_index) * DIRENT / s->cluster_size);
     vv_set_begin(s->dir + (size_t)m->dir_index * DIRENT, m->begin);
 
 out:
@@ -785,14 +785,15 @@ static void vv_init_mbr(vv_state *s, uint32_t cyls, uint32_t heads, uint32_t sec
     }
     vd_st_le32(part + 8, s->offset_to_bootsector);
     vd_st_le32(part + 12, (uint32_t)s->total_sectors - s->offset_to_bootsector);
-    part[4] = s->fat_type == 12 ? 0x1 : s->fat_type == 16 ? (lba ? 0xe : 0x06)
-                                                          : (lba ? 0xc : 0x0b);
+    part[4] = s->fat_type == 12   ? 0x1
+              : s->fat_type == 16 ? (lba ? 0xe : 0x06)
+                                  : (lba ? 0xc : 0x0b);
     mbr[510] = 0x55;
     mbr[511] = 0xaa;
 }
 
-static int vv_init_directories(vv_state *s, const char *dirname, uint32_t heads,
-                               uint32_t secs, vd_error **errp)
+static int vv_init_directories(vv_state *s, const char *dirname, uint32_t heads, uint32_t secs,
+                               vd_error **errp)
 {
     memset(s->first_sectors, 0, sizeof(s->first_sectors));
     s->cluster_size = s->sectors_per_cluster * SECTOR;
@@ -1230,8 +1231,8 @@ static int vv_view_read(vv_state *s, uint64_t sector, uint64_t n, uint8_t *buf)
         if (ov) {
             size_t want = run * SECTOR, got = 0;
             while (got < want) {
-                ssize_t r = pread(s->ov_fd, buf + got, want - got,
-                                  (off_t)(sector * SECTOR + got));
+                ssize_t r =
+                    pread(s->ov_fd, buf + got, want - got, (off_t)(sector * SECTOR + got));
                 if (r < 0 && errno == EINTR) {
                     continue;
                 }
@@ -1325,8 +1326,8 @@ static int vv_tree_add(vv_tree *t, char *rel, bool dir, uint32_t first, uint32_t
         t->e = e;
         t->cap = cap;
     }
-    t->e[t->n++] = (vv_entry){.rel = rel, .dir = dir, .dirty = dirty, .first = first,
-                              .size = size};
+    t->e[t->n++] =
+        (vv_entry){.rel = rel, .dir = dir, .dirty = dirty, .first = first, .size = size};
     return 0;
 }
 
@@ -1500,9 +1501,9 @@ static int vv_scan_dir(vv_scan *sc, const uint8_t *d, size_t len, const char *re
                 memcpy(chain, sc->chain, n * sizeof(uint32_t));
             }
             for (uint32_t k = 0; r == 0 && k < n; k++) {
-                r = vv_view_read(s, s->offset_to_root_dir +
-                                        (uint64_t)chain[k] * s->sectors_per_cluster,
-                                 s->sectors_per_cluster, sub + (size_t)k * s->cluster_size);
+                r = vv_view_read(
+                    s, s->offset_to_root_dir + (uint64_t)chain[k] * s->sectors_per_cluster,
+                    s->sectors_per_cluster, sub + (size_t)k * s->cluster_size);
             }
             free(chain);
             if (r == 0) {
@@ -1685,9 +1686,9 @@ static int vv_pin(vv_state *s, vv_mapping *m)
 }
 
 typedef struct vv_action {
-    vv_entry *e;   /* in the new tree (NULL: delete) */
-    char *path;    /* host path */
-    char *tmp;     /* staged contents */
+    vv_entry *e; /* in the new tree (NULL: delete) */
+    char *path;  /* host path */
+    char *tmp;   /* staged contents */
 } vv_action;
 
 static int vv_commit(vv_state *s)
@@ -1805,7 +1806,8 @@ static int vv_rw_init(vv_state *s, vd_error **errp)
     int r = vv_scan_tree(s, &s->base);
     if (r < 0) {
         return vd_error_set(errp, -r, "vvfat: the tree cannot be written back (%s)",
-                            r == -EINVAL ? "names it cannot represent" : strerror(-r));
+                            r == -EINVAL ? "names or nesting it cannot represent"
+                                         : strerror(-r));
     }
     return 0;
 }

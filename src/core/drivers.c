@@ -24,6 +24,7 @@ extern const vd_driver vd_drv_iscsi;
 #if defined(VD_HAVE_RBD) && defined(VD_HAVE_RADOS)
 extern const vd_driver vd_drv_rbd;
 #endif
+extern const vd_driver vd_drv_vvfat;
 /* filters */
 extern const vd_driver vd_drv_preallocate;
 extern const vd_driver vd_drv_blkdebug;
@@ -60,6 +61,7 @@ const vd_driver *const vd_drivers[] = {
 #if defined(VD_HAVE_RBD) && defined(VD_HAVE_RADOS)
     &vd_drv_rbd,
 #endif
+    &vd_drv_vvfat,
     /* filters */
     &vd_drv_preallocate,
     &vd_drv_blkdebug,

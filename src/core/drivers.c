@@ -15,6 +15,7 @@ extern const vd_driver vd_drv_host_cdrom;
 extern const vd_driver vd_drv_null_co;
 extern const vd_driver vd_drv_null_aio;
 extern const vd_driver vd_drv_nbd;
+extern const vd_driver vd_drv_nvme;
 /* filters */
 extern const vd_driver vd_drv_preallocate;
 extern const vd_driver vd_drv_blkdebug;
@@ -42,6 +43,7 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_null_co,
     &vd_drv_null_aio,
     &vd_drv_nbd,
+    &vd_drv_nvme,
     /* filters */
     &vd_drv_preallocate,
     &vd_drv_blkdebug,

@@ -144,6 +144,17 @@ unsigned vd_nvme_inflight(vd_nvme_ctrl *c);
 int vd_nvme_parse_id_ctrl(const uint8_t *buf, vd_nvme_info *info, vd_error **errp);
 int vd_nvme_parse_id_ns(const uint8_t *buf, vd_nvme_info *info, vd_error **errp);
 
+/*
+ * How the nvme driver (nvme.c) reaches a controller: VFIO (vfio.c) unless
+ * a test put its software controller here.  open fills *hw and a handle
+ * that close releases after vd_nvme_close.
+ */
+typedef struct vd_nvme_transport {
+    int (*open)(const char *device, vd_nvme_hw *hw, void **handle, vd_error **errp);
+    void (*close)(void *handle);
+} vd_nvme_transport;
+extern const vd_nvme_transport *vd_nvme_transport_override;
+
 /* Map a completion status field (CQE DW3 bits 31:17) to 0 / -errno. */
 int vd_nvme_status_errno(uint16_t status);
 

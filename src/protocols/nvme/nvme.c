@@ -16,7 +16,8 @@
 #include "vfio.h"
 
 typedef struct nvme_state {
-    vd_vfio_pci *vfio;
+    const vd_nvme_transport *transport;
+    void *handle;
     vd_nvme_ctrl *ctrl;
     uint64_t length;
 } nvme_state;
@@ -58,13 +59,39 @@ static int nvme_parse_filename(const char *filename, vd_opts *opts, vd_error **e
     return ret < 0 ? vd_error_set(errp, ENOMEM, "Out of memory") : 0;
 }
 
+static int vfio_transport_open(const char *device, vd_nvme_hw *hw, void **handle,
+                               vd_error **errp)
+{
+    vd_vfio_pci *v;
+    int ret = vd_vfio_pci_open(device, &v, errp);
+    if (ret == 0) {
+        vd_vfio_pci_hw(v, hw);
+        *handle = v;
+    }
+    return ret;
+}
+
+static void vfio_transport_close(void *handle)
+{
+    vd_vfio_pci_close(handle);
+}
+
+static const vd_nvme_transport vfio_transport = {
+    .open = vfio_transport_open,
+    .close = vfio_transport_close,
+};
+
+const vd_nvme_transport *vd_nvme_transport_override;
+
 static void nvme_close(vd_node *bs)
 {
     nvme_state *s = bs->opaque;
     vd_nvme_close(s->ctrl);
     s->ctrl = NULL;
-    vd_vfio_pci_close(s->vfio);
-    s->vfio = NULL;
+    if (s->handle) {
+        s->transport->close(s->handle);
+        s->handle = NULL;
+    }
 }
 
 static int nvme_open(vd_node *bs, vd_opts *opts, vd_error **errp)
@@ -78,7 +105,9 @@ static int nvme_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     if (vd_opts_get_u64(opts, "namespace", 1, &ns, errp) < 0) {
         return -EINVAL;
     }
-    int ret = vd_vfio_pci_open(device, &s->vfio, errp);
+    vd_nvme_hw hw;
+    s->transport = vd_nvme_transport_override ? vd_nvme_transport_override : &vfio_transport;
+    int ret = s->transport->open(device, &hw, &s->handle, errp);
     if (ret < 0) {
         return ret;
     }
@@ -86,8 +115,6 @@ static int nvme_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         nvme_close(bs);
         return vd_error_set(errp, EINVAL, "Invalid namespace %" PRIu64, ns);
     }
-    vd_nvme_hw hw;
-    vd_vfio_pci_hw(s->vfio, &hw);
     vd_nvme_params p = {.nsid = (uint32_t)ns};
     ret = vd_nvme_open(&hw, &p, &s->ctrl, errp);
     if (ret < 0) {

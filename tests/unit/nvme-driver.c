@@ -181,6 +181,32 @@ static void test_options(void)
     model = NULL;
 }
 
+static void test_create(void)
+{
+    printf("create: first sector zeroed, no growing\n");
+    model_cfg = (nvme_model_cfg){.oncs = 0xc};
+    vd_opts *o = vd_opts_new();
+    CHECK(vd_opts_set(o, "size", "4M") == 0, "opts");
+    CHECK(vd_create("nvme://" DEVICE "/1", "raw", o) == 0, "create: %s", vd_get_error());
+    nvme_model_stats st = nvme_model_get_stats(model);
+    CHECK(st.write_zeroes + st.writes >= 1 && st.last_cdw12 == 0, "first sector: %" PRIu64,
+          st.write_zeroes);
+    nvme_model_free(model);
+    CHECK(vd_opts_set(o, "size", "16M") == 0, "opts");
+    CHECK(vd_create("nvme://" DEVICE "/1", "raw", o) < 0 &&
+              strstr(vd_get_error(), "Cannot grow NVMe devices"),
+          "grow: %s", vd_get_error());
+    nvme_model_free(model);
+    model = NULL;
+    CHECK(vd_create("nvme://0000:00:05.0/1", "raw", o) < 0 &&
+              strstr(vd_get_error(), "Protocol driver 'nvme' does not support image creation, "
+                                     "and opening the image failed: PCI device 0000:00:05.0 "
+                                     "does not exist (model)"),
+          "missing device: %s", vd_get_error());
+    printf("  %s\n", vd_get_error());
+    vd_opts_free(o);
+}
+
 static void expect_fail(const char *filename, const char *opts, const char *want)
 {
     vd_opts *o = NULL;
@@ -219,6 +245,7 @@ int main(void)
     test_filename();
     test_options();
     test_errors();
+    test_create();
     printf("all nvme driver tests passed\n");
     return 0;
 }

@@ -175,6 +175,72 @@ static int nvme_flush(vd_node *bs)
     return vd_nvme_flush(s->ctrl);
 }
 
+/* QEMU's nvme_co_truncate: the size is the namespace's */
+static int nvme_truncate(vd_node *bs, uint64_t size, bool exact, vd_prealloc prealloc,
+                         vd_error **errp)
+{
+    nvme_state *s = bs->opaque;
+    if (prealloc != VD_PREALLOC_OFF) {
+        return vd_error_set(errp, ENOTSUP, "Unsupported preallocation mode '%s'",
+                            vd_prealloc_name(prealloc));
+    }
+    if (size != s->length && exact) {
+        return vd_error_set(errp, ENOTSUP, "Cannot resize NVMe devices");
+    }
+    if (size > s->length) {
+        return vd_error_set(errp, EINVAL, "Cannot grow NVMe devices");
+    }
+    return 0;
+}
+
+/*
+ * QEMU's bdrv_co_create_opts_simple: the namespace must be large enough;
+ * its first sector is zeroed so that no old format header is probed later.
+ */
+static int nvme_create(const char *filename, const vd_opts *opts, vd_error **errp)
+{
+    static const char *const prealloc_names[] = {"off", "metadata", "falloc", "full", NULL};
+    uint64_t size;
+    int prealloc;
+    if (vd_opts_get_size(opts, "size", 0, &size, errp) < 0 ||
+        vd_opts_get_enum(opts, "preallocation", prealloc_names, VD_PREALLOC_OFF, &prealloc,
+                         errp) < 0) {
+        return -EINVAL;
+    }
+    vd_opts *o = vd_opts_new();
+    if (!o || vd_opts_set(o, "driver", "nvme") < 0) {
+        vd_opts_free(o);
+        return vd_error_set(errp, ENOMEM, "out of memory");
+    }
+    vd_error *err = NULL;
+    vd_node *bs = vd_node_open(filename, "nvme", o, VD_NODE_RDWR | VD_NODE_RESIZE, &err);
+    vd_opts_free(o);
+    if (!bs) {
+        int e = err ? err->err : EIO;
+        vd_error_set(errp, e,
+                     "Protocol driver 'nvme' does not support image creation, and opening "
+                     "the image failed: %s",
+                     err ? err->msg : "error");
+        vd_error_free(err);
+        return -e;
+    }
+    int ret = vd_node_truncate(bs, size, false, (vd_prealloc)prealloc, errp);
+    if (ret == 0 && size > 0) {
+        ret = vd_node_pwrite_zeroes(bs, 0, VD_MIN(size, 512u), VD_REQ_MAY_UNMAP);
+        if (ret < 0) {
+            vd_error_setg_errno(errp, ret, "Failed to clear the new image's first sector");
+        }
+    }
+    vd_node_close(bs);
+    return ret;
+}
+
+static const vd_opt_desc nvme_create_opts[] = {
+    {"preallocation", VD_OPT_STRING, "Preallocation mode (allowed values: off)", NULL},
+    {"size", VD_OPT_SIZE, "Virtual disk size", NULL},
+    {NULL, 0, NULL, NULL},
+};
+
 static const vd_opt_desc nvme_open_opts[] = {
     {"device", VD_OPT_STRING, "NVMe PCI device address", NULL},
     {"namespace", VD_OPT_NUMBER, "NVMe namespace", "1"},
@@ -188,7 +254,10 @@ const vd_driver vd_drv_nvme = {
     .kind = VD_DRV_PROTOCOL,
     .protocols = nvme_protocols,
     .state_size = sizeof(nvme_state),
+    .create_opts = nvme_create_opts,
     .open_opts = nvme_open_opts,
+    .create = nvme_create,
+    .truncate = nvme_truncate,
     .parse_filename = nvme_parse_filename,
     .open = nvme_open,
     .close = nvme_close,

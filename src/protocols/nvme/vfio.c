@@ -201,14 +201,23 @@ int vd_vfio_pci_open(const char *device, vd_vfio_pci **out, vd_error **errp)
         ret = vd_error_setg_errno(errp, errno, "Failed to write PCI config space");
         goto fail;
     }
-    void *p = mmap(NULL, bar.size, PROT_READ | PROT_WRITE, MAP_SHARED, v->device,
+    /* the whole BAR; where the kernel refuses (an MSI-X table inside it
+     * that cannot be mapped), the registers and the first doorbell page,
+     * which hold the admin and I/O queue doorbells for strides up to 1 KiB */
+    size_t map_size = bar.size;
+    void *p = mmap(NULL, map_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->device,
                    (off_t)bar.offset);
+    if (p == MAP_FAILED) {
+        map_size = 0x2000;
+        p = mmap(NULL, map_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->device,
+                 (off_t)bar.offset);
+    }
     if (p == MAP_FAILED) {
         ret = vd_error_setg_errno(errp, errno, "Failed to map BAR 0 of %s", device);
         goto fail;
     }
     v->bar0 = p;
-    v->bar0_size = bar.size;
+    v->bar0_size = map_size;
     *out = v;
     return 0;
 

@@ -253,19 +253,36 @@ static int queue_reap(vd_nvme_ctrl *c, nvme_queue *q)
 
 /* A waiter that saw nothing: check deadlines of q's requests, then let the
  * controller run without the lock.  Returns -errno when the controller died. */
-static int queue_idle(vd_nvme_ctrl *c, nvme_queue *q)
+static bool queue_expired(nvme_queue *q, uint64_t t)
 {
-    uint64_t t = now_ns();
     for (uint32_t i = 0; i < q->nslots; i++) {
         nvme_slot *s = &q->slots[i];
         if (s->busy && !s->done && t > s->deadline) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int queue_idle(vd_nvme_ctrl *c, nvme_queue *q)
+{
+    /* the time is taken before the controller gets its turn and checked
+     * after a last look at the completion queue, so that a waiter that was
+     * not scheduled for a while does not blame the controller */
+    uint64_t t = now_ns();
+    pthread_mutex_unlock(&c->lock);
+    hw_idle(c);
+    pthread_mutex_lock(&c->lock);
+    if (c->dead) {
+        return -EIO;
+    }
+    if (queue_expired(q, t)) {
+        queue_reap(c, q);
+        if (!c->dead && queue_expired(q, t)) {
             ctrl_kill(c, -ETIMEDOUT);
             return -ETIMEDOUT;
         }
     }
-    pthread_mutex_unlock(&c->lock);
-    hw_idle(c);
-    pthread_mutex_lock(&c->lock);
     return c->dead ? -EIO : 0;
 }
 

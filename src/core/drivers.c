@@ -25,6 +25,7 @@ extern const vd_driver vd_drv_iscsi;
 extern const vd_driver vd_drv_rbd;
 #endif
 extern const vd_driver vd_drv_vvfat;
+extern const vd_driver vd_drv_nvme;
 /* filters */
 extern const vd_driver vd_drv_preallocate;
 extern const vd_driver vd_drv_blkdebug;
@@ -62,6 +63,7 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_rbd,
 #endif
     &vd_drv_vvfat,
+    &vd_drv_nvme,
     /* filters */
     &vd_drv_preallocate,
     &vd_drv_blkdebug,

@@ -15,6 +15,9 @@ extern const vd_driver vd_drv_host_cdrom;
 extern const vd_driver vd_drv_null_co;
 extern const vd_driver vd_drv_null_aio;
 extern const vd_driver vd_drv_nbd;
+#ifdef VD_HAVE_GLUSTER
+extern const vd_driver vd_drv_gluster;
+#endif
 /* filters */
 extern const vd_driver vd_drv_preallocate;
 extern const vd_driver vd_drv_blkdebug;
@@ -42,6 +45,9 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_null_co,
     &vd_drv_null_aio,
     &vd_drv_nbd,
+#ifdef VD_HAVE_GLUSTER
+    &vd_drv_gluster,
+#endif
     /* filters */
     &vd_drv_preallocate,
     &vd_drv_blkdebug,

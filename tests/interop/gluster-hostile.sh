@@ -94,7 +94,7 @@ done
 expect_fail "failed to connect" timeout 60 "$VDISK" info \
     "$(gl ",\"volume\":\"vol\",\"path\":\"img\",\"debug\":99,\"server\":[{\"type\":\"inet\",\"host\":\"127.0.0.1\",\"port\":\"$port\"}]")"
 # the logfile takes the library's messages: stderr keeps only ours
-"$VDISK" info "$(gl ",\"volume\":\"vol\",\"path\":\"img\",\"logfile\":\"$PWD/g.log\",\"server\":[{\"type\":\"inet\",\"host\":\"127.0.0.1\",\"port\":\"$port\"}]")" \
+"$VDISK" info "$(gl ",\"volume\":\"vol\",\"path\":\"img\",\"debug\":7,\"logfile\":\"$PWD/g.log\",\"server\":[{\"type\":\"inet\",\"host\":\"127.0.0.1\",\"port\":\"$port\"}]")" \
     >out 2>err && fail "info succeeded without a server"
 [ -s g.log ] || fail "nothing in the logfile"
 [ "$(wc -l <err)" = 1 ] || fail "stderr has more than our message: $(cat err)"

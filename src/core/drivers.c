@@ -26,6 +26,8 @@ extern const vd_driver vd_drv_rbd;
 #endif
 extern const vd_driver vd_drv_vvfat;
 extern const vd_driver vd_drv_nvme;
+#ifdef VD_HAVE_GLUSTER
+extern const vd_driver vd_drv_gluster;
 /* filters */
 extern const vd_driver vd_drv_preallocate;
 extern const vd_driver vd_drv_blkdebug;
@@ -53,6 +55,7 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_null_co,
     &vd_drv_null_aio,
     &vd_drv_nbd,
+#endif
 #ifdef VD_HAVE_SSH
     &vd_drv_ssh,
 #endif
@@ -64,6 +67,8 @@ const vd_driver *const vd_drivers[] = {
 #endif
     &vd_drv_vvfat,
     &vd_drv_nvme,
+#ifdef VD_HAVE_GLUSTER
+    &vd_drv_gluster,
     /* filters */
     &vd_drv_preallocate,
     &vd_drv_blkdebug,

@@ -24,10 +24,11 @@ extern const vd_driver vd_drv_iscsi;
 #if defined(VD_HAVE_RBD) && defined(VD_HAVE_RADOS)
 extern const vd_driver vd_drv_rbd;
 #endif
-extern const vd_driver vd_drv_vvfat;
 extern const vd_driver vd_drv_nvme;
 #ifdef VD_HAVE_GLUSTER
 extern const vd_driver vd_drv_gluster;
+#endif
+extern const vd_driver vd_drv_vvfat;
 /* filters */
 extern const vd_driver vd_drv_preallocate;
 extern const vd_driver vd_drv_blkdebug;
@@ -55,7 +56,6 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_null_co,
     &vd_drv_null_aio,
     &vd_drv_nbd,
-#endif
 #ifdef VD_HAVE_SSH
     &vd_drv_ssh,
 #endif
@@ -65,10 +65,11 @@ const vd_driver *const vd_drivers[] = {
 #if defined(VD_HAVE_RBD) && defined(VD_HAVE_RADOS)
     &vd_drv_rbd,
 #endif
-    &vd_drv_vvfat,
     &vd_drv_nvme,
 #ifdef VD_HAVE_GLUSTER
     &vd_drv_gluster,
+#endif
+    &vd_drv_vvfat,
     /* filters */
     &vd_drv_preallocate,
     &vd_drv_blkdebug,

@@ -1178,6 +1178,8 @@ static int iscsi_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint
 const vd_driver vd_drv_iscsi = {
     .name = "iscsi",
     .kind = VD_DRV_PROTOCOL,
+    /* QEMU's iscsi answers bdrv_get_info: info shows dirty-flag */
+    .flags = VD_DRV_BLOCK_INFO,
     .protocols = iscsi_protocols,
     .state_size = sizeof(iscsi_state),
     .open_opts = iscsi_open_opts,

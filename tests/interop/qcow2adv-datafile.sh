@@ -127,14 +127,15 @@ EOF
 }
 qemu-img create -q -f qcow2 -o cluster_size=4k,data_file=h.raw h.qcow2 1M
 for name in "b'json:{\"driver\":\"file\",\"filename\":\"/etc/passwd\"}'" "b'nbd://127.0.0.1:1/x'" \
-            "b'nbd:127.0.0.1:1'" "b'nbd+unix:///x?socket=/tmp/none'"; do
+            "b'nbd:127.0.0.1:1'" "b'nbd+unix:///x?socket=/tmp/none'" \
+            "b'ssh://localhost/etc/passwd'"; do
     cp h.qcow2 hh.qcow2
     setname hh.qcow2 "$name"
     expect_fail "refusing" bounded "$VDISK" info hh.qcow2
     expect_fail "refusing" "$VDISK_IO" -c 'read 0 512' hh.qcow2
 done
 # a protocol without a driver here is only a (missing) relative file name
-cp h.qcow2 hh.qcow2; setname hh.qcow2 "b'ssh://localhost/etc/passwd'"
+cp h.qcow2 hh.qcow2; setname hh.qcow2 "b'nosuchproto://localhost/etc/passwd'"
 expect_fail "Could not open data file" "$VDISK" info hh.qcow2
 cp h.qcow2 hh.qcow2; setname hh.qcow2 "b'h.r\\0aw'"
 expect_fail "NUL" "$VDISK" info hh.qcow2

@@ -44,16 +44,20 @@ wait_for() {
 # same_content A B: byte-identical files
 same_content() { cmp -s "$1" "$2" || fail "content differs: $1 $2"; }
 
-# bounded CMD...: run CMD with at most 256 MiB of memory and 20 s.  Under
+# bounded CMD...: run CMD with at most 256 MiB of memory and 20 s: the
+# address-space limit is 512 MiB, as the shared libraries alone (librbd,
+# libgfapi, libiscsi, libssh, GnuTLS...) map about 180 MiB before main().  Under
 # the sanitizers (make check-asan sets VDISK_SANITIZED=1) an address-space
 # limit cannot work (ASan reserves terabytes of shadow), so the sanitizer's
-# own RSS limit is used instead, with room for the shadow memory.
+# own RSS limit is used instead, with room for the shadow memory.  glibc
+# reserves 64 MiB of address space per thread arena: MALLOC_ARENA_MAX keeps
+# a multi-threaded convert inside the limit by what it uses, not reserves.
 bounded() {
     if [ -n "${VDISK_SANITIZED:-}" ]; then
         ASAN_OPTIONS="${ASAN_OPTIONS:-}:hard_rss_limit_mb=1024:allocator_may_return_null=1" \
             timeout -k 5 60 "$@"
     else
-        prlimit --as=268435456 -- timeout -k 5 20 "$@"
+        MALLOC_ARENA_MAX=2 prlimit --as=536870912 -- timeout -k 5 20 "$@"
     fi
 }
 

@@ -78,14 +78,16 @@ done
 "$VDISK_IO" -r -c "read -P 0x55 510 1" fat:ok | grep -q "read 1/1" || fail "MBR signature"
 
 # symlink loops: a link to itself is left out (stat fails), a link to a
-# parent directory nests until the path is too long, as in QEMU
-mkdir -p loop/d
-ln -s self loop/self
-ln -s .. loop/d/up
-head -c 8192 /dev/urandom >loop/d/file  # whole clusters: no slack
-find loop -exec touch -h -a -d "2037-01-01 00:00:00" {} +
-timeout 60 qemu-img convert -O raw fat:loop q.raw || fail "qemu-img loop"
-bounded "$VDISK" convert -O raw fat:loop v.raw || fail "vdisk loop"
+# parent directory nests until the path is too long, as in QEMU.  The ".."
+# entry of the deepest "up" is the tree's parent: it lives in w/, which the
+# two converts do not write into (its time would differ between them)
+mkdir -p w/loop/d
+ln -s self w/loop/self
+ln -s .. w/loop/d/up
+head -c 8192 /dev/urandom >w/loop/d/file  # whole clusters: no slack
+find w -exec touch -h -a -d "2037-01-01 00:00:00" {} +
+timeout 60 qemu-img convert -O raw fat:w/loop q.raw || fail "qemu-img loop"
+bounded "$VDISK" convert -O raw fat:w/loop v.raw || fail "vdisk loop"
 cmp q.raw v.raw || fail "symlink loop image differs from qemu-img's"
 rm -f q.raw v.raw
 

@@ -18,6 +18,8 @@ corpus_root=${VDISK_FUZZ_CORPUS:-/tmp/vdisk-fuzz-corpus}
 artifacts=${VDISK_FUZZ_ARTIFACTS:-/tmp/vdisk-fuzz-artifacts}
 mkdir -p "$artifacts" || exit 1
 
+# -rss_limit_mb=512: with librados/libgfapi linked, their C++ static
+# initialisers and mappings alone hold ~130 MiB of RSS before any input.
 # UBSan must stop at the first report for libFuzzer to see it; a small
 # quarantine keeps ASan's own memory within -rss_limit_mb (appended, so it
 # also holds when the caller, e.g. make check-asan, sets ASAN_OPTIONS).
@@ -38,7 +40,7 @@ for bin in "$build"/tests/fuzz/fuzz-*; do
     [ -d "$seeds" ] || seeds=
     log=$(mktemp "/tmp/vdisk-fuzz-$name.XXXXXX")
     # shellcheck disable=SC2086
-    "$bin" -max_total_time="$secs" ${VDISK_FUZZ_RUNS:+-runs=$VDISK_FUZZ_RUNS} -rss_limit_mb=256 -timeout=25 -print_final_stats=1 \
+    "$bin" -max_total_time="$secs" ${VDISK_FUZZ_RUNS:+-runs=$VDISK_FUZZ_RUNS} -rss_limit_mb=512 -timeout=25 -print_final_stats=1 \
         -artifact_prefix="$artifacts/$name-" "$work" ${seeds:+"$seeds"} >"$log" 2>&1
     rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)

@@ -176,6 +176,8 @@ bool vd_buffer_is_zero(const void *buf, size_t len);
 /* Allocation that fails cleanly (NULL) for huge sizes instead of aborting. */
 void *vd_malloc(size_t n);
 void *vd_calloc(size_t n, size_t size);
+/* Percent-decode a URI component in place; %00 and bad escapes: -EINVAL. */
+int vd_uri_unescape(char *s);
 /* Aligned buffer for O_DIRECT-safe I/O (align: power of two >= sizeof(void*)). */
 void *vd_aligned_alloc(size_t align, size_t size);
 char *vd_strdup(const char *s);

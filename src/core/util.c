@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* Small shared helpers: allocation, zero detection, paths, booleans. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -39,6 +40,29 @@ bool vd_buffer_is_zero(const void *buf, size_t len)
         }
     }
     return true;
+}
+
+int vd_uri_unescape(char *s)
+{
+    char *o = s;
+    for (char *p = s; *p; p++) {
+        if (*p != '%') {
+            *o++ = *p;
+            continue;
+        }
+        if (!isxdigit((unsigned char)p[1]) || !isxdigit((unsigned char)p[2])) {
+            return -EINVAL;
+        }
+        char h[3] = {p[1], p[2], 0};
+        long v = strtol(h, NULL, 16);
+        if (v == 0) {
+            return -EINVAL;
+        }
+        *o++ = (char)v;
+        p += 2;
+    }
+    *o = 0;
+    return 0;
 }
 
 void *vd_malloc(size_t n)

@@ -22,30 +22,6 @@
 
 #include "gluster.h"
 
-/* Percent-decode in place; a NUL byte or a bad escape fails. */
-static int gluster_unescape(char *s)
-{
-    char *o = s;
-    for (char *p = s; *p; p++) {
-        if (*p != '%') {
-            *o++ = *p;
-            continue;
-        }
-        if (!isxdigit((unsigned char)p[1]) || !isxdigit((unsigned char)p[2])) {
-            return -EINVAL;
-        }
-        char h[3] = {p[1], p[2], 0};
-        long v = strtol(h, NULL, 16);
-        if (v == 0) {
-            return -EINVAL;
-        }
-        *o++ = (char)v;
-        p += 2;
-    }
-    *o = 0;
-    return 0;
-}
-
 /* "/VOLUME/PATH": leading slashes skipped, then the volume up to the next
  * slash, then the rest after the slashes that follow it (both non-empty). */
 static int gluster_split_path(char *p, const char **vol, const char **path)
@@ -98,7 +74,7 @@ static int gluster_parse_authority(char *auth, const char **host, const char **p
             *port = colon + 1;
         }
         if (*auth) {
-            if (strchr(auth, '%') && gluster_unescape(auth) < 0) {
+            if (strchr(auth, '%') && vd_uri_unescape(auth) < 0) {
                 return -EINVAL;
             }
             *host = auth;
@@ -169,7 +145,7 @@ int vd_gluster_parse_uri(const char *filename, vd_opts *opts)
     }
     *slash = 0;
     const char *host, *port, *vol, *path;
-    if (gluster_parse_authority(work, &host, &port) < 0 || gluster_unescape(pathbuf) < 0 ||
+    if (gluster_parse_authority(work, &host, &port) < 0 || vd_uri_unescape(pathbuf) < 0 ||
         gluster_split_path(pathbuf, &vol, &path) < 0) {
         free(pathbuf);
         goto out;
@@ -183,7 +159,7 @@ int vd_gluster_parse_uri(const char *filename, vd_opts *opts)
             goto out;
         }
         *eq = 0;
-        if (strcmp(query, "socket") || gluster_unescape(eq + 1) < 0 || !eq[1]) {
+        if (strcmp(query, "socket") || vd_uri_unescape(eq + 1) < 0 || !eq[1]) {
             free(pathbuf);
             goto out;
         }

@@ -52,30 +52,6 @@ static const char *const nbd_protocols[] = {
     "nbd", "nbd+tcp", "nbd+unix", "nbds", "nbds+tcp", "nbds+unix", NULL,
 };
 
-/* Percent-decode in place; NUL bytes are refused. */
-static int nbd_unescape(char *s)
-{
-    char *o = s;
-    for (char *p = s; *p; p++) {
-        if (*p != '%') {
-            *o++ = *p;
-            continue;
-        }
-        if (!isxdigit((unsigned char)p[1]) || !isxdigit((unsigned char)p[2])) {
-            return -EINVAL;
-        }
-        char h[3] = {p[1], p[2], 0};
-        long v = strtol(h, NULL, 16);
-        if (v == 0) {
-            return -EINVAL;
-        }
-        *o++ = (char)v;
-        p += 2;
-    }
-    *o = 0;
-    return 0;
-}
-
 static int nbd_parse_uri(const char *filename, vd_opts *opts, vd_error **errp)
 {
     const char *sep = strstr(filename, "://");
@@ -106,7 +82,7 @@ static int nbd_parse_uri(const char *filename, vd_opts *opts, vd_error **errp)
     if (at) {
         /* nbds://USER@host/: the TLS-PSK user name, as libnbd takes it */
         *at = 0;
-        if (!tls || !*auth || nbd_unescape(auth) < 0) {
+        if (!tls || !*auth || vd_uri_unescape(auth) < 0) {
             ret =
                 vd_error_set(errp, EINVAL, "NBD URI '%s': a user name needs nbds://", filename);
             goto out;
@@ -115,7 +91,7 @@ static int nbd_parse_uri(const char *filename, vd_opts *opts, vd_error **errp)
         auth = at + 1;
     }
     if (exp && *exp) {
-        if (nbd_unescape(exp) < 0) {
+        if (vd_uri_unescape(exp) < 0) {
             ret = vd_error_set(errp, EINVAL, "invalid escape in NBD URI '%s'", filename);
             goto out;
         }
@@ -169,7 +145,7 @@ static int nbd_parse_uri(const char *filename, vd_opts *opts, vd_error **errp)
             *amp = 0;
         }
         char *eq = strchr(q, '=');
-        if (!eq || nbd_unescape(eq + 1) < 0) {
+        if (!eq || vd_uri_unescape(eq + 1) < 0) {
             ret = vd_error_set(errp, EINVAL, "NBD URI '%s': bad query '%s'", filename, q);
             goto out;
         }

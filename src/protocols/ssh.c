@@ -91,27 +91,6 @@ static int ssh_hexval(int c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* Percent-decode in place; %00 and bad escapes are refused. */
-static int ssh_unescape(char *s)
-{
-    char *o = s;
-    for (char *p = s; *p; p++) {
-        if (*p != '%') {
-            *o++ = *p;
-            continue;
-        }
-        int hi = ssh_hexval((unsigned char)p[1]);
-        int lo = hi < 0 ? -1 : ssh_hexval((unsigned char)p[2]);
-        if (lo < 0 || (hi == 0 && lo == 0)) {
-            return -EINVAL;
-        }
-        *o++ = (char)(hi * 16 + lo);
-        p += 2;
-    }
-    *o = 0;
-    return 0;
-}
-
 static const char *const ssh_file_keys[] = {
     "user", "host", "port", "path", "host_key_check", "server.host", "server.port", NULL,
 };
@@ -160,7 +139,7 @@ int vd_ssh_parse_filename(const char *filename, vd_opts *opts, vd_error **errp)
     char *at = strrchr(host, '@');
     if (at) {
         *at = 0;
-        if (ssh_unescape(host) < 0) {
+        if (vd_uri_unescape(host) < 0) {
             ret = vd_error_set(errp, EINVAL, "invalid escape in the user name of the URI");
             goto out;
         }
@@ -184,7 +163,7 @@ int vd_ssh_parse_filename(const char *filename, vd_opts *opts, vd_error **errp)
             *port++ = 0;
         }
     }
-    if (ssh_unescape(host) < 0) {
+    if (vd_uri_unescape(host) < 0) {
         ret = vd_error_set(errp, EINVAL, "invalid escape in the host name of the URI");
         goto out;
     }
@@ -205,7 +184,7 @@ int vd_ssh_parse_filename(const char *filename, vd_opts *opts, vd_error **errp)
         ret = vd_error_set(errp, EINVAL, "missing remote path in URI");
         goto out;
     }
-    if (ssh_unescape(path) < 0) {
+    if (vd_uri_unescape(path) < 0) {
         ret = vd_error_set(errp, EINVAL, "invalid escape in the path of the URI");
         goto out;
     }
@@ -223,7 +202,7 @@ int vd_ssh_parse_filename(const char *filename, vd_opts *opts, vd_error **errp)
         if (eq) {
             *eq = 0;
         }
-        if (ssh_unescape(q) < 0 || (eq && ssh_unescape(eq + 1) < 0)) {
+        if (vd_uri_unescape(q) < 0 || (eq && vd_uri_unescape(eq + 1) < 0)) {
             ret = vd_error_set(errp, EINVAL, "could not parse query parameters");
             goto out;
         }

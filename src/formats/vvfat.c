@@ -1190,6 +1190,8 @@ typedef struct vv_entry {
     char *rel; /* path below DIR */
     bool dir, dirty;
     uint32_t first, size;
+    uint64_t chain; /* files: a hash of the cluster chain */
+    uint32_t mtime; /* the FAT date << 16 | the FAT time of modification */
 } vv_entry;
 
 typedef struct vv_tree {
@@ -1314,7 +1316,7 @@ static int vv_walk(vv_scan *sc, uint32_t first, uint32_t max, uint32_t *count)
 }
 
 static int vv_tree_add(vv_tree *t, char *rel, bool dir, uint32_t first, uint32_t size,
-                       bool dirty)
+                       bool dirty, uint64_t chain, uint32_t mtime)
 {
     if (t->n == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 64;
@@ -1327,7 +1329,7 @@ static int vv_tree_add(vv_tree *t, char *rel, bool dir, uint32_t first, uint32_t
         t->cap = cap;
     }
     t->e[t->n++] =
-        (vv_entry){.rel = rel, .dir = dir, .dirty = dirty, .first = first, .size = size};
+        (vv_entry){.rel = rel, .dir = dir, .dirty = dirty, .first = first, .size = size, .chain = chain, .mtime = mtime};
     return 0;
 }
 
@@ -1507,7 +1509,7 @@ static int vv_scan_dir(vv_scan *sc, const uint8_t *d, size_t len, const char *re
             }
             free(chain);
             if (r == 0) {
-                r = vv_tree_add(sc->t, vd_strdup(path), true, first, 0, false);
+                r = vv_tree_add(sc->t, vd_strdup(path), true, first, 0, false, 0, 0);
             }
             if (r == 0) {
                 r = vv_scan_dir(sc, sub, (size_t)n * s->cluster_size, path, depth + 1);
@@ -1531,10 +1533,13 @@ static int vv_scan_dir(vv_scan *sc, const uint8_t *d, size_t len, const char *re
             free(path);
             return -EINVAL;
         }
+        uint64_t chain = 14695981039346656037u; /* FNV-1a over the cluster numbers */
         for (uint32_t k = 0; k < n; k++) {
             dirty |= vv_bit(s->dirty, sc->chain[k]);
+            chain = (chain ^ sc->chain[k]) * 1099511628211u;
         }
-        int r = vv_tree_add(sc->t, path, false, first, size, dirty);
+        uint32_t mtime = (uint32_t)vd_ld_le16(e + 24) << 16 | vd_ld_le16(e + 22);
+        int r = vv_tree_add(sc->t, path, false, first, size, dirty, chain, mtime);
         if (r < 0) {
             return r;
         }
@@ -1606,24 +1611,49 @@ out:
     return 0;
 }
 
-/* Write file e's contents (from the guest's view) to a new temporary file
- * beside host path `path`; *tmp gets its name. */
-static int vv_stage(vv_state *s, vv_tree *t, vv_entry *e, const char *path, char **tmp)
+/* A FAT modification date and time (date << 16 | time, local time) as a
+ * timespec for futimens(): UTIME_OMIT when it is not a valid time. */
+static struct timespec vv_fat_mtime(uint32_t dt)
 {
-    (void)t;
-    const char *slash = strrchr(path, '/');
-    char *name = slash ? vd_asprintf("%.*s/.vdisk-vvfat.XXXXXX", (int)(slash - path), path)
-                       : vd_strdup(".vdisk-vvfat.XXXXXX");
+    struct tm tm = {
+        .tm_year = (int)(dt >> 25) + 80,
+        .tm_mon = (int)((dt >> 21) & 15) - 1,
+        .tm_mday = (int)((dt >> 16) & 31),
+        .tm_hour = (int)((dt >> 11) & 31),
+        .tm_min = (int)((dt >> 5) & 63),
+        .tm_sec = (int)(dt & 31) * 2,
+        .tm_isdst = -1,
+    };
+    struct timespec ts = {.tv_nsec = UTIME_OMIT};
+    if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_hour > 23 ||
+        tm.tm_min > 59 || tm.tm_sec > 59) {
+        return ts;
+    }
+    time_t t = mktime(&tm);
+    if (t != (time_t)-1) {
+        ts = (struct timespec){.tv_sec = t, .tv_nsec = 0};
+    }
+    return ts;
+}
+
+/* Write file e's contents (from the guest's view) to a new temporary file
+ * in host directory dir (mode of host file mode_from if it exists, else
+ * 0644); *tmp gets its name in dir. */
+static int vv_stage(vv_state *s, vv_entry *e, const char *dir, const char *mode_from,
+                    char **tmp)
+{
+    char *name = vd_asprintf("%s/.vdisk-vvfat.XXXXXX", dir);
     if (!name) {
         return -ENOMEM;
     }
     int fd = mkstemp(name);
     if (fd < 0) {
+        int err = errno;
         free(name);
-        return -errno;
+        return -err;
     }
     struct stat st;
-    fchmod(fd, stat(path, &st) == 0 ? (st.st_mode & 07777) : 0644);
+    fchmod(fd, mode_from && stat(mode_from, &st) == 0 ? (st.st_mode & 07777) : 0644);
     int r = 0;
     uint8_t *buf = malloc(s->cluster_size);
     uint32_t c = e->first, left = e->size;
@@ -1647,6 +1677,10 @@ static int vv_stage(vv_state *s, vv_tree *t, vv_entry *e, const char *path, char
         left -= n;
         c = vv_fat_get(s, fat, c);
     }
+    struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}, vv_fat_mtime(e->mtime)};
+    if (r == 0 && times[1].tv_nsec != UTIME_OMIT && futimens(fd, times) < 0) {
+        r = -errno;
+    }
     if (r == 0 && fsync(fd) < 0) {
         r = -EIO;
     }
@@ -1658,8 +1692,12 @@ static int vv_stage(vv_state *s, vv_tree *t, vv_entry *e, const char *path, char
         free(name);
         return r;
     }
-    *tmp = name;
-    return 0;
+    *tmp = vd_strdup(strrchr(name, '/') + 1);
+    if (!*tmp) {
+        unlink(name);
+    }
+    free(name);
+    return *tmp ? 0 : -ENOMEM;
 }
 
 /* Copy what the image reads from host file mapping m into the overlay. */
@@ -1685,11 +1723,579 @@ static int vv_pin(vv_state *s, vv_mapping *m)
     return r;
 }
 
-typedef struct vv_action {
-    vv_entry *e; /* in the new tree (NULL: delete) */
-    char *path;  /* host path */
-    char *tmp;   /* staged contents */
-} vv_action;
+/*
+ * A commit plans host operations from the tree as last committed (b) and
+ * the tree the guest left (t).  Entries keep their identity by first
+ * cluster: a directory with the same first cluster is the same directory
+ * (renamed or moved when its name or parent changed: a host rename), a
+ * file with the same first cluster, size and chain, none of its clusters
+ * written, is the same file (a host rename when moved); an empty file is
+ * the same at the same name in the same directory.  Everything else in b
+ * was deleted and everything else in t is new.
+ *
+ * The host tree is modelled as nodes (a parent and a name): node 0 is DIR,
+ * node i + 1 base entry i, then the new directories.  Applying:
+ *  1. every moving entry and every deleted directory is renamed to a
+ *     temporary name in its own parent, deepest first (so no rename
+ *     cycle can block, and no target is taken);
+ *  2. deleted files are unlinked (not those a new file of the same name
+ *     in the same directory replaces by a rename);
+ *  3. in the order of the new tree, parents first: directories are made,
+ *     moving entries renamed to their place, new and changed files (staged
+ *     beforehand in the nearest directory that exists on the host, so a
+ *     full disk fails before anything changes) renamed into place;
+ *  4. deleted directories, now empty of everything the FAT side knew,
+ *     are removed (rmdir, deepest first).
+ * Before 1, the plan is checked against the host (nothing applied when a
+ * check fails): a directory to delete holds only entries of b, is a real
+ * directory; a moving entry exists; a new name is not taken on the host by
+ * something the FAT side never saw.
+ */
+typedef struct vv_node {
+    int parent; /* node index; -1 for DIR */
+    const char *name;
+    char *own; /* a temporary name, malloc'ed */
+} vv_node;
+
+typedef struct vv_plan {
+    vv_state *s;
+    vv_tree *b, *t;
+    int *bpar, *tpar; /* parent entry within the same tree, -1: the root */
+    int *bmatch;      /* base entry -> new entry (kept), or -1 */
+    bool *bmove;      /* base entry kept under another name or parent */
+    int *tnode;       /* new entry -> node, or -1 (a file to write) */
+    int *anchor;      /* new file to write -> node it is staged in */
+    char **tmp;       /* new file to write -> staged name */
+    vv_node *node;
+    size_t node_n;
+    char why[512]; /* why a commit was refused */
+} vv_plan;
+
+static const char *vv_base_name(const char *rel)
+{
+    const char *sl = strrchr(rel, '/');
+    return sl ? sl + 1 : rel;
+}
+
+/* The entry of tree t with path rel (len bytes), or -1. */
+static int vv_tree_find(const vv_tree *t, const char *rel, size_t len)
+{
+    size_t lo = 0, hi = t->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const char *e = t->e[mid].rel;
+        int c = strncmp(e, rel, len);
+        if (c == 0 && e[len] != '\0') {
+            c = 1;
+        }
+        if (c == 0) {
+            return (int)mid;
+        }
+        if (c < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return -1;
+}
+
+static int vv_parents(const vv_tree *t, int *par)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        const char *sl = strrchr(t->e[i].rel, '/');
+        par[i] = sl ? vv_tree_find(t, t->e[i].rel, (size_t)(sl - t->e[i].rel)) : -1;
+        if (sl && (par[i] < 0 || !t->e[par[i]].dir)) {
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int vv_depth(const char *rel)
+{
+    int d = 0;
+    for (; *rel; rel++) {
+        d += *rel == '/';
+    }
+    return d;
+}
+
+/* The host path of node k, plus "/child" when child is not NULL. */
+static char *vv_node_path(const vv_plan *p, int k, const char *child)
+{
+    const char *part[80];
+    int n = 0;
+    for (; k > 0 && n < 78; k = p->node[k].parent) {
+        part[n++] = p->node[k].name;
+    }
+    if (k > 0) {
+        return NULL;
+    }
+    size_t len = strlen(p->s->map[0].name) + 1 + (child ? strlen(child) + 1 : 0);
+    for (int i = 0; i < n; i++) {
+        len += strlen(part[i]) + 1;
+    }
+    char *out = malloc(len);
+    if (!out) {
+        return NULL;
+    }
+    size_t o = (size_t)snprintf(out, len, "%s", p->s->map[0].name);
+    for (int i = n - 1; i >= 0; i--) {
+        o += (size_t)snprintf(out + o, len - o, "/%s", part[i]);
+    }
+    if (child) {
+        snprintf(out + o, len - o, "/%s", child);
+    }
+    return out;
+}
+
+/* The parent node of new entry j. */
+static int vv_tparent(const vv_plan *p, size_t j)
+{
+    return p->tpar[j] < 0 ? 0 : p->tnode[p->tpar[j]];
+}
+
+/* The path in the base tree of node k (a base node or DIR): "" for DIR. */
+static const char *vv_base_rel(const vv_plan *p, int k)
+{
+    return k == 0 ? "" : p->b->e[k - 1].rel;
+}
+
+/* The base entry named name in the directory that is node k, or -1. */
+static int vv_base_child(const vv_plan *p, int k, const char *name)
+{
+    if (k > (int)p->b->n) {
+        return -1; /* a new directory */
+    }
+    const char *d = vv_base_rel(p, k);
+    char *rel = d[0] ? vd_asprintf("%s/%s", d, name) : vd_strdup(name);
+    int i = rel ? vv_tree_find(p->b, rel, strlen(rel)) : -1;
+    free(rel);
+    return i;
+}
+
+/* The new entry named name in the directory that is node k, or -1. */
+static int vv_new_child(const vv_plan *p, int k, const char *name)
+{
+    const char *d;
+    if (k == 0) {
+        d = "";
+    } else if (k <= (int)p->b->n) {
+        if (p->bmatch[k - 1] < 0) {
+            return -1; /* a deleted directory */
+        }
+        d = p->t->e[p->bmatch[k - 1]].rel;
+    } else {
+        return -1; /* new directories get only new entries */
+    }
+    char *rel = d[0] ? vd_asprintf("%s/%s", d, name) : vd_strdup(name);
+    int j = rel ? vv_tree_find(p->t, rel, strlen(rel)) : -1;
+    free(rel);
+    return j;
+}
+
+static bool vv_moving(const vv_plan *p, size_t i)
+{
+    return p->bmove[i];
+}
+
+static void vv_refuse(vv_plan *p, const char *what, const char *rel)
+{
+    snprintf(p->why, sizeof(p->why), "%s/%s %s", p->s->map[0].name, rel, what);
+}
+
+/* Match entries, classify, check the plan against the host: -ENOTSUP
+ * (p->why says why) when it cannot be applied as the FAT side wants. */
+static int vv_plan_make(vv_plan *p)
+{
+    vv_state *s = p->s;
+    vv_tree *b = p->b, *t = p->t;
+    int r = vv_parents(b, p->bpar);
+    if (r == 0) {
+        r = vv_parents(t, p->tpar);
+    }
+    if (r < 0) {
+        return r;
+    }
+    uint32_t *cl = calloc((size_t)s->cluster_count + 1, sizeof(uint32_t));
+    if (!cl) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        p->bmatch[i] = -1;
+        if (b->e[i].first >= 2 && b->e[i].first < s->cluster_count) {
+            cl[b->e[i].first] = (uint32_t)i + 1;
+        }
+    }
+    p->node[0] = (vv_node){.parent = -1, .name = ""};
+    for (size_t i = 0; i < b->n; i++) {
+        p->node[i + 1] =
+            (vv_node){.parent = p->bpar[i] + 1, .name = vv_base_name(b->e[i].rel)};
+    }
+    p->node_n = b->n + 1;
+    /* directories and non-empty files by their first cluster */
+    for (size_t j = 0; j < t->n; j++) {
+        vv_entry *te = &t->e[j];
+        p->tnode[j] = -1;
+        uint32_t i1 = te->first < s->cluster_count ? cl[te->first] : 0;
+        if (i1) {
+            vv_entry *be = &b->e[i1 - 1];
+            if (be->dir == te->dir &&
+                (te->dir || (be->size == te->size && be->chain == te->chain && !te->dirty))) {
+                p->bmatch[i1 - 1] = (int)j;
+                p->tnode[j] = (int)i1;
+            }
+        }
+        if (te->dir && p->tnode[j] < 0) {
+            p->tnode[j] = (int)p->node_n;
+            p->node[p->node_n++] = (vv_node){.parent = -1, .name = vv_base_name(te->rel)};
+        }
+    }
+    free(cl);
+    /* empty files by their name in the same directory */
+    for (size_t j = 0; j < t->n; j++) {
+        vv_entry *te = &t->e[j];
+        if (te->dir || te->first != 0) {
+            continue;
+        }
+        int i = vv_base_child(p, vv_tparent(p, j), vv_base_name(te->rel));
+        if (i >= 0 && !b->e[i].dir && b->e[i].first == 0 && p->bmatch[i] < 0) {
+            p->bmatch[i] = (int)j;
+            p->tnode[j] = i + 1;
+        }
+    }
+
+    for (size_t i = 0; i < b->n; i++) {
+        int j = p->bmatch[i];
+        p->bmove[i] = j >= 0 && (vv_tparent(p, (size_t)j) != p->node[i + 1].parent ||
+                                 strcmp(p->node[i + 1].name, vv_base_name(t->e[j].rel)));
+    }
+
+    /* the host must be as the plan expects */
+    struct stat st;
+    for (size_t i = 0; i < b->n; i++) {
+        char *path = vd_asprintf("%s/%s", s->map[0].name, b->e[i].rel);
+        if (!path) {
+            return -ENOMEM;
+        }
+        if (b->e[i].dir && p->bmatch[i] < 0) {
+            DIR *d = NULL;
+            if (lstat(path, &st) < 0) {
+                vv_refuse(p, "is no longer on the host, not deleted", b->e[i].rel);
+            } else if (!S_ISDIR(st.st_mode)) {
+                vv_refuse(p,
+                          S_ISLNK(st.st_mode) ? "is a symbolic link on the host, not deleted"
+                                              : "is no longer a directory on the host",
+                          b->e[i].rel);
+            } else if (!(d = opendir(path))) {
+                vv_refuse(p, "cannot be listed", b->e[i].rel);
+            } else {
+                struct dirent *de;
+                while ((de = readdir(d))) {
+                    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) {
+                        continue;
+                    }
+                    if (vv_base_child(p, (int)i + 1, de->d_name) < 0) {
+                        char *c = vd_asprintf("%s/%s", b->e[i].rel, de->d_name);
+                        vv_refuse(p, "was never seen by the FAT side: its directory is not deleted",
+                                  c ? c : b->e[i].rel);
+                        free(c);
+                        break;
+                    }
+                }
+                closedir(d);
+            }
+        } else if (vv_moving(p, i) && lstat(path, &st) < 0) {
+            vv_refuse(p, "is no longer on the host, not renamed", b->e[i].rel);
+        }
+        free(path);
+        if (p->why[0]) {
+            return -ENOTSUP;
+        }
+    }
+    for (size_t j = 0; j < t->n; j++) {
+        int k = p->tnode[j];
+        if (k >= 1 && k <= (int)b->n && !vv_moving(p, (size_t)k - 1)) {
+            continue; /* in its place */
+        }
+        int par = vv_tparent(p, j);
+        const char *name = vv_base_name(t->e[j].rel);
+        if (par > (int)b->n || vv_base_child(p, par, name) >= 0) {
+            continue; /* in a new directory, or a name the FAT side knew */
+        }
+        const char *d = vv_base_rel(p, par);
+        char *path = vd_asprintf("%s%s%s/%s", s->map[0].name, d[0] ? "/" : "", d, name);
+        if (!path) {
+            return -ENOMEM;
+        }
+        if (lstat(path, &st) == 0) {
+            vv_refuse(p, "exists on the host but not on the FAT side: not replaced",
+                      t->e[j].rel);
+        }
+        free(path);
+        if (p->why[0]) {
+            return -ENOTSUP;
+        }
+    }
+    return 0;
+}
+
+/* Renames host node k to name in the directory that is node parent. */
+static int vv_node_move(vv_plan *p, int k, int parent, const char *name, char *own)
+{
+    char *from = vv_node_path(p, k, NULL), *to = vv_node_path(p, parent, own ? own : name);
+    int r = from && to ? 0 : -ENOMEM;
+    if (r == 0 && rename(from, to) < 0) {
+        r = -errno;
+    }
+    free(from);
+    free(to);
+    if (r < 0) {
+        free(own);
+        return r;
+    }
+    free(p->node[k].own);
+    p->node[k] = (vv_node){.parent = parent, .name = own ? own : name, .own = own};
+    return 0;
+}
+
+/* A name in the directory that is node k that nothing uses (malloc'ed). */
+static char *vv_free_name(vv_plan *p, int k)
+{
+    static unsigned counter;
+    for (;;) {
+        char name[64];
+        snprintf(name, sizeof(name), ".vdisk-vvfat-mv.%d.%u", (int)getpid(), counter++);
+        char *path = vv_node_path(p, k, name);
+        if (!path) {
+            return NULL;
+        }
+        struct stat st;
+        int taken = lstat(path, &st) == 0;
+        free(path);
+        if (!taken) {
+            return vd_strdup(name);
+        }
+    }
+}
+
+typedef struct vv_order {
+    int depth;
+    int idx;
+} vv_order;
+
+static int vv_order_cmp(const void *a, const void *b)
+{
+    const vv_order *x = a, *y = b;
+    if (x->depth != y->depth) {
+        return x->depth < y->depth ? -1 : 1;
+    }
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Whether host path rel (below DIR) is or lies below one of the sorted
+ * paths in aff. */
+static bool vv_affected(char **aff, size_t n, const char *rel)
+{
+    for (const char *sl = rel;; sl++) {
+        if (*sl == '/' || *sl == '\0') {
+            size_t len = (size_t)(sl - rel);
+            size_t lo = 0, hi = n;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                int c = strncmp(aff[mid], rel, len);
+                if (c == 0 && aff[mid][len] != '\0') {
+                    c = 1;
+                }
+                if (c == 0) {
+                    return true;
+                }
+                if (c < 0) {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+        }
+        if (*sl == '\0') {
+            return false;
+        }
+    }
+}
+
+static int vv_apply(vv_plan *p)
+{
+    vv_state *s = p->s;
+    vv_tree *b = p->b, *t = p->t;
+    int r = 0;
+    bool work = false;
+
+    /* stage new and changed files in the nearest directory on the host */
+    for (size_t j = 0; r == 0 && j < t->n; j++) {
+        if (p->tnode[j] >= 0) {
+            work |= p->tnode[j] > (int)b->n || vv_moving(p, (size_t)p->tnode[j] - 1);
+            continue;
+        }
+        work = true;
+        int a = vv_tparent(p, j);
+        for (int k = p->tpar[j]; a > (int)b->n; a = vv_tparent(p, (size_t)k), k = p->tpar[k]) {
+        }
+        p->anchor[j] = a;
+        char *dir = vv_node_path(p, a, NULL);
+        int old = vv_base_child(p, vv_tparent(p, j), vv_base_name(t->e[j].rel));
+        char *from = old >= 0 && !b->e[old].dir ? vd_asprintf("%s/%s", s->map[0].name, b->e[old].rel) : NULL;
+        r = dir ? vv_stage(s, &t->e[j], dir, from, &p->tmp[j]) : -ENOMEM;
+        free(dir);
+        free(from);
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        work |= p->bmatch[i] < 0;
+        /* a file kept with another modification time */
+        work |= p->bmatch[i] >= 0 && !b->e[i].dir &&
+                b->e[i].mtime != t->e[p->bmatch[i]].mtime;
+    }
+    if (r < 0 || !work) {
+        return r;
+    }
+
+    /* the image must not change under the guest when the host files do:
+     * pin every file below a path that moves or goes */
+    size_t naff = 0;
+    char **aff = malloc((b->n + 1) * sizeof(char *));
+    if (!aff) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        if (p->bmatch[i] < 0 || vv_moving(p, i)) {
+            aff[naff++] = b->e[i].rel; /* b is sorted */
+        }
+    }
+    size_t rootlen = strlen(s->map[0].name) + 1;
+    for (size_t m = 1; r == 0 && naff > 0 && m < s->map_n; m++) {
+        if (s->map[m].is_dir) {
+            continue;
+        }
+        char *path = vv_path(s, m);
+        if (!path) {
+            r = -ENOMEM;
+        } else if (vv_affected(aff, naff, path + rootlen)) {
+            r = vv_pin(s, &s->map[m]);
+        }
+        free(path);
+    }
+    free(aff);
+    if (r < 0) {
+        return r;
+    }
+
+    vv_order *ord = malloc((b->n + t->n + 1) * sizeof(*ord));
+    if (!ord) {
+        return -ENOMEM;
+    }
+    /* 1. moving entries and deleted directories to temporary names */
+    size_t n = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        if ((b->e[i].dir && p->bmatch[i] < 0) || vv_moving(p, i)) {
+            ord[n++] = (vv_order){.depth = -vv_depth(b->e[i].rel), .idx = (int)i};
+        }
+    }
+    qsort(ord, n, sizeof(*ord), vv_order_cmp);
+    for (size_t k = 0; r == 0 && k < n; k++) {
+        int node = ord[k].idx + 1, par = p->node[node].parent;
+        char *tmp = vv_free_name(p, par);
+        r = tmp ? vv_node_move(p, node, par, NULL, tmp) : -ENOMEM;
+    }
+    /* 2. deleted files (unless a file of the same name replaces them) */
+    for (size_t i = 0; r == 0 && i < b->n; i++) {
+        if (b->e[i].dir || p->bmatch[i] >= 0) {
+            continue;
+        }
+        int j = vv_new_child(p, p->node[i + 1].parent, p->node[i + 1].name);
+        if (j >= 0 && !t->e[j].dir) {
+            continue;
+        }
+        char *path = vv_node_path(p, (int)i + 1, NULL);
+        if (!path) {
+            r = -ENOMEM;
+        } else if (unlink(path) < 0 && errno != ENOENT) {
+            r = -errno;
+        }
+        free(path);
+    }
+    /* 3. the new tree, parents first */
+    n = 0;
+    for (size_t j = 0; j < t->n; j++) {
+        ord[n++] = (vv_order){.depth = vv_depth(t->e[j].rel), .idx = (int)j};
+    }
+    qsort(ord, n, sizeof(*ord), vv_order_cmp);
+    for (size_t k = 0; r == 0 && k < n; k++) {
+        size_t j = (size_t)ord[k].idx;
+        int node = p->tnode[j], par = vv_tparent(p, j);
+        const char *name = vv_base_name(t->e[j].rel);
+        if (node > (int)b->n) {
+            char *path = vv_node_path(p, par, name);
+            if (!path) {
+                r = -ENOMEM;
+            } else if (mkdir(path, 0755) < 0) {
+                r = -errno;
+            } else {
+                p->node[node].parent = par;
+            }
+            free(path);
+        } else if (node > 0 && vv_moving(p, (size_t)node - 1)) {
+            r = vv_node_move(p, node, par, name, NULL);
+        } else if (node < 0) {
+            char *from = vv_node_path(p, p->anchor[j], p->tmp[j]);
+            char *to = vv_node_path(p, par, name);
+            if (!from || !to) {
+                r = -ENOMEM;
+            } else if (rename(from, to) < 0) {
+                r = -errno;
+            } else {
+                free(p->tmp[j]);
+                p->tmp[j] = NULL;
+            }
+            free(from);
+            free(to);
+        }
+    }
+    /* modification times the guest changed on files it kept */
+    for (size_t i = 0; r == 0 && i < b->n; i++) {
+        int j = p->bmatch[i];
+        if (j < 0 || b->e[i].dir || b->e[i].mtime == t->e[j].mtime) {
+            continue;
+        }
+        struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}, vv_fat_mtime(t->e[j].mtime)};
+        char *path = vv_node_path(p, (int)i + 1, NULL);
+        if (!path) {
+            r = -ENOMEM;
+        } else if (times[1].tv_nsec != UTIME_OMIT && utimensat(AT_FDCWD, path, times, 0) < 0 &&
+                   errno != ENOENT) {
+            r = -errno;
+        }
+        free(path);
+    }
+    /* 4. deleted directories, deepest first */
+    n = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->e[i].dir && p->bmatch[i] < 0) {
+            ord[n++] = (vv_order){.depth = -vv_depth(b->e[i].rel), .idx = (int)i};
+        }
+    }
+    qsort(ord, n, sizeof(*ord), vv_order_cmp);
+    for (size_t k = 0; r == 0 && k < n; k++) {
+        char *path = vv_node_path(p, ord[k].idx + 1, NULL);
+        if (!path) {
+            r = -ENOMEM;
+        } else if (rmdir(path) < 0) {
+            r = -errno;
+        }
+        free(path);
+    }
+    free(ord);
+    return r;
+}
 
 static int vv_commit(vv_state *s)
 {
@@ -1699,77 +2305,48 @@ static int vv_commit(vv_state *s)
         return r;
     }
     vv_tree *b = s->base;
-    vv_action *act = calloc(b->n + t->n + 1, sizeof(*act));
-    size_t na = 0;
-    if (!act) {
-        vv_tree_free(t);
-        return -ENOMEM;
+    vv_plan p = {.s = s, .b = b, .t = t};
+    size_t nb = b->n + 1, nt = t->n + 1;
+    p.bpar = malloc(nb * sizeof(int));
+    p.bmatch = malloc(nb * sizeof(int));
+    p.bmove = calloc(nb, sizeof(bool));
+    p.tpar = malloc(nt * sizeof(int));
+    p.tnode = malloc(nt * sizeof(int));
+    p.anchor = malloc(nt * sizeof(int));
+    p.tmp = calloc(nt, sizeof(char *));
+    p.node = calloc(nb + nt, sizeof(vv_node));
+    if (!p.bpar || !p.bmatch || !p.bmove || !p.tpar || !p.tnode || !p.anchor || !p.tmp || !p.node) {
+        r = -ENOMEM;
+    } else {
+        r = vv_plan_make(&p);
     }
-    /* directories must be the same; files: created, changed, deleted */
-    size_t i = 0, j = 0;
-    while (r == 0 && (i < b->n || j < t->n)) {
-        int c = i == b->n ? 1 : j == t->n ? -1 : strcmp(b->e[i].rel, t->e[j].rel);
-        vv_entry *be = c <= 0 ? &b->e[i] : NULL, *te = c >= 0 ? &t->e[j] : NULL;
-        if ((be && be->dir && !te) || (te && te->dir && !be) ||
-            (be && te && be->dir != te->dir)) {
-            r = -ENOTSUP;
-            break;
-        }
-        if (te && !te->dir &&
-            (!be || be->first != te->first || be->size != te->size || te->dirty)) {
-            act[na].e = te;
-        }
-        if ((te && !te->dir && act[na].e) || (be && !be->dir && !te)) {
-            act[na].path = vd_asprintf("%s/%s", s->map[0].name, te ? te->rel : be->rel);
-            if (!act[na].path) {
-                r = -ENOMEM;
+    if (r == -ENOTSUP) {
+        vd_warn("vvfat: nothing written back: %s", p.why);
+    } else if (r == 0) {
+        r = vv_apply(&p);
+    }
+    /* staged files not renamed into place (a failure) */
+    for (size_t j = 0; j < t->n && p.tmp; j++) {
+        if (p.tmp[j]) {
+            char *path = vv_node_path(&p, p.anchor[j], p.tmp[j]);
+            if (path) {
+                unlink(path);
             }
-            na++;
-        }
-        i += c <= 0;
-        j += c >= 0;
-    }
-    for (size_t k = 0; r == 0 && k < na; k++) {
-        if (act[k].e) {
-            r = vv_stage(s, t, act[k].e, act[k].path, &act[k].tmp);
+            free(path);
+            free(p.tmp[j]);
         }
     }
-    /* the image must not change under the guest when the host files do */
-    size_t rootlen = strlen(s->map[0].name) + 1;
-    for (size_t m = 1; r == 0 && na > 0 && m < s->map_n; m++) {
-        if (s->map[m].is_dir) {
-            continue;
-        }
-        char *p = vv_path(s, m);
-        if (!p) {
-            r = -ENOMEM;
-            break;
-        }
-        for (size_t k = 0; k < na; k++) {
-            if (!strcmp(act[k].path + rootlen, p + rootlen)) {
-                r = vv_pin(s, &s->map[m]);
-                break;
-            }
-        }
-        free(p);
+    for (size_t k = 0; p.node && k < p.node_n; k++) {
+        free(p.node[k].own);
     }
-    for (size_t k = 0; r == 0 && k < na; k++) {
-        if (act[k].e ? rename(act[k].tmp, act[k].path) < 0
-                     : (unlink(act[k].path) < 0 && errno != ENOENT)) {
-            r = -errno;
-        } else if (act[k].e) {
-            free(act[k].tmp);
-            act[k].tmp = NULL;
-        }
-    }
-    for (size_t k = 0; k < na; k++) {
-        if (act[k].tmp) {
-            unlink(act[k].tmp);
-            free(act[k].tmp);
-        }
-        free(act[k].path);
-    }
-    free(act);
+    free(p.bpar);
+    free(p.bmatch);
+    free(p.bmove);
+    free(p.tpar);
+    free(p.tnode);
+    free(p.anchor);
+    free(p.tmp);
+    free(p.node);
     if (r < 0) {
         vv_tree_free(t);
         return r;

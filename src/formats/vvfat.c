@@ -2409,18 +2409,30 @@ static int vv_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf
         return -EPERM;
     }
     uint64_t sector = offset / SECTOR, n = len / SECTOR;
+    const uint8_t *data = buf;
+    uint8_t old[SECTOR];
     pthread_mutex_lock(&s->rw_lock);
-    int r = vv_ov_write(s, sector, n, buf);
+    /* a cluster is dirty when its contents change: a page cache writes
+     * whole pages, which may reach into the next file's cluster */
+    int r = 0;
+    for (uint64_t k = 0; r == 0 && k < n; k++) {
+        if (sector + k < s->offset_to_root_dir) {
+            continue;
+        }
+        uint64_t c = (sector + k - s->offset_to_root_dir) / s->sectors_per_cluster;
+        if (c >= s->cluster_count || vv_bit(s->dirty, c)) {
+            continue;
+        }
+        r = vv_view_read(s, sector + k, 1, old);
+        if (r == 0 && memcmp(old, data + k * SECTOR, SECTOR)) {
+            vv_bit_set(s->dirty, c);
+        }
+    }
+    if (r == 0) {
+        r = vv_ov_write(s, sector, n, buf);
+    }
     if (r == 0 && (flags & VD_REQ_FUA) && fdatasync(s->ov_fd) < 0) {
         r = -EIO; /* written through to the overlay, not to DIR: that is the flush */
-    }
-    for (uint64_t k = 0; r == 0 && k < n; k++) {
-        if (sector + k >= s->offset_to_root_dir) {
-            uint64_t c = (sector + k - s->offset_to_root_dir) / s->sectors_per_cluster;
-            if (c < s->cluster_count) {
-                vv_bit_set(s->dirty, c);
-            }
-        }
     }
     pthread_mutex_unlock(&s->rw_lock);
     return r;

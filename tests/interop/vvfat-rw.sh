@@ -1,17 +1,20 @@
 #!/bin/bash
 # SPDX-License-Identifier: BSD-3-Clause
-# Virtual FAT rw (fat:rw:DIR), the restricted subset: a real FAT driver
-# (mtools) works on a copy of the image; the sectors it changed are written
-# through `vdisk-io fat:rw:DIR`, and the commit (flush, close) makes DIR
-# equal to the same operations done on a plain directory: new files,
-# overwritten files (shorter and longer), deleted files, renamed files, in
-# the root and in existing subdirectories, for seeded random trees, then
-# three rounds of seeded random mtools operations.  A new
-# directory is refused with nothing applied; the image reads back what
-# was written after the commit; rw on a read-only open, and FAT32, fail.
+# Virtual FAT rw (fat:rw:DIR): a real FAT driver (mtools) works on a copy
+# of the image; the sectors it changed are written through `vdisk-io
+# fat:rw:DIR`, and the commit (flush, close) makes DIR equal to the same
+# operations done on a plain directory: new files, overwritten files
+# (shorter and longer), deleted files, renamed files, in the root and in
+# subdirectories, for seeded random trees (also over a vdisk-nbd export,
+# several commits in one session: the image reads back what was written);
+# then three rounds of seeded random mtools operations on files and
+# directories, many per commit; swaps of names and nesting in one commit
+# (fsck.fat clean); refusals (a host-only file in a deleted directory, a
+# name the host took) with nothing applied; rw on a read-only open, and
+# FAT32, fail.  vvfat-rw-fuse.sh does the same through the FUSE export.
 . "$VDISK_SRC/tests/lib.sh"
-need mcopy mdel mren mmd qemu-io qemu-img
-export MTOOLS_SKIP_CHECK=1 LANG=C.UTF-8 LC_ALL=C.UTF-8
+need mcopy mdel mren mmd mrd mmove mdeltree fsck.fat qemu-io qemu-img
+export MTOOLS_SKIP_CHECK=1 LANG=C.UTF-8 LC_ALL=C.UTF-8 TZ=UTC
 lib="$VDISK_SRC/tests/interop/vvfat/lib.py"
 seed=${VDISK_SEED:-$RANDOM}
 echo "seed $seed"
@@ -60,10 +63,10 @@ I="-i mod.raw@@32256"
 head -c 30000 /dev/urandom >new1.bin
 head -c 70000 /dev/urandom >bigger.bin
 echo short >shorter.txt
-mcopy $I new1.bin ::/new1.bin && cp new1.bin plain/new1.bin
-mcopy $I new1.bin "::/sub/A long new name.bin" && cp new1.bin "plain/sub/A long new name.bin"
-mcopy -o $I bigger.bin ::/keep.txt && cp bigger.bin plain/keep.txt
-mcopy -o $I shorter.txt ::/sub/one.txt && cp shorter.txt plain/sub/one.txt
+mcopy -m $I new1.bin ::/new1.bin && cp -p new1.bin plain/new1.bin
+mcopy -m $I new1.bin "::/sub/A long new name.bin" && cp -p new1.bin "plain/sub/A long new name.bin"
+mcopy -o -m $I bigger.bin ::/keep.txt && cp -p bigger.bin plain/keep.txt
+mcopy -o -m $I shorter.txt ::/sub/one.txt && cp -p shorter.txt plain/sub/one.txt
 mren $I ::/new1.bin ::/renamed.bin && mv plain/new1.bin plain/renamed.bin
 # delete two of the random files
 find plain -maxdepth 1 -type f -printf '%f\n' | grep -E '^[A-Za-z0-9][A-Za-z0-9 ._-]*$' |
@@ -72,7 +75,7 @@ while IFS= read -r f; do
     mdel $I "::/$f" || fail "mdel $f"
     rm "plain/$f"
 done <victims
-: >empty.new && mcopy $I empty.new ::/empty.new && cp empty.new plain/empty.new
+: >empty.new && mcopy -m $I empty.new ::/empty.new && cp -p empty.new plain/empty.new
 
 apply base.raw mod.raw fat:rw:host -c flush || fail "vdisk-io rw"
 diff -r plain host || fail "DIR differs from the same operations on a plain directory (seed $seed)"
@@ -89,12 +92,12 @@ trap 'kill $pid 2>/dev/null' EXIT
 wait_for qemu-io -f raw -c "read 0 512" "nbd+unix:///?socket=$sock"
 url="nbd+unix:///?socket=$sock"
 cp base.raw mod.raw
-mcopy -o $I shorter.txt ::/keep.txt && cp shorter.txt plain/keep.txt
+mcopy -o -m $I shorter.txt ::/keep.txt && cp -p shorter.txt plain/keep.txt
 mdel $I ::/renamed.bin && rm plain/renamed.bin
 apply base.raw mod.raw "$url" -c flush || fail "nbd commit 1"
 diff -r plain host || fail "DIR after the first NBD commit (seed $seed)"
 cp mod.raw base2.raw
-mcopy $I bigger.bin ::/sub/bigger.bin && cp bigger.bin plain/sub/bigger.bin
+mcopy -m $I bigger.bin ::/sub/bigger.bin && cp -p bigger.bin plain/sub/bigger.bin
 mdel $I "::/sub/A long new name.bin" && rm "plain/sub/A long new name.bin"
 apply base2.raw mod.raw "$url" -c flush || fail "nbd commit 2"
 diff -r plain host || fail "DIR after the second NBD commit (seed $seed)"
@@ -104,94 +107,91 @@ kill $pid
 wait $pid 2>/dev/null || true
 trap - EXIT
 
-# seeded random sequences of mtools operations (new, overwritten, deleted
-# and renamed files, anywhere in the existing directories), three rounds,
-# each applied through vdisk-io and compared with a plain directory
+# seeded random sequences of mtools operations (files new, overwritten,
+# deleted, renamed and moved; directories new, removed, renamed and moved,
+# nested), many in one commit: three rounds, each applied through vdisk-io
+# and compared with a plain directory (contents, names, file mtimes to
+# FAT's 2 seconds)
+times() {
+    (cd "$1" && find . -type f -printf '%T@ %p\n' |
+        awk '{ t = int($1 / 2) * 2; $1 = ""; print t $0 }' | sort)
+}
 for round in 1 2 3; do
     "$VDISK" convert -O raw fat:host base.raw || fail "convert round $round"
     cp base.raw mod.raw
-    /usr/bin/python3 - "$seed" "$round" plain >ops <<'PY'
-import os, random, re, sys
-rnd = random.Random(int(sys.argv[1]) * 10 + int(sys.argv[2]))
-root = sys.argv[3]
-safe = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
-dirs, files = [""], []
-for d, ds, fs in os.walk(root):
-    rel = os.path.relpath(d, root)
-    rel = "" if rel == "." else rel
-    if rel and not all(safe.match(x) for x in rel.split("/")):
-        ds[:] = []
-        continue
-    if rel:
-        dirs.append(rel)
-    files += [os.path.join(rel, f) for f in fs if safe.match(f)]
-for k in range(8):
-    op = rnd.choice(["new", "new", "over", "del", "ren"])
-    if op != "new" and not files:
-        op = "new"
-    if op == "new":
-        d = rnd.choice(dirs)
-        name = "n%s %d %s.%s" % (sys.argv[2], k, "x" * rnd.randint(0, 30), rnd.choice(["txt", "bin", "b"]))
-        if rnd.random() < 0.3:
-            name = "N%s%d.TXT" % (sys.argv[2], k)
-        size = rnd.choice([0, 1, 511, 8192, 8193, rnd.randint(1, 200000)])
-        # an upper-case 8.3 name has no long name: DIR gets it in lower
-        # case, as QEMU reads short names
-        m, h = os.path.join(d, name).lstrip("/"), os.path.join(d, name.lower() if name.isupper() else name).lstrip("/")
-        print("new", size, rnd.randrange(1 << 30), m + "\t" + h)
-        files.append(h)
-    elif op == "over":
-        f = rnd.choice(files)
-        # mtools writes the entry anew under the name given: an upper-case
-        # 8.3 name loses its long name and comes back in lower case
-        b = os.path.basename(f)
-        g = f
-        if b.isupper() and re.match(r"^[A-Z0-9_-]{1,8}(\.[A-Z0-9_-]{1,3})?$", b):
-            g = os.path.join(os.path.dirname(f), b.lower())
-            files.remove(f)
-            files.append(g)
-        print("over", rnd.choice([0, 5, 9000, rnd.randint(1, 150000)]), rnd.randrange(1 << 30), f + "\t" + g)
-    elif op == "del":
-        f = rnd.choice(files)
-        files.remove(f)
-        print("del", 0, 0, f)
-    else:
-        f = rnd.choice(files)
-        files.remove(f)
-        g = os.path.join(os.path.dirname(f), "r%s %d renamed" % (sys.argv[2], k))
-        files.append(g)
-        print("ren", 0, 0, f + "\t" + g)
-PY
-    while IFS=' ' read -r op size rs path; do
-        case $op in
-        new|over)
-            head -c "$size" </dev/urandom >data.bin
-            [ "$op" = new ] && o= || o=-o
-            mpath=${path%%$'\t'*} hpath=${path#*$'\t'}
-            mcopy $o $I data.bin "::/$mpath" || fail "mcopy $mpath"
-            [ "$op" = over ] && [ "$mpath" != "$hpath" ] && rm "plain/$mpath"
-            cp data.bin "plain/$hpath" ;;
-        del)
-            mdel $I "::/$path" || fail "mdel $path"
-            rm "plain/$path" ;;
-        ren)
-            from=${path%%$'\t'*} to=${path#*$'\t'}
-            mren $I "::/$from" "::/$to" || fail "mren $from"
-            mv "plain/$from" "plain/$to" ;;
-        esac
-    done <ops
+    /usr/bin/python3 "$lib" ops mod.raw@@32256 plain "$seed" "$round" 30 >ops ||
+        fail "round $round: $(tail -n 3 ops)"
     apply base.raw mod.raw fat:rw:host -c flush || fail "round $round: vdisk-io"
     diff -r plain host || fail "round $round: DIR differs (seed $seed): $(cat ops)"
+    times plain >plain.times
+    times host >host.times
+    diff plain.times host.times || fail "round $round: mtimes differ (seed $seed)"
+    [ -z "$(find host -name '.vdisk-vvfat*')" ] || fail "round $round: a temporary file was left"
 done
 
-# a new directory is refused and nothing is applied
+# in one commit: two files swap names, two directories swap names, a
+# directory and its subdirectory swap nesting, a tree is deleted and a
+# directory of the same name made, a file is replaced by a directory of
+# its name
+rm -rf host/* plain/*
+mkdir -p host/da/inner host/db host/outer/nested host/gone/sub host/fd
+echo a >host/fa.txt && echo b >host/fb.txt && echo c >host/da/inner/c.txt &&
+    echo d >host/db/d.txt && echo n >host/outer/nested/n.txt && echo o >host/outer/o.txt &&
+    echo g >host/gone/sub/g.txt && echo f >host/was-file
+cp -a host/. plain/
+"$VDISK" convert -O raw fat:host base.raw || fail "convert swaps"
+cp base.raw mod.raw
+mren $I ::/fa.txt ::/tmp-swap && mren $I ::/fb.txt ::/fa.txt && mren $I ::/tmp-swap ::/fb.txt &&
+    mren $I ::/da ::/tmp-swap && mren $I ::/db ::/da && mren $I ::/tmp-swap ::/db &&
+    mmove $I ::/outer/nested ::/nested && mmove $I ::/outer ::/nested/outer &&
+    mdeltree $I ::/gone && mmd $I ::/gone && mdel $I ::/was-file && mmd $I ::/was-file ||
+    fail "mtools swaps"
+(cd plain && mv fa.txt t && mv fb.txt fa.txt && mv t fb.txt && mv da t && mv db da && mv t db &&
+    mv outer/nested nested && mv outer nested/outer && rm -r gone && mkdir gone && rm was-file &&
+    mkdir was-file)
+apply base.raw mod.raw fat:rw:host -c flush || fail "vdisk-io swaps"
+diff -r plain host || fail "swaps: DIR differs"
+ls -a host | grep -q vdisk-vvfat && fail "swaps: a temporary name was left"
+fsck_part() {
+    dd if="$1" of=part.raw bs=512 skip=63 status=none
+    fsck.fat -n part.raw >fsck.out 2>&1 || fail "fsck.fat -n: $(cat fsck.out)"
+}
+fsck_part mod.raw
+
+# refused, with nothing applied: a directory the FAT side deleted holds a
+# file the host added since the open; a new name the host took since the
+# open (a vdisk-nbd export, so that the host changes while it is open; the
+# warning is the server's)
+refusal() {
+    local what=$1 before rc=0
+    before=$(cd host && find . | sort | md5sum)
+    apply base.raw mod.raw "$url" -c flush >nbd-client.out 2>&1 && fail "accepted ($what)"
+    kill $pid
+    wait $pid 2>/dev/null || rc=$?
+    trap - EXIT
+    grep -q "nothing written back: $what" nbd.err || fail "no clear refusal: $(cat nbd.err)"
+    [ "$(cd host && find . | sort | md5sum)" = "$before" ] || fail "a refused commit changed DIR"
+}
+start_nbd() {
+    rm -f "$sock"
+    "$VDISK_NBD" -t -k "$sock" -f raw fat:rw:host 2>nbd.err &
+    pid=$!
+    trap 'kill $pid 2>/dev/null' EXIT
+    wait_for qemu-io -f raw -c "read 0 512" "$url"
+}
 "$VDISK" convert -O raw fat:host base.raw || fail "convert 2"
 cp base.raw mod.raw
-mmd $I ::/newdir
+mdeltree $I ::/gone ::/db
 mcopy $I new1.bin ::/another.bin
-before=$(cd host && find . | sort | md5sum)
-out=$(apply base.raw mod.raw fat:rw:host -c flush 2>&1) && fail "mkdir was accepted: $out"
-[ "$(cd host && find . | sort | md5sum)" = "$before" ] || fail "a refused commit changed DIR"
+start_nbd
+echo host >host/db/host-only
+refusal "host/db/host-only was never seen by the FAT side"
+rm host/db/host-only
+cp base.raw mod.raw
+mmd $I ::/taken
+start_nbd
+echo host >host/taken
+refusal "host/taken exists on the host but not on the FAT side"
 
 expect_fail "Unable to set VVFAT to 'rw' when drive is read-only" "$VDISK_IO" -r -c "read 0 512" fat:rw:host
 expect_fail "rw is not supported with FAT32" "$VDISK_IO" -c "read 0 512" fat:rw:32:host

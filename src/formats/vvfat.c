@@ -28,8 +28,8 @@
  * its last cluster reads as zeroes (QEMU leaves whatever its cluster buffer
  * held before); a file that cannot be read fails the read with EIO (QEMU
  * returns zeroes); a name that is not valid UTF-8 fails the open (QEMU
- * drops its long name and makes a short name from the bytes); rw is a
- * restricted subset of its own (see the rw section below).  The FAT32
+ * drops its long name and makes a short name from the bytes); rw is an
+ * implementation of its own (see the rw section below).  The FAT32
  * variant is QEMU's: a FAT16-style boot sector over 32-bit FAT entries,
  * which QEMU itself calls untested.
  */
@@ -1175,15 +1175,14 @@ static int vv_read_virtual(vv_state *s, uint64_t sector, uint64_t n, uint8_t *bu
  * a bitmap of its sectors), and reads see the overlay over the image built
  * from the tree.  A flush (and the close) commits: the FAT file system as
  * it now is is parsed (first FAT, directories, long names) and compared
- * with the tree as last committed; files created, changed (a cluster
- * written, or another first cluster or size) and deleted are applied to
- * DIR (contents written to a temporary file beside the target and renamed
- * over it).  Directories cannot be created, deleted or renamed: such a
- * state fails the commit, as does any inconsistency (chains that loop,
- * cross or leave the disk, a size the chain does not hold, a changed boot
- * sector), and then nothing is applied.  Before a host file changes, the
- * clusters the image reads from it are copied into the overlay, so the
- * disk stays what the guest wrote.
+ * with the tree as last committed; files and directories created,
+ * changed, renamed, moved and deleted are applied to DIR (see vv_plan
+ * below).  Any inconsistency (chains that loop, cross or leave the disk, a
+ * size the chain does not hold, a changed boot sector) fails the commit
+ * with nothing applied, and so does a plan the host does not fit (a
+ * warning says why).  Before a host file changes or moves, the clusters
+ * the image reads from it are copied into the overlay, so the disk stays
+ * what the guest wrote.
  */
 
 typedef struct vv_entry {

@@ -7,10 +7,11 @@
  * through: long and short name generation, collisions, directory layout;
  * (3) the rw write-back parser: the input written over the FAT and the
  * root directory of a `fat:rw:floppy:` image of that directory, then a
- * flush (a commit may only touch files in the scratch directory).
+ * flush (a commit may only create, change, rename and delete files and
+ * directories in the scratch directory).
  */
-#include <dirent.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -24,19 +25,20 @@ extern const vd_driver vd_drv_vvfat;
 
 static char scratch[64];
 
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    if (ftw->level > 0) {
+        remove(path);
+    }
+    return 0;
+}
+
+/* everything below the scratch directory: a commit may make directories */
 static void clear_scratch(void)
 {
-    DIR *d = opendir(scratch);
-    if (!d) {
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-            unlinkat(dirfd(d), de->d_name, 0);
-        }
-    }
-    closedir(d);
+    nftw(scratch, remove_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void remove_scratch(void)

@@ -2062,7 +2062,7 @@ static int vv_node_move(vv_plan *p, int k, int parent, const char *name, char *o
 /* A name in the directory that is node k that nothing uses (malloc'ed). */
 static char *vv_free_name(vv_plan *p, int k)
 {
-    static unsigned counter;
+    static _Atomic unsigned counter;
     for (;;) {
         char name[64];
         snprintf(name, sizeof(name), ".vdisk-vvfat-mv.%d.%u", (int)getpid(), counter++);

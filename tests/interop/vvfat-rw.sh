@@ -132,23 +132,24 @@ done
 # in one commit: two files swap names, two directories swap names, a
 # directory and its subdirectory swap nesting, a tree is deleted and a
 # directory of the same name made, a file is replaced by a directory of
-# its name
+# its name and a directory by a file
 rm -rf host/* plain/*
-mkdir -p host/da/inner host/db host/outer/nested host/gone/sub host/fd
+mkdir -p host/da/inner host/db host/outer/nested host/gone/sub host/fd host/dir2file/x
 echo a >host/fa.txt && echo b >host/fb.txt && echo c >host/da/inner/c.txt &&
     echo d >host/db/d.txt && echo n >host/outer/nested/n.txt && echo o >host/outer/o.txt &&
-    echo g >host/gone/sub/g.txt && echo f >host/was-file
+    echo g >host/gone/sub/g.txt && echo f >host/was-file && echo x >host/dir2file/x/x.txt
 cp -a host/. plain/
 "$VDISK" convert -O raw fat:host base.raw || fail "convert swaps"
 cp base.raw mod.raw
 mren $I ::/fa.txt ::/tmp-swap && mren $I ::/fb.txt ::/fa.txt && mren $I ::/tmp-swap ::/fb.txt &&
     mren $I ::/da ::/tmp-swap && mren $I ::/db ::/da && mren $I ::/tmp-swap ::/db &&
     mmove $I ::/outer/nested ::/nested && mmove $I ::/outer ::/nested/outer &&
-    mdeltree $I ::/gone && mmd $I ::/gone && mdel $I ::/was-file && mmd $I ::/was-file ||
+    mdeltree $I ::/gone && mmd $I ::/gone && mdel $I ::/was-file && mmd $I ::/was-file &&
+    mdeltree $I ::/dir2file && mcopy -m $I new1.bin ::/dir2file ||
     fail "mtools swaps"
 (cd plain && mv fa.txt t && mv fb.txt fa.txt && mv t fb.txt && mv da t && mv db da && mv t db &&
     mv outer/nested nested && mv outer nested/outer && rm -r gone && mkdir gone && rm was-file &&
-    mkdir was-file)
+    mkdir was-file && rm -r dir2file && cp -p ../new1.bin dir2file)
 apply base.raw mod.raw fat:rw:host -c flush || fail "vdisk-io swaps"
 diff -r plain host || fail "swaps: DIR differs"
 ls -a host | grep -q vdisk-vvfat && fail "swaps: a temporary name was left"

@@ -10,16 +10,26 @@
  * qemu:allocation-depth, qemu:dirty-bitmap:NAME; the payload form with
  * extended headers).  Not supported: NBD_CMD_RESIZE.
  *
- * Threads: serve() accepts; each client gets a thread that does the
- * handshake (bounded by the handshake limit) and then becomes one of N
- * workers.  Workers take turns reading one request each (header and
- * payload, under the read lock), serve it with the synchronous, thread
- * safe vd_* calls, and send the reply under the write lock: replies go
- * out of order, and no thread hands requests to another.
+ * Threads: serve() accepts; each client gets a short-lived thread for
+ * the handshake (bounded by the handshake limit).  In the transmission
+ * phase no thread belongs to a client: one pool of workers, shared by
+ * every connection, serves them all.  A poller thread waits on epoll for
+ * connection sockets to become readable (one-shot: a readable connection
+ * is handed to exactly one worker) and queues them; a worker takes a
+ * connection, reads the next request without blocking (a request may
+ * arrive in pieces: the partial header or payload stays with the
+ * connection), passes the connection on (queued again when more bytes are
+ * already buffered, else re-armed in epoll), then serves the request with
+ * the synchronous, thread safe vd_* calls and sends the reply under the
+ * connection's write lock with one writev.  So one connection has as many
+ * requests in flight as there are free workers, replies go out of order,
+ * and an idle connection costs only its memory.  Workers start lazily, up
+ * to --threads (default: from the number of cores).
  *
  * Memory per client is bounded: requests carry at most NBD_MAX_PAYLOAD
- * bytes, and a reader waits before taking a request whose buffer would
- * push the client's bytes in flight over the client memory limit.
+ * bytes, and a connection whose next request would push its bytes in
+ * flight over the client memory limit is not read (parked) until enough
+ * of its requests have finished.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +39,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -39,7 +51,8 @@
 #include "tls.h"
 #include "vdisk-nbd.h"
 
-#define SRV_DEFAULT_THREADS 16
+/* workers of the shared pool: 0 = automatic (8 per core, 16 to 48) */
+#define SRV_DEFAULT_THREADS 0
 #define SRV_MAX_THREADS 256
 #define SRV_DEFAULT_CLIENT_MEM (64ull * 1024 * 1024)
 #define SRV_DEFAULT_HANDSHAKE_MS 10000
@@ -81,6 +94,20 @@ typedef struct srv_export {
 
 typedef struct srv_client srv_client;
 
+/* The workers shared by every connection in the transmission phase. */
+typedef struct srv_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    srv_client *qhead, *qtail; /* connections with bytes to read */
+    unsigned max;              /* workers at most */
+    unsigned started, idle, busy;
+    bool running, stop;
+    int epfd;
+    int evfd; /* wakes the poller to stop */
+    pthread_t poller;
+    pthread_t *workers;
+} srv_pool;
+
 struct vd_nbd_server {
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -101,14 +128,22 @@ struct vd_nbd_server {
     unsigned next_id;
     srv_client *clients;
     bool served_one; /* a client that reached transmission has left */
+    srv_pool pool;
 };
 
+/* A worker's buffer: request payload, then reply data; kept between
+ * requests (up to SRV_RETAIN_BUF) so that requests allocate nothing. */
 typedef struct srv_worker {
-    srv_client *c;
-    pthread_t thread;
     uint8_t *buf;
     size_t cap;
 } srv_worker;
+
+/* where the reader of a connection stands */
+enum {
+    RS_HEADER,  /* collecting a request header */
+    RS_MEM,     /* header decoded, waiting for memory budget */
+    RS_PAYLOAD, /* budget taken, collecting the payload */
+};
 
 struct srv_client {
     vd_nbd_server *srv;
@@ -129,10 +164,26 @@ struct srv_client {
     srv_export *exp;
     bool transmission;
 
-    /* transmission */
-    pthread_mutex_t rlock, wlock, mlock;
-    pthread_cond_t mcond;
+    /* transmission; the read side belongs to one worker at a time (the
+     * one that took the connection from the queue or from epoll) */
+    pthread_mutex_t wlock, mlock;
+    srv_client *qnext; /* in the pool's queue */
+    int rstate;
+    uint8_t hdr[NBD_EXT_REQUEST_LEN];
+    size_t hgot;
+    vd_nbd_request req;  /* the request being read */
+    uint64_t plen, pgot; /* its payload: length, bytes read */
+    uint64_t need;       /* its memory budget */
+    uint8_t *pbuf;       /* a partly read payload waits here ... */
+    size_t pcap;         /* ... with its buffer's size */
+    bool registered;     /* in the pool's epoll set */
+    /* under mlock */
     uint64_t inflight; /* payload bytes held by requests in progress */
+    unsigned nreq;     /* requests being served */
+    bool parked;       /* not read until inflight drops */
+    bool reader_done;  /* no more requests will be read */
+    bool finished;     /* torn down (or being) */
+    bool *done_flag;   /* vd_nbd_server_handle_fd() waits for this */
     int dead;          /* stop reading requests (atomic) */
 };
 
@@ -172,6 +223,9 @@ static srv_export *srv_find_export(vd_nbd_server *srv, const char *name, size_t 
 
 /* ---------------------------------------------------------------- server */
 
+static void srv_pool_push(vd_nbd_server *srv, srv_client *c);
+static void srv_pool_stop(vd_nbd_server *srv);
+
 vd_nbd_server *vd_nbd_server_new(void)
 {
     vd_nbd_server *srv = calloc(1, sizeof(*srv));
@@ -186,6 +240,9 @@ vd_nbd_server *vd_nbd_server_new(void)
     }
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);
+    pthread_mutex_init(&srv->pool.lock, NULL);
+    pthread_cond_init(&srv->pool.cond, NULL);
+    srv->pool.epfd = srv->pool.evfd = -1;
     srv->max_conns = 1;
     srv->threads = SRV_DEFAULT_THREADS;
     srv->handshake_ms = SRV_DEFAULT_HANDSHAKE_MS;
@@ -200,6 +257,14 @@ static void srv_stop_clients(vd_nbd_server *srv)
     for (srv_client *c = srv->clients; c; c = c->next) {
         __atomic_store_n(&c->dead, 1, __ATOMIC_SEQ_CST);
         vd_nbd_conn_shutdown(&c->conn);
+        /* a parked client would wait for requests that may never end */
+        pthread_mutex_lock(&c->mlock);
+        bool resume = c->parked;
+        c->parked = false;
+        pthread_mutex_unlock(&c->mlock);
+        if (resume) {
+            srv_pool_push(srv, c);
+        }
     }
     while (srv->nclients) {
         pthread_cond_wait(&srv->cond, &srv->lock);
@@ -213,6 +278,9 @@ void vd_nbd_server_free(vd_nbd_server *srv)
         return;
     }
     srv_stop_clients(srv);
+    srv_pool_stop(srv);
+    pthread_mutex_destroy(&srv->pool.lock);
+    pthread_cond_destroy(&srv->pool.cond);
     for (size_t i = 0; i < srv->nexports; i++) {
         srv_export *e = &srv->exports[i];
         free(e->name);
@@ -371,7 +439,7 @@ void vd_nbd_server_set_handshake_limit(vd_nbd_server *srv, unsigned ms)
 
 void vd_nbd_server_set_threads(vd_nbd_server *srv, unsigned n)
 {
-    srv->threads = n < 1 ? 1 : n > SRV_MAX_THREADS ? SRV_MAX_THREADS : n;
+    srv->threads = n > SRV_MAX_THREADS ? SRV_MAX_THREADS : n; /* 0: automatic */
 }
 
 void vd_nbd_server_set_client_memory(vd_nbd_server *srv, uint64_t bytes)
@@ -927,29 +995,6 @@ static void srv_reply_lib_err(srv_client *c, const vd_nbd_request *req)
     srv_reply_err(c, req, e ? e : EIO, "%s", vd_get_error());
 }
 
-static bool srv_mem_acquire(srv_client *c, uint64_t n)
-{
-    pthread_mutex_lock(&c->mlock);
-    while (c->inflight && c->inflight + n > c->srv->client_mem &&
-           !__atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) {
-        pthread_cond_wait(&c->mcond, &c->mlock);
-    }
-    c->inflight += n;
-    pthread_mutex_unlock(&c->mlock);
-    return true;
-}
-
-static void srv_mem_release(srv_client *c, uint64_t n)
-{
-    if (!n) {
-        return;
-    }
-    pthread_mutex_lock(&c->mlock);
-    c->inflight -= n;
-    pthread_cond_broadcast(&c->mcond);
-    pthread_mutex_unlock(&c->mlock);
-}
-
 static int srv_worker_buf(srv_worker *w, size_t n)
 {
     if (w->cap >= n) {
@@ -1340,136 +1385,412 @@ static void srv_handle(srv_client *c, srv_worker *w, const vd_nbd_request *req, 
     }
 }
 
-/*
- * Read the next request and its payload into w->buf (called under
- * rlock).  1: a request to serve (*mem bytes of the memory budget taken);
- * 0: the client is done (EOF or NBD_CMD_DISC); <0: protocol error or I/O
- * failure (hang up).
- */
-static int srv_read_request(srv_client *c, srv_worker *w, vd_nbd_request *req, uint64_t *plen,
-                            uint64_t *mem)
+/* ------------------------------------------------------------ the pool */
+
+static void srv_client_finish(srv_client *c);
+static void *srv_pool_worker_main(void *opaque);
+
+/* Queue a connection whose next bytes are already buffered. */
+static void srv_pool_push(vd_nbd_server *srv, srv_client *c)
 {
-    uint8_t hdr[NBD_EXT_REQUEST_LEN];
-    size_t hl = c->extended ? NBD_EXT_REQUEST_LEN : NBD_REQUEST_LEN;
-    int r = vd_nbd_conn_read(&c->conn, hdr, hl);
-    if (r == -ENODATA) {
-        CLOG(c, VD_NBD_LOG_INFO, "client closed the connection");
-        return 0;
+    srv_pool *p = &srv->pool;
+    pthread_mutex_lock(&p->lock);
+    c->qnext = NULL;
+    if (p->qtail) {
+        p->qtail->qnext = c;
+    } else {
+        p->qhead = c;
     }
+    p->qtail = c;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Hand the connection's read side to epoll: a worker gets it when the
+ * socket becomes readable (or hangs up). */
+static int srv_arm(vd_nbd_server *srv, srv_client *c)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c};
+    /* registered on first use, armed: a registered but disarmed socket
+     * would still report hang-ups, a second owner of the read side.
+     * Set before the call: the event may fire before it returns. */
+    int op = c->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    c->registered = true;
+    if (epoll_ctl(srv->pool.epfd, op, c->conn.fd, &ev) < 0) {
+        int e = errno;
+        c->registered = op == EPOLL_CTL_MOD;
+        return -e;
+    }
+    return 0;
+}
+
+/* Stop reading requests from c; it goes away once its requests are done. */
+static void srv_reader_stop(srv_client *c, int r)
+{
+    __atomic_store_n(&c->dead, 1, __ATOMIC_SEQ_CST);
     if (r < 0) {
-        return r;
+        if (r != -ECONNRESET && r != -EPROTO) {
+            CLOG(c, VD_NBD_LOG_INFO, "connection failed: %s", strerror(-r));
+        }
+        /* hard disconnect: in-flight replies may be lost */
+        vd_nbd_conn_shutdown(&c->conn);
     }
-    if (vd_nbd_request_decode(hdr, c->extended, req) < 0) {
-        CLOG(c, VD_NBD_LOG_WARNING, "bad request magic 0x%08x", vd_ld_be32(hdr));
-        return -EPROTO;
+    pthread_mutex_lock(&c->mlock);
+    c->reader_done = true;
+    bool last = c->nreq == 0 && !c->finished;
+    c->finished |= last;
+    pthread_mutex_unlock(&c->mlock);
+    if (last) {
+        srv_client_finish(c);
     }
-    CLOG(c, VD_NBD_LOG_DEBUG, "%s flags 0x%x offset %llu length %llu cookie %llu",
-         vd_nbd_cmd_name(req->type), req->flags, (unsigned long long)req->offset,
-         (unsigned long long)req->length, (unsigned long long)req->cookie);
-    if (req->type == NBD_CMD_DISC) {
-        CLOG(c, VD_NBD_LOG_INFO, "disconnect requested");
-        return 0;
+}
+
+/* Pass the read side on: to the queue when bytes are buffered, else to
+ * epoll.  The caller must not touch the read side afterwards. */
+static void srv_pass_on(vd_nbd_server *srv, srv_client *c)
+{
+    if (vd_nbd_conn_pending(&c->conn)) {
+        srv_pool_push(srv, c);
+        return;
     }
-    uint64_t p = 0;
-    if (c->extended ? (req->flags & NBD_CMD_FLAG_PAYLOAD_LEN) != 0
-                    : req->type == NBD_CMD_WRITE) {
-        p = req->length;
+    int r = srv_arm(srv, c);
+    if (r < 0) {
+        CLOG(c, VD_NBD_LOG_WARNING, "cannot watch the connection: %s", strerror(-r));
+        srv_reader_stop(c, r);
     }
-    if (p > NBD_MAX_PAYLOAD) {
-        /* cannot skip that much safely, and the spec allows hanging up */
-        CLOG(c, VD_NBD_LOG_WARNING, "%s payload of %llu bytes exceeds %u",
-             vd_nbd_cmd_name(req->type), (unsigned long long)p, NBD_MAX_PAYLOAD);
-        return -EPROTO;
+}
+
+/* A request of c finished, releasing mem bytes of its budget. */
+static void srv_request_done(vd_nbd_server *srv, srv_client *c, uint64_t mem)
+{
+    pthread_mutex_lock(&c->mlock);
+    c->inflight -= mem;
+    c->nreq--;
+    bool resume = c->parked && (!c->inflight || c->inflight + c->need <= srv->client_mem ||
+                                __atomic_load_n(&c->dead, __ATOMIC_SEQ_CST));
+    if (resume) {
+        c->parked = false;
     }
-    uint64_t need = p;
-    if (req->type == NBD_CMD_READ && req->length <= NBD_MAX_PAYLOAD) {
-        need = req->length;
+    bool last = c->reader_done && c->nreq == 0 && !c->finished;
+    c->finished |= last;
+    pthread_mutex_unlock(&c->mlock);
+    if (resume) {
+        srv_pool_push(srv, c);
     }
-    srv_mem_acquire(c, need);
-    *mem = need;
-    if (srv_worker_buf(w, need) < 0) {
-        srv_mem_release(c, need);
-        return -ENOMEM;
+    if (last) {
+        srv_client_finish(c);
     }
-    if (p) {
-        r = vd_nbd_conn_read(&c->conn, w->buf, p);
-        if (r < 0) {
-            srv_mem_release(c, need);
-            return r == -ENODATA ? -ECONNRESET : r;
+}
+
+/*
+ * Read what is available of c's next request without blocking.  1: a
+ * whole request is in w->buf (c->req, c->plen; c->need bytes of budget
+ * taken); 0: the client is done (EOF or NBD_CMD_DISC); -EAGAIN: wait for
+ * the socket; -EBUSY: parked until the client's requests free memory;
+ * other <0: protocol error or I/O failure (hang up).
+ */
+static int srv_read_request(srv_client *c, srv_worker *w)
+{
+    vd_nbd_server *srv = c->srv;
+    size_t hl = c->extended ? NBD_EXT_REQUEST_LEN : NBD_REQUEST_LEN;
+    vd_nbd_request *req = &c->req;
+    while (c->rstate == RS_HEADER) {
+        ssize_t n = vd_nbd_conn_read_some(&c->conn, c->hdr + c->hgot, hl - c->hgot);
+        if (n == 0) {
+            if (c->hgot) {
+                return -ECONNRESET;
+            }
+            CLOG(c, VD_NBD_LOG_INFO, "client closed the connection");
+            return 0;
+        }
+        if (n < 0) {
+            return (int)n;
+        }
+        c->hgot += (size_t)n;
+        if (c->hgot < hl) {
+            continue;
+        }
+        c->hgot = 0;
+        if (vd_nbd_request_decode(c->hdr, c->extended, req) < 0) {
+            CLOG(c, VD_NBD_LOG_WARNING, "bad request magic 0x%08x", vd_ld_be32(c->hdr));
+            return -EPROTO;
+        }
+        CLOG(c, VD_NBD_LOG_DEBUG, "%s flags 0x%x offset %llu length %llu cookie %llu",
+             vd_nbd_cmd_name(req->type), req->flags, (unsigned long long)req->offset,
+             (unsigned long long)req->length, (unsigned long long)req->cookie);
+        if (req->type == NBD_CMD_DISC) {
+            CLOG(c, VD_NBD_LOG_INFO, "disconnect requested");
+            return 0;
+        }
+        uint64_t p = 0;
+        if (c->extended ? (req->flags & NBD_CMD_FLAG_PAYLOAD_LEN) != 0
+                        : req->type == NBD_CMD_WRITE) {
+            p = req->length;
+        }
+        if (p > NBD_MAX_PAYLOAD) {
+            /* cannot skip that much safely, and the spec allows hanging up */
+            CLOG(c, VD_NBD_LOG_WARNING, "%s payload of %llu bytes exceeds %u",
+                 vd_nbd_cmd_name(req->type), (unsigned long long)p, NBD_MAX_PAYLOAD);
+            return -EPROTO;
+        }
+        c->plen = p;
+        c->need = p;
+        if (req->type == NBD_CMD_READ && req->length <= NBD_MAX_PAYLOAD) {
+            c->need = req->length;
+        }
+        c->rstate = RS_MEM;
+    }
+    if (c->rstate == RS_MEM) {
+        pthread_mutex_lock(&c->mlock);
+        if (c->inflight && c->inflight + c->need > srv->client_mem &&
+            !__atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) {
+            c->parked = true;
+            pthread_mutex_unlock(&c->mlock);
+            return -EBUSY;
+        }
+        c->inflight += c->need;
+        pthread_mutex_unlock(&c->mlock);
+        c->pgot = 0;
+        c->rstate = RS_PAYLOAD;
+        if (srv_worker_buf(w, c->need) < 0) {
+            return -ENOMEM; /* the budget goes with the connection */
         }
     }
-    *plen = p;
+    if (c->pbuf) {
+        /* the payload started arriving in another worker's turn */
+        free(w->buf);
+        w->buf = c->pbuf;
+        w->cap = c->pcap;
+        c->pbuf = NULL;
+        c->pcap = 0;
+    }
+    while (c->pgot < c->plen) {
+        ssize_t n = vd_nbd_conn_read_some(&c->conn, w->buf + c->pgot, c->plen - c->pgot);
+        if (n == -EAGAIN) {
+            c->pbuf = w->buf;
+            c->pcap = w->cap;
+            w->buf = NULL;
+            w->cap = 0;
+            return -EAGAIN;
+        }
+        if (n <= 0) {
+            return n == 0 ? -ECONNRESET : (int)n;
+        }
+        c->pgot += (uint64_t)n;
+    }
+    c->rstate = RS_HEADER;
     return 1;
 }
 
-static void *srv_worker_main(void *opaque)
+/* Work on connection c, whose read side this worker now holds. */
+static void srv_pool_serve(vd_nbd_server *srv, srv_worker *w, srv_client *c)
 {
-    srv_worker *w = opaque;
-    srv_client *c = w->c;
-    for (;;) {
-        vd_nbd_request req;
-        uint64_t plen = 0, mem = 0;
-        pthread_mutex_lock(&c->rlock);
-        if (__atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) {
-            pthread_mutex_unlock(&c->rlock);
-            break;
+    srv_pool *p = &srv->pool;
+    int r = __atomic_load_n(&c->dead, __ATOMIC_SEQ_CST) ? 0 : srv_read_request(c, w);
+    if (r == -EAGAIN) {
+        r = srv_arm(srv, c);
+        if (r == 0) {
+            return;
         }
-        int r = srv_read_request(c, w, &req, &plen, &mem);
-        if (r <= 0) {
-            __atomic_store_n(&c->dead, 1, __ATOMIC_SEQ_CST);
-            if (r < 0) {
-                if (r != -ECONNRESET && r != -EPROTO) {
-                    CLOG(c, VD_NBD_LOG_INFO, "connection failed: %s", strerror(-r));
-                }
-                /* hard disconnect: in-flight replies may be lost */
-                vd_nbd_conn_shutdown(&c->conn);
-            }
-            pthread_mutex_unlock(&c->rlock);
-            /* wake readers waiting for memory so they see dead */
-            srv_mem_release(c, 0);
-            pthread_mutex_lock(&c->mlock);
-            pthread_cond_broadcast(&c->mcond);
-            pthread_mutex_unlock(&c->mlock);
-            break;
-        }
-        pthread_mutex_unlock(&c->rlock);
-        srv_handle(c, w, &req, plen);
-        srv_mem_release(c, mem);
-        if (w->cap > SRV_RETAIN_BUF) {
-            free(w->buf);
-            w->buf = NULL;
-            w->cap = 0;
+        CLOG(c, VD_NBD_LOG_WARNING, "cannot watch the connection: %s", strerror(-r));
+    }
+    if (r == -EBUSY) {
+        return; /* srv_request_done() queues it again */
+    }
+    if (r <= 0) {
+        srv_reader_stop(c, r);
+        return;
+    }
+    vd_nbd_request req = c->req;
+    uint64_t plen = c->plen, mem = c->need;
+    pthread_mutex_lock(&c->mlock);
+    c->nreq++;
+    pthread_mutex_unlock(&c->mlock);
+    srv_pass_on(srv, c);
+
+    /* keep a worker free for the next request while the pool may grow */
+    pthread_mutex_lock(&p->lock);
+    p->busy++;
+    if (!p->idle && p->started < p->max && !p->stop) {
+        if (pthread_create(&p->workers[p->started], NULL, srv_pool_worker_main, srv) == 0) {
+            p->started++;
+            p->idle++; /* until it waits for work, it counts as idle */
         }
     }
-    free(w->buf);
-    w->buf = NULL;
-    w->cap = 0;
+    pthread_mutex_unlock(&p->lock);
+    srv_handle(c, w, &req, plen);
+    pthread_mutex_lock(&p->lock);
+    p->busy--;
+    pthread_mutex_unlock(&p->lock);
+    srv_request_done(srv, c, mem);
+}
+
+static void *srv_pool_worker_main(void *opaque)
+{
+    vd_nbd_server *srv = opaque;
+    srv_pool *p = &srv->pool;
+    srv_worker w = {NULL, 0};
+    pthread_mutex_lock(&p->lock);
+    p->idle--; /* counted as idle by whoever started us */
+    for (;;) {
+        while (!p->qhead && !p->stop) {
+            p->idle++;
+            pthread_cond_wait(&p->cond, &p->lock);
+            p->idle--;
+        }
+        srv_client *c = p->qhead;
+        if (!c) {
+            break;
+        }
+        p->qhead = c->qnext;
+        if (!p->qhead) {
+            p->qtail = NULL;
+        }
+        pthread_mutex_unlock(&p->lock);
+        srv_pool_serve(srv, &w, c);
+        if (w.cap > SRV_RETAIN_BUF) {
+            free(w.buf);
+            w.buf = NULL;
+            w.cap = 0;
+        }
+        pthread_mutex_lock(&p->lock);
+    }
+    pthread_mutex_unlock(&p->lock);
+    free(w.buf);
     return NULL;
 }
 
-static void srv_transmission(srv_client *c)
+/* Waits for readable connections and queues them for the workers. */
+static void *srv_pool_poller(void *opaque)
 {
-    vd_nbd_server *srv = c->srv;
-    unsigned n = srv->threads;
-    srv_worker *ws = calloc(n, sizeof(*ws));
-    if (!ws) {
+    vd_nbd_server *srv = opaque;
+    srv_pool *p = &srv->pool;
+    struct epoll_event ev[64];
+    for (;;) {
+        int n = epoll_wait(p->epfd, ev, (int)VD_ARRAY_SIZE(ev), -1);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            srv_log(srv, VD_NBD_LOG_ERROR, "epoll_wait failed: %s", strerror(errno));
+            return NULL;
+        }
+        bool stop = false;
+        pthread_mutex_lock(&p->lock);
+        for (int i = 0; i < n; i++) {
+            srv_client *c = ev[i].data.ptr;
+            if (!c) {
+                stop = true;
+                continue;
+            }
+            c->qnext = NULL;
+            if (p->qtail) {
+                p->qtail->qnext = c;
+            } else {
+                p->qhead = c;
+            }
+            p->qtail = c;
+            pthread_cond_signal(&p->cond);
+        }
+        pthread_mutex_unlock(&p->lock);
+        if (stop) {
+            return NULL;
+        }
+    }
+}
+
+/* Start the poller and the first worker (called with the pool lock). */
+static int srv_pool_start(vd_nbd_server *srv)
+{
+    srv_pool *p = &srv->pool;
+    if (p->running) {
+        return 0;
+    }
+    if (p->stop) {
+        return -ESHUTDOWN;
+    }
+    unsigned max = srv->threads;
+    if (!max) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        max = cpus > 0 ? (unsigned)VD_MIN(cpus, 64L) * 8 : 16;
+        max = VD_MAX(16u, VD_MIN(max, 48u));
+    }
+    p->workers = calloc(max, sizeof(*p->workers));
+    p->epfd = epoll_create1(EPOLL_CLOEXEC);
+    p->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int r = -ENOMEM;
+    if (p->epfd < 0 || p->evfd < 0) {
+        r = -errno;
+    }
+    if (p->workers && p->epfd >= 0 && p->evfd >= 0) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+        r = epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->evfd, &ev) < 0 ? -errno : 0;
+        if (r == 0 && (r = -pthread_create(&p->poller, NULL, srv_pool_poller, srv)) == 0) {
+            if ((r = -pthread_create(&p->workers[0], NULL, srv_pool_worker_main, srv)) == 0) {
+                p->max = max;
+                p->started = 1;
+                p->idle = 1;
+                p->running = true;
+                return 0;
+            }
+            uint64_t one = 1;
+            ssize_t wr = write(p->evfd, &one, sizeof(one));
+            (void)wr;
+            pthread_join(p->poller, NULL);
+        }
+    }
+    free(p->workers);
+    p->workers = NULL;
+    if (p->epfd >= 0) {
+        close(p->epfd);
+    }
+    if (p->evfd >= 0) {
+        close(p->evfd);
+    }
+    p->epfd = p->evfd = -1;
+    return r;
+}
+
+/* Stop the pool once no client is left. */
+static void srv_pool_stop(vd_nbd_server *srv)
+{
+    srv_pool *p = &srv->pool;
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    bool running = p->running;
+    p->running = false;
+    pthread_cond_broadcast(&p->cond);
+    unsigned started = p->started;
+    pthread_mutex_unlock(&p->lock);
+    if (!running) {
         return;
     }
-    unsigned started = 1;
-    for (unsigned i = 0; i < n; i++) {
-        ws[i].c = c;
+    uint64_t one = 1;
+    ssize_t wr = write(p->evfd, &one, sizeof(one));
+    (void)wr;
+    pthread_join(p->poller, NULL);
+    for (unsigned i = 0; i < started; i++) {
+        pthread_join(p->workers[i], NULL);
     }
-    for (unsigned i = 1; i < n; i++) {
-        if (pthread_create(&ws[i].thread, NULL, srv_worker_main, &ws[i])) {
-            break;
-        }
-        started++;
+    free(p->workers);
+    p->workers = NULL;
+    close(p->epfd);
+    close(p->evfd);
+    p->epfd = p->evfd = -1;
+}
+
+/* A client entering transmission joins the pool; from here on it is the
+ * pool's (it may be gone when this returns 0). */
+static int srv_pool_add(vd_nbd_server *srv, srv_client *c)
+{
+    pthread_mutex_lock(&srv->pool.lock);
+    int r = srv_pool_start(srv);
+    pthread_mutex_unlock(&srv->pool.lock);
+    if (r < 0) {
+        return r;
     }
-    srv_worker_main(&ws[0]);
-    for (unsigned i = 1; i < started; i++) {
-        pthread_join(ws[i].thread, NULL);
-    }
-    free(ws);
+    srv_pass_on(srv, c);
+    return 0;
 }
 
 /* --------------------------------------------------------------- clients */
@@ -1478,40 +1799,22 @@ static void srv_client_free(srv_client *c)
 {
     vd_nbd_conn_close(&c->conn);
     free(c->meta_export);
-    pthread_mutex_destroy(&c->rlock);
+    free(c->pbuf);
     pthread_mutex_destroy(&c->wlock);
     pthread_mutex_destroy(&c->mlock);
-    pthread_cond_destroy(&c->mcond);
     free(c);
 }
 
-/* Runs one client from handshake to hang-up, then unregisters it. */
-static void srv_client_run(srv_client *c)
+/* The client is done and nothing uses it any more: unregister and free. */
+static void srv_client_finish(srv_client *c)
 {
     vd_nbd_server *srv = c->srv;
-    CLOG(c, VD_NBD_LOG_INFO, "connected");
-    if (srv->handshake_ms) {
-        c->conn.deadline = vd_nbd_now_ms() + srv->handshake_ms;
-    }
-    int r = srv_handshake(c);
-    c->conn.deadline = 0;
-    if (r == 1 && !__atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) {
-        CLOG(c, VD_NBD_LOG_INFO, "serving export '%s'%s%s", c->exp->name,
-             c->extended     ? " with extended headers"
-             : c->structured ? " with structured replies"
-                             : "",
-             c->tls_active ? " over TLS" : "");
-        srv_transmission(c);
-    } else if (r < 0) {
-        if (r == -ETIMEDOUT) {
-            CLOG(c, VD_NBD_LOG_WARNING, "handshake not finished within %u ms, dropped",
-                 srv->handshake_ms);
-        } else if (r != -EPROTO && r != -ENOENT) {
-            CLOG(c, VD_NBD_LOG_INFO, "handshake failed: %s", strerror(-r));
-        }
-    }
     CLOG(c, VD_NBD_LOG_INFO, "disconnected");
     bool negotiated = c->transmission;
+    bool *done = c->done_flag;
+    if (c->registered) {
+        epoll_ctl(srv->pool.epfd, EPOLL_CTL_DEL, c->conn.fd, NULL);
+    }
     /* leave the list first, so that nobody shuts down our fd number after
      * we closed it; close before the count drops, as serve()'s caller may
      * exit as soon as it does */
@@ -1531,9 +1834,44 @@ static void srv_client_run(srv_client *c)
         srv->served_one = true;
     }
     srv->nclients--;
+    if (done) {
+        *done = true;
+    }
     pthread_cond_broadcast(&srv->cond);
     srv_wake(srv);
     pthread_mutex_unlock(&srv->lock);
+}
+
+/* Runs one client's handshake, then hands it to the pool (or ends it). */
+static void srv_client_run(srv_client *c)
+{
+    vd_nbd_server *srv = c->srv;
+    CLOG(c, VD_NBD_LOG_INFO, "connected");
+    if (srv->handshake_ms) {
+        c->conn.deadline = vd_nbd_now_ms() + srv->handshake_ms;
+    }
+    int r = srv_handshake(c);
+    c->conn.deadline = 0;
+    if (r == 1 && !__atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) {
+        CLOG(c, VD_NBD_LOG_INFO, "serving export '%s'%s%s", c->exp->name,
+             c->extended     ? " with extended headers"
+             : c->structured ? " with structured replies"
+                             : "",
+             c->tls_active ? " over TLS" : "");
+        r = srv_pool_add(srv, c);
+        if (r == 0) {
+            return;
+        }
+        CLOG(c, VD_NBD_LOG_WARNING, "cannot serve the client: %s", strerror(-r));
+    } else if (r < 0) {
+        if (r == -ETIMEDOUT) {
+            CLOG(c, VD_NBD_LOG_WARNING, "handshake not finished within %u ms, dropped",
+                 srv->handshake_ms);
+        } else if (r != -EPROTO && r != -ENOENT) {
+            CLOG(c, VD_NBD_LOG_INFO, "handshake failed: %s", strerror(-r));
+        }
+    }
+    srv_client_finish(c);
 }
 
 static void *srv_client_thread(void *opaque)
@@ -1551,10 +1889,8 @@ static srv_client *srv_client_new(vd_nbd_server *srv, int fd)
         return NULL;
     }
     c->srv = srv;
-    pthread_mutex_init(&c->rlock, NULL);
     pthread_mutex_init(&c->wlock, NULL);
     pthread_mutex_init(&c->mlock, NULL);
-    pthread_cond_init(&c->mcond, NULL);
     vd_nbd_peer_name(fd, c->peer, sizeof(c->peer));
     pthread_mutex_lock(&srv->lock);
     c->id = ++srv->next_id;
@@ -1575,7 +1911,14 @@ int vd_nbd_server_handle_fd(vd_nbd_server *srv, int fd)
         vd_set_public_error(ENOMEM, "out of memory");
         return -1;
     }
+    bool done = false;
+    c->done_flag = &done;
     srv_client_run(c);
+    pthread_mutex_lock(&srv->lock);
+    while (!done) {
+        pthread_cond_wait(&srv->cond, &srv->lock);
+    }
+    pthread_mutex_unlock(&srv->lock);
     return 0;
 }
 

@@ -153,6 +153,7 @@ struct srv_client {
     vd_nbd_conn conn;
 
     /* negotiation */
+    bool greeted; /* serve() sent the greeting already */
     bool fixed;
     bool no_zeroes;
     bool structured;
@@ -787,14 +788,21 @@ static int srv_opt_starttls(srv_client *c)
  * The handshake.  1: transmission phase entered; 0: the client ended it
  * (NBD_OPT_ABORT or hang-up); <0: the client misbehaved or I/O failed.
  */
-static int srv_handshake(srv_client *c)
+static int srv_greet(srv_client *c)
 {
-    vd_nbd_server *srv = c->srv;
     uint8_t buf[18];
     vd_st_be64(buf, NBD_MAGIC);
     vd_st_be64(buf + 8, NBD_IHAVEOPT);
     vd_st_be16(buf + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
-    int r = vd_nbd_conn_write(&c->conn, buf, 18);
+    c->greeted = true;
+    return vd_nbd_conn_write(&c->conn, buf, 18);
+}
+
+static int srv_handshake(srv_client *c)
+{
+    vd_nbd_server *srv = c->srv;
+    uint8_t buf[18];
+    int r = c->greeted ? 0 : srv_greet(c);
     if (r < 0) {
         return r;
     }
@@ -1992,6 +2000,10 @@ int vd_nbd_server_serve(vd_nbd_server *srv, const int *fds, size_t n)
                 srv_log(srv, VD_NBD_LOG_WARNING, "out of memory for a new client");
                 continue;
             }
+            /* 18 bytes always fit in a new socket's buffer (this cannot
+             * block): greeting here spares the client the wait for the
+             * handshake thread to run; a failure shows in its first read */
+            (void)srv_greet(c);
             pthread_attr_t attr;
             pthread_attr_init(&attr);
             pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);

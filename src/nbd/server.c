@@ -100,7 +100,7 @@ typedef struct srv_pool {
     pthread_cond_t cond;
     srv_client *qhead, *qtail; /* connections with bytes to read */
     unsigned max;              /* workers at most */
-    unsigned started, idle, busy;
+    unsigned started, idle; /* changed under lock, also read without */
     bool running, stop;
     int epfd;
     int evfd; /* wakes the poller to stop */
@@ -1444,6 +1444,12 @@ static void srv_reader_stop(srv_client *c, int r)
         vd_nbd_conn_shutdown(&c->conn);
     }
     pthread_mutex_lock(&c->mlock);
+    if (c->rstate == RS_PAYLOAD) {
+        /* the request being read will not be served */
+        c->nreq--;
+        c->inflight -= c->need;
+        c->rstate = RS_HEADER;
+    }
     c->reader_done = true;
     bool last = c->nreq == 0 && !c->finished;
     c->finished |= last;
@@ -1557,6 +1563,7 @@ static int srv_read_request(srv_client *c, srv_worker *w)
             return -EBUSY;
         }
         c->inflight += c->need;
+        c->nreq++;
         pthread_mutex_unlock(&c->mlock);
         c->pgot = 0;
         c->rstate = RS_PAYLOAD;
@@ -1611,25 +1618,21 @@ static void srv_pool_serve(vd_nbd_server *srv, srv_worker *w, srv_client *c)
     }
     vd_nbd_request req = c->req;
     uint64_t plen = c->plen, mem = c->need;
-    pthread_mutex_lock(&c->mlock);
-    c->nreq++;
-    pthread_mutex_unlock(&c->mlock);
     srv_pass_on(srv, c);
 
     /* keep a worker free for the next request while the pool may grow */
-    pthread_mutex_lock(&p->lock);
-    p->busy++;
-    if (!p->idle && p->started < p->max && !p->stop) {
-        if (pthread_create(&p->workers[p->started], NULL, srv_pool_worker_main, srv) == 0) {
-            p->started++;
-            p->idle++; /* until it waits for work, it counts as idle */
+    if (!__atomic_load_n(&p->idle, __ATOMIC_RELAXED) &&
+        __atomic_load_n(&p->started, __ATOMIC_RELAXED) < p->max) {
+        pthread_mutex_lock(&p->lock);
+        if (!p->idle && p->started < p->max && !p->stop &&
+            pthread_create(&p->workers[p->started], NULL, srv_pool_worker_main, srv) == 0) {
+            __atomic_store_n(&p->started, p->started + 1, __ATOMIC_RELAXED);
+            /* until it waits for work, it counts as idle */
+            __atomic_store_n(&p->idle, p->idle + 1, __ATOMIC_RELAXED);
         }
+        pthread_mutex_unlock(&p->lock);
     }
-    pthread_mutex_unlock(&p->lock);
     srv_handle(c, w, &req, plen);
-    pthread_mutex_lock(&p->lock);
-    p->busy--;
-    pthread_mutex_unlock(&p->lock);
     srv_request_done(srv, c, mem);
 }
 
@@ -1639,12 +1642,13 @@ static void *srv_pool_worker_main(void *opaque)
     srv_pool *p = &srv->pool;
     srv_worker w = {NULL, 0};
     pthread_mutex_lock(&p->lock);
-    p->idle--; /* counted as idle by whoever started us */
+    /* counted as idle by whoever started us */
+    __atomic_store_n(&p->idle, p->idle - 1, __ATOMIC_RELAXED);
     for (;;) {
         while (!p->qhead && !p->stop) {
-            p->idle++;
+            __atomic_store_n(&p->idle, p->idle + 1, __ATOMIC_RELAXED);
             pthread_cond_wait(&p->cond, &p->lock);
-            p->idle--;
+            __atomic_store_n(&p->idle, p->idle - 1, __ATOMIC_RELAXED);
         }
         srv_client *c = p->qhead;
         if (!c) {

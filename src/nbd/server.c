@@ -65,6 +65,9 @@
 #define SRV_MAX_BS_EXTENTS 2048u
 /* buffers a worker keeps between requests */
 #define SRV_RETAIN_BUF (2u * 1024 * 1024)
+/* requests of one connection served at once: a client that stops reading
+ * its replies blocks at most this many workers (in send) */
+#define SRV_CONN_MAX_REQS 16
 /* CACHE requests beyond this are only partly honoured (it is a hint) */
 #define SRV_MAX_CACHE (64ull * 1024 * 1024)
 
@@ -101,6 +104,7 @@ typedef struct srv_pool {
     srv_client *qhead, *qtail; /* connections with bytes to read */
     unsigned max;              /* workers at most */
     unsigned started, idle; /* changed under lock, also read without */
+    unsigned sending;       /* workers in srv_send() (atomic) */
     bool running, stop;
     int epfd;
     int evfd; /* wakes the poller to stop */
@@ -931,9 +935,14 @@ static int srv_handshake(srv_client *c)
 
 static int srv_send(srv_client *c, const struct iovec *iov, int n)
 {
+    /* counted: a client that does not read its replies blocks us here,
+     * and the pool grows past its size for such workers */
+    srv_pool *p = &c->srv->pool;
+    __atomic_add_fetch(&p->sending, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&c->wlock);
     int r = vd_nbd_conn_writev(&c->conn, iov, n);
     pthread_mutex_unlock(&c->wlock);
+    __atomic_sub_fetch(&p->sending, 1, __ATOMIC_RELAXED);
     if (r < 0) {
         /* the socket is broken: stop reading, let the others fail fast */
         if (!__atomic_exchange_n(&c->dead, 1, __ATOMIC_SEQ_CST)) {
@@ -1474,14 +1483,25 @@ static void srv_pass_on(vd_nbd_server *srv, srv_client *c)
     }
 }
 
+/* May c's next request (needing c->need bytes) be read now?  (mlock) */
+static bool srv_may_read(vd_nbd_server *srv, srv_client *c)
+{
+    if (__atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) {
+        return true; /* the reader only stops */
+    }
+    if (c->nreq >= SRV_CONN_MAX_REQS) {
+        return false;
+    }
+    return !c->inflight || c->inflight + c->need <= srv->client_mem;
+}
+
 /* A request of c finished, releasing mem bytes of its budget. */
 static void srv_request_done(vd_nbd_server *srv, srv_client *c, uint64_t mem)
 {
     pthread_mutex_lock(&c->mlock);
     c->inflight -= mem;
     c->nreq--;
-    bool resume = c->parked && (!c->inflight || c->inflight + c->need <= srv->client_mem ||
-                                __atomic_load_n(&c->dead, __ATOMIC_SEQ_CST));
+    bool resume = c->parked && srv_may_read(srv, c);
     if (resume) {
         c->parked = false;
     }
@@ -1556,8 +1576,7 @@ static int srv_read_request(srv_client *c, srv_worker *w)
     }
     if (c->rstate == RS_MEM) {
         pthread_mutex_lock(&c->mlock);
-        if (c->inflight && c->inflight + c->need > srv->client_mem &&
-            !__atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) {
+        if (!srv_may_read(srv, c)) {
             c->parked = true;
             pthread_mutex_unlock(&c->mlock);
             return -EBUSY;
@@ -1597,6 +1616,15 @@ static int srv_read_request(srv_client *c, srv_worker *w)
     return 1;
 }
 
+/* Room for one more worker?  Workers blocked sending to clients that do
+ * not read do not count against the pool's size. */
+static bool srv_pool_may_grow(srv_pool *p)
+{
+    unsigned started = __atomic_load_n(&p->started, __ATOMIC_RELAXED);
+    unsigned sending = __atomic_load_n(&p->sending, __ATOMIC_RELAXED);
+    return started < SRV_MAX_THREADS && started < p->max + sending;
+}
+
 /* Work on connection c, whose read side this worker now holds. */
 static void srv_pool_serve(vd_nbd_server *srv, srv_worker *w, srv_client *c)
 {
@@ -1621,10 +1649,9 @@ static void srv_pool_serve(vd_nbd_server *srv, srv_worker *w, srv_client *c)
     srv_pass_on(srv, c);
 
     /* keep a worker free for the next request while the pool may grow */
-    if (!__atomic_load_n(&p->idle, __ATOMIC_RELAXED) &&
-        __atomic_load_n(&p->started, __ATOMIC_RELAXED) < p->max) {
+    if (!__atomic_load_n(&p->idle, __ATOMIC_RELAXED) && srv_pool_may_grow(p)) {
         pthread_mutex_lock(&p->lock);
-        if (!p->idle && p->started < p->max && !p->stop &&
+        if (!p->idle && srv_pool_may_grow(p) && !p->stop &&
             pthread_create(&p->workers[p->started], NULL, srv_pool_worker_main, srv) == 0) {
             __atomic_store_n(&p->started, p->started + 1, __ATOMIC_RELAXED);
             /* until it waits for work, it counts as idle */
@@ -1727,7 +1754,7 @@ static int srv_pool_start(vd_nbd_server *srv)
         max = cpus > 0 ? (unsigned)VD_MIN(cpus, 64L) * 8 : 16;
         max = VD_MAX(16u, VD_MIN(max, 48u));
     }
-    p->workers = calloc(max, sizeof(*p->workers));
+    p->workers = calloc(SRV_MAX_THREADS, sizeof(*p->workers));
     p->epfd = epoll_create1(EPOLL_CLOEXEC);
     p->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     int r = -ENOMEM;

@@ -7,7 +7,9 @@
    read answered before a big one sent earlier) -- a server that serves
    one request at a time per connection never does that.
 2. The same client sends writes and reads cut into random pieces (headers
-   and payloads split across packets), then reads everything back.
+   and payloads split across packets), then reads everything back; then
+   4 clients send thousands of reads and never read the replies, and the
+   first client must still be served.
 3. python3-libnbd on 4 connections at once (multi-conn), each with up to
    32 requests in flight (random writes, zeroes, reads checked on
    completion, flushes; seeded), on a qcow2 image; afterwards
@@ -190,9 +192,42 @@ try:
         off, data = wrote.pop(c)
         if recv_all(s, len(data)) != data:
             fail("split write at %d did not read back" % off)
+    print("raw client: 64 writes split at random points read back")
+
+    # clients that send reads and never read the replies: each blocks a
+    # few workers in send; the others are still served
+    def threads_of(p):
+        with open("/proc/%d/status" % p.pid) as f:
+            return int([l for l in f if l.startswith("Threads:")][0].split()[1])
+
+    hogs = []
+    for k in range(4):
+        h = raw_connect(rsock)
+        h.setblocking(False)
+        for i in range(100000):
+            try:
+                h.send(req(CMD_READ, i, (i % 64) * MiB, 65536))
+            except BlockingIOError:
+                break
+        hogs.append(h)
+    t0 = time.monotonic()
+    s.sendall(req(CMD_READ, 7, 5 * MiB, 4096))
+    magic, err, c = struct.unpack(">IIQ", recv_all(s, 16))
+    if (magic, err, c) != (SIMPLE_REPLY, 0, 7) or recv_all(s, 4096) != pattern(5 * MiB, 4096):
+        fail("bad reply while other clients do not read theirs")
+    nthreads = threads_of(rsrv)
+    print("4 clients not reading their replies: another client served in %.2f s; "
+          "server threads %d" % (time.monotonic() - t0, nthreads))
+    if nthreads > 4 * 16 + 64:
+        fail("%d threads with 4 clients not reading" % nthreads)
+    for h in hogs:
+        h.close()
+    s.sendall(req(CMD_READ, 8, 6 * MiB, 4096))
+    magic, err, c = struct.unpack(">IIQ", recv_all(s, 16))
+    if (magic, err, c) != (SIMPLE_REPLY, 0, 8) or recv_all(s, 4096) != pattern(6 * MiB, 4096):
+        fail("bad reply after the clients not reading left")
     s.close()
     stop(rsrv)
-    print("raw client: 64 writes split at random points read back")
 
     # ------------------------------------------ 3./4. libnbd, 4 connections
     def stress(sock, region, ops, seed, model, tls_psk=None):

@@ -182,6 +182,7 @@ struct srv_client {
     uint8_t *pbuf;       /* a partly read payload waits here ... */
     size_t pcap;         /* ... with its buffer's size */
     bool registered;     /* in the pool's epoll set */
+    int handoff;         /* see srv_arm() (atomic) */
     /* under mlock */
     uint64_t inflight; /* payload bytes held by requests in progress */
     unsigned nreq;     /* requests being served */
@@ -1433,6 +1434,10 @@ static int srv_arm(vd_nbd_server *srv, srv_client *c)
      * Set before the call: the event may fire before it returns. */
     int op = c->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     c->registered = true;
+    /* The kernel orders what we wrote before epoll_ctl() before the
+     * poller's epoll_wait() return; ThreadSanitizer does not know that
+     * of EPOLL_CTL_MOD, so say it with a release the poller acquires. */
+    __atomic_store_n(&c->handoff, 1, __ATOMIC_RELEASE);
     if (epoll_ctl(srv->pool.epfd, op, c->conn.fd, &ev) < 0) {
         int e = errno;
         c->registered = op == EPOLL_CTL_MOD;
@@ -1722,6 +1727,7 @@ static void *srv_pool_poller(void *opaque)
                 stop = true;
                 continue;
             }
+            (void)__atomic_load_n(&c->handoff, __ATOMIC_ACQUIRE);
             c->qnext = NULL;
             if (p->qtail) {
                 p->qtail->qnext = c;

@@ -10,21 +10,23 @@
  * qemu:allocation-depth, qemu:dirty-bitmap:NAME; the payload form with
  * extended headers).  Not supported: NBD_CMD_RESIZE.
  *
- * Threads: serve() accepts; each client gets a short-lived thread for
- * the handshake (bounded by the handshake limit).  In the transmission
- * phase no thread belongs to a client: one pool of workers, shared by
- * every connection, serves them all.  A poller thread waits on epoll for
- * connection sockets to become readable (one-shot: a readable connection
- * is handed to exactly one worker) and queues them; a worker takes a
- * connection, reads the next request without blocking (a request may
- * arrive in pieces: the partial header or payload stays with the
- * connection), passes the connection on (queued again when more bytes are
- * already buffered, else re-armed in epoll), then serves the request with
- * the synchronous, thread safe vd_* calls and sends the reply under the
- * connection's write lock with one writev.  So one connection has as many
- * requests in flight as there are free workers, replies go out of order,
- * and an idle connection costs only its memory.  Workers start lazily, up
- * to --threads (default: from the number of cores).
+ * Threads: serve() accepts and sends the greeting; each client gets a
+ * short-lived thread for the rest of the handshake (bounded by the
+ * handshake limit).  In the transmission phase no thread belongs to a
+ * client: one pool of workers, shared by every connection, serves them
+ * all.  Idle workers wait in epoll_wait() for connection sockets to
+ * become readable (one-shot: a readable connection goes to exactly one
+ * worker).  That worker reads the next request without blocking (a
+ * request may arrive in pieces: the partial header or payload stays with
+ * the connection), passes the connection on (queued for another worker
+ * when more bytes are already buffered, else re-armed in epoll), then
+ * serves the request with the synchronous, thread safe vd_* calls and
+ * sends the reply under the connection's write lock with one writev.  So
+ * one connection has up to SRV_CONN_MAX_REQS requests in service, replies
+ * go out of order, and an idle connection costs only its memory.  Workers
+ * start as requests need them, up to --threads (default: from the number
+ * of cores); workers blocked sending to a client that does not read its
+ * replies do not count against that size.
  *
  * Memory per client is bounded: requests carry at most NBD_MAX_PAYLOAD
  * bytes, and a connection whose next request would push its bytes in
@@ -100,15 +102,13 @@ typedef struct srv_client srv_client;
 /* The workers shared by every connection in the transmission phase. */
 typedef struct srv_pool {
     pthread_mutex_t lock;
-    pthread_cond_t cond;
     srv_client *qhead, *qtail; /* connections with bytes to read */
     unsigned max;              /* workers at most */
     unsigned started, idle; /* changed under lock, also read without */
     unsigned sending;       /* workers in srv_send() (atomic) */
     bool running, stop;
-    int epfd;
-    int evfd; /* wakes the poller to stop */
-    pthread_t poller;
+    int epfd;  /* idle workers wait here for readable connections */
+    int evfd;  /* in epfd: entries queued, or stop */
     pthread_t *workers;
 } srv_pool;
 
@@ -247,7 +247,6 @@ vd_nbd_server *vd_nbd_server_new(void)
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);
     pthread_mutex_init(&srv->pool.lock, NULL);
-    pthread_cond_init(&srv->pool.cond, NULL);
     srv->pool.epfd = srv->pool.evfd = -1;
     srv->max_conns = 1;
     srv->threads = SRV_DEFAULT_THREADS;
@@ -286,7 +285,6 @@ void vd_nbd_server_free(vd_nbd_server *srv)
     srv_stop_clients(srv);
     srv_pool_stop(srv);
     pthread_mutex_destroy(&srv->pool.lock);
-    pthread_cond_destroy(&srv->pool.cond);
     for (size_t i = 0; i < srv->nexports; i++) {
         srv_export *e = &srv->exports[i];
         free(e->name);
@@ -1408,7 +1406,8 @@ static void srv_handle(srv_client *c, srv_worker *w, const vd_nbd_request *req, 
 static void srv_client_finish(srv_client *c);
 static void *srv_pool_worker_main(void *opaque);
 
-/* Queue a connection whose next bytes are already buffered. */
+/* Queue a connection whose next bytes are already buffered, and wake a
+ * worker waiting in epoll_wait() through the eventfd. */
 static void srv_pool_push(vd_nbd_server *srv, srv_client *c)
 {
     srv_pool *p = &srv->pool;
@@ -1420,8 +1419,10 @@ static void srv_pool_push(vd_nbd_server *srv, srv_client *c)
         p->qhead = c;
     }
     p->qtail = c;
-    pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
+    uint64_t one = 1;
+    ssize_t r = write(p->evfd, &one, sizeof(one));
+    (void)r;
 }
 
 /* Hand the connection's read side to epoll: a worker gets it when the
@@ -1435,8 +1436,8 @@ static int srv_arm(vd_nbd_server *srv, srv_client *c)
     int op = c->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     c->registered = true;
     /* The kernel orders what we wrote before epoll_ctl() before the
-     * poller's epoll_wait() return; ThreadSanitizer does not know that
-     * of EPOLL_CTL_MOD, so say it with a release the poller acquires. */
+     * worker's epoll_wait() return; ThreadSanitizer does not know that
+     * of EPOLL_CTL_MOD, so say it with a release the worker acquires. */
     __atomic_store_n(&c->handoff, 1, __ATOMIC_RELEASE);
     if (epoll_ctl(srv->pool.epfd, op, c->conn.fd, &ev) < 0) {
         int e = errno;
@@ -1673,78 +1674,68 @@ static void *srv_pool_worker_main(void *opaque)
     vd_nbd_server *srv = opaque;
     srv_pool *p = &srv->pool;
     srv_worker w = {NULL, 0};
-    pthread_mutex_lock(&p->lock);
     /* counted as idle by whoever started us */
-    __atomic_store_n(&p->idle, p->idle - 1, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&p->idle, 1, __ATOMIC_RELAXED);
     for (;;) {
-        while (!p->qhead && !p->stop) {
-            __atomic_store_n(&p->idle, p->idle + 1, __ATOMIC_RELAXED);
-            pthread_cond_wait(&p->cond, &p->lock);
-            __atomic_store_n(&p->idle, p->idle - 1, __ATOMIC_RELAXED);
-        }
-        srv_client *c = p->qhead;
-        if (!c) {
-            break;
-        }
-        p->qhead = c->qnext;
-        if (!p->qhead) {
-            p->qtail = NULL;
+        srv_client *c = NULL;
+        pthread_mutex_lock(&p->lock);
+        bool stop = p->stop, more = false;
+        if (p->qhead) {
+            c = p->qhead;
+            p->qhead = c->qnext;
+            if (!p->qhead) {
+                p->qtail = NULL;
+            }
+            more = p->qhead != NULL;
         }
         pthread_mutex_unlock(&p->lock);
+        if (more || (!c && stop)) {
+            /* the eventfd is edge-triggered, one wake-up per edge: pass
+             * it on to another worker for the rest of the queue (or for
+             * stopping) */
+            uint64_t one = 1;
+            ssize_t r = write(p->evfd, &one, sizeof(one));
+            (void)r;
+        }
+        if (!c) {
+            if (stop) {
+                break;
+            }
+            /* idle workers wait in epoll themselves: a readable socket
+             * wakes one of them directly (one-shot), no thread between */
+            struct epoll_event ev;
+            __atomic_add_fetch(&p->idle, 1, __ATOMIC_RELAXED);
+            int n = epoll_wait(p->epfd, &ev, 1, -1);
+            __atomic_sub_fetch(&p->idle, 1, __ATOMIC_RELAXED);
+            if (n < 0 && errno != EINTR) {
+                srv_log(srv, VD_NBD_LOG_ERROR, "epoll_wait failed: %s", strerror(errno));
+                break;
+            }
+            if (n <= 0) {
+                continue;
+            }
+            c = ev.data.ptr;
+            if (!c) {
+                /* the queue's eventfd: reset it, then look at the queue */
+                uint64_t v;
+                ssize_t r = read(p->evfd, &v, sizeof(v));
+                (void)r;
+                continue;
+            }
+            (void)__atomic_load_n(&c->handoff, __ATOMIC_ACQUIRE);
+        }
         srv_pool_serve(srv, &w, c);
         if (w.cap > SRV_RETAIN_BUF) {
             free(w.buf);
             w.buf = NULL;
             w.cap = 0;
         }
-        pthread_mutex_lock(&p->lock);
     }
-    pthread_mutex_unlock(&p->lock);
     free(w.buf);
     return NULL;
 }
 
-/* Waits for readable connections and queues them for the workers. */
-static void *srv_pool_poller(void *opaque)
-{
-    vd_nbd_server *srv = opaque;
-    srv_pool *p = &srv->pool;
-    struct epoll_event ev[64];
-    for (;;) {
-        int n = epoll_wait(p->epfd, ev, (int)VD_ARRAY_SIZE(ev), -1);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            srv_log(srv, VD_NBD_LOG_ERROR, "epoll_wait failed: %s", strerror(errno));
-            return NULL;
-        }
-        bool stop = false;
-        pthread_mutex_lock(&p->lock);
-        for (int i = 0; i < n; i++) {
-            srv_client *c = ev[i].data.ptr;
-            if (!c) {
-                stop = true;
-                continue;
-            }
-            (void)__atomic_load_n(&c->handoff, __ATOMIC_ACQUIRE);
-            c->qnext = NULL;
-            if (p->qtail) {
-                p->qtail->qnext = c;
-            } else {
-                p->qhead = c;
-            }
-            p->qtail = c;
-            pthread_cond_signal(&p->cond);
-        }
-        pthread_mutex_unlock(&p->lock);
-        if (stop) {
-            return NULL;
-        }
-    }
-}
-
-/* Start the poller and the first worker (called with the pool lock). */
+/* Start the first worker (called with the pool lock). */
 static int srv_pool_start(vd_nbd_server *srv)
 {
     srv_pool *p = &srv->pool;
@@ -1768,20 +1759,19 @@ static int srv_pool_start(vd_nbd_server *srv)
         r = -errno;
     }
     if (p->workers && p->epfd >= 0 && p->evfd >= 0) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+        /* edge-triggered: level would wake every idle worker in turn */
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.ptr = NULL};
         r = epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->evfd, &ev) < 0 ? -errno : 0;
-        if (r == 0 && (r = -pthread_create(&p->poller, NULL, srv_pool_poller, srv)) == 0) {
-            if ((r = -pthread_create(&p->workers[0], NULL, srv_pool_worker_main, srv)) == 0) {
-                p->max = max;
-                p->started = 1;
-                p->idle = 1;
+        if (r == 0) {
+            p->max = max;
+            p->started = 1;
+            p->idle = 1;
+            r = -pthread_create(&p->workers[0], NULL, srv_pool_worker_main, srv);
+            if (r == 0) {
                 p->running = true;
                 return 0;
             }
-            uint64_t one = 1;
-            ssize_t wr = write(p->evfd, &one, sizeof(one));
-            (void)wr;
-            pthread_join(p->poller, NULL);
+            p->started = p->idle = 0;
         }
     }
     free(p->workers);
@@ -1804,16 +1794,15 @@ static void srv_pool_stop(vd_nbd_server *srv)
     p->stop = true;
     bool running = p->running;
     p->running = false;
-    pthread_cond_broadcast(&p->cond);
     unsigned started = p->started;
     pthread_mutex_unlock(&p->lock);
     if (!running) {
         return;
     }
-    uint64_t one = 1;
-    ssize_t wr = write(p->evfd, &one, sizeof(one));
+    /* each worker that sees stop wakes the next */
+    uint64_t n = 1;
+    ssize_t wr = write(p->evfd, &n, sizeof(n));
     (void)wr;
-    pthread_join(p->poller, NULL);
     for (unsigned i = 0; i < started; i++) {
         pthread_join(p->workers[i], NULL);
     }

@@ -180,9 +180,10 @@ try:
     alive("%d idle connections" % CONNS)
     if threads > MAX_THREADS:
         fail("%d threads for %d idle connections (at most %d)" % (threads, CONNS, MAX_THREADS))
-    # sanitizers' shadow memory is not the server's: there, only the growth counts
+    # sanitizers' shadow memory is not the server's: under ASan only the
+    # growth counts, under TSan (shadow of 4 to 8 times every byte) nothing
     rss_held = rss1 - rss0 if os.environ.get("VDISK_SANITIZED") else rss1
-    if rss_held > MAX_RSS_KIB:
+    if rss_held > MAX_RSS_KIB and not os.environ.get("TSAN_OPTIONS"):
         fail("RSS %d KiB with %d idle connections (at most %d)" % (rss_held, CONNS, MAX_RSS_KIB))
     # every connection reads once, all requests sent before any reply is read
     for i, s in enumerate(conns):

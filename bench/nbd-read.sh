@@ -40,12 +40,14 @@ qemu-io -f raw -c "write -q -P 0x5a 0 $size" img.raw >/dev/null
 qemu-img convert -O qcow2 img.raw img.qcow2
 cat img.raw img.qcow2 > /dev/null # page cache warm
 
+declare -A spid
 start() { # NAME SOCK CMD...
-    local sock=$2; shift 2
+    local name=$1 sock=$2; shift 2
     rm -f "$sock"
     "$@" &
     pids+=($!)
     last=$!
+    spid[$name]=$!
     for _ in $(seq 1 200); do [ -S "$sock" ] && return 0; sleep 0.05; done
     echo "server did not start: $*" >&2
     exit 1
@@ -61,15 +63,28 @@ r = json.load(open("fio.json"))["jobs"][0]["read"]
 print("%.0f %.1f" % (r["iops"], r["bw_bytes"] / 1048576))'
 }
 
-declare -A res
+cpu_ticks() { # PID -> user + system clock ticks of the process so far
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+cpu_per_req() { # TICKS_BEFORE TICKS_AFTER -> server CPU microseconds per request
+    /usr/bin/python3 -c '
+import json, os, sys
+ios = json.load(open("fio.json"))["jobs"][0]["read"]["total_ios"]
+hz = os.sysconf("SC_CLK_TCK")
+print("%.1f" % ((float(sys.argv[2]) - float(sys.argv[1])) * 1e6 / hz / ios if ios else 0))' "$1" "$2"
+}
+
+declare -A res cpu
 add() { # KEY "iops MiB/s": collect every run, the median is taken at the end
     res[$1]="${res[$1]:-} $2"
 }
-med() { # KEY FIELD(1 iops, 2 MiB/s) -> median
+med() { # KEY FIELD(1 iops, 2 MiB/s) [ARRAY] -> median
+    local -n arr=${3:-res}
     /usr/bin/python3 -c '
 import statistics, sys
 v = sys.argv[2].split()
-print("%.1f" % statistics.median(float(x) for x in v[int(sys.argv[1]) - 1::2]))' "$2" "${res[$1]}"
+print("%.1f" % statistics.median(float(x) for x in v[int(sys.argv[1]) - 1::2]))' "$2" "${arr[$1]}"
 }
 load0=$(cut -d" " -f1-3 /proc/loadavg)
 for fmt in raw qcow2; do
@@ -87,7 +102,12 @@ for fmt in raw qcow2; do
     # interleaved rounds: a busy moment hurts every server alike
     for _ in $(seq 1 "$rounds"); do
         for srv in "${servers[@]}"; do
+            # the 4k run also measures the server's CPU time per request:
+            # on a busy machine that says more than IOPS
+            t0=$(cpu_ticks "${spid[$srv]}")
             add "$fmt,$srv,rand" "$(run_fio "$work/$srv-$fmt.sock" randread 4k 32)"
+            t1=$(cpu_ticks "${spid[$srv]}")
+            cpu[$fmt,$srv]="${cpu[$fmt,$srv]:-} $(cpu_per_req "$t0" "$t1") 0"
             add "$fmt,$srv,seq" "$(run_fio "$work/$srv-$fmt.sock" read 1M 8)"
             add "$fmt,$srv,multi" "$(run_fio "$work/$srv-$fmt.sock" randread 4k 32 4)"
         done
@@ -97,12 +117,13 @@ for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 load1=$(cut -d" " -f1-3 /proc/loadavg)
 
 ratio() { /usr/bin/python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.2fx' % (a/b) if b else '-')" "$1" "$2"; }
-printf "\n%-6s %-10s %14s %16s %18s\n" format server "4k rand IOPS" "1M seq MiB/s" "4k rand 4 conns"
+printf "\n%-6s %-10s %14s %12s %16s %18s\n" format server "4k rand IOPS" "CPU us/req" \
+    "1M seq MiB/s" "4k rand 4 conns"
 for fmt in raw qcow2; do
     for srv in vdisk-nbd qemu-nbd nbdkit; do
         [ -n "${res[$fmt,$srv,rand]:-}" ] || continue
-        printf "%-6s %-10s %14s %16s %18s\n" "$fmt" "$srv" "$(med "$fmt,$srv,rand" 1)" \
-            "$(med "$fmt,$srv,seq" 2)" "$(med "$fmt,$srv,multi" 1)"
+        printf "%-6s %-10s %14s %12s %16s %18s\n" "$fmt" "$srv" "$(med "$fmt,$srv,rand" 1)" \
+            "$(med "$fmt,$srv" 1 cpu)" "$(med "$fmt,$srv,seq" 2)" "$(med "$fmt,$srv,multi" 1)"
     done
 done
 echo "(medians of $rounds runs of ${secs}s; load average $load0 before, $load1 after)"
@@ -122,5 +143,8 @@ for fmt in raw qcow2; do
         bench_result "nbd-$fmt 1M seq read vs $ref (s/GiB)" "$(spg "$vs")" "$(spg "$qs")" "$note"
         note="IOPS $vm vs $qm; load $load1"
         bench_result "nbd-$fmt 4k randread 4 conns vs $ref (us/req)" "$(us "$vm")" "$(us "$qm")" "$note"
+        note="server CPU per 4k random read, QD32; load $load1"
+        bench_result "nbd-$fmt 4k randread CPU vs $ref (us/req)" "$(med "$fmt,vdisk-nbd" 1 cpu)" \
+            "$(med "$fmt,$ref" 1 cpu)" "$note"
     done
 done

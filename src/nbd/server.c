@@ -104,7 +104,8 @@ typedef struct srv_pool {
     pthread_mutex_t lock;
     srv_client *qhead, *qtail; /* connections with bytes to read */
     unsigned max;              /* workers at most */
-    unsigned started, idle; /* changed under lock, also read without */
+    unsigned started;       /* changed under lock, also read without */
+    unsigned idle;          /* workers waiting for work (atomic) */
     unsigned sending;       /* workers in srv_send() (atomic) */
     bool running, stop;
     int epfd;  /* idle workers wait here for readable connections */
@@ -1657,11 +1658,13 @@ static void srv_pool_serve(vd_nbd_server *srv, srv_worker *w, srv_client *c)
     /* keep a worker free for the next request while the pool may grow */
     if (!__atomic_load_n(&p->idle, __ATOMIC_RELAXED) && srv_pool_may_grow(p)) {
         pthread_mutex_lock(&p->lock);
-        if (!p->idle && srv_pool_may_grow(p) && !p->stop &&
+        /* started changes only under the lock; idle also without */
+        if (!__atomic_load_n(&p->idle, __ATOMIC_RELAXED) && srv_pool_may_grow(p) &&
+            !p->stop &&
             pthread_create(&p->workers[p->started], NULL, srv_pool_worker_main, srv) == 0) {
             __atomic_store_n(&p->started, p->started + 1, __ATOMIC_RELAXED);
             /* until it waits for work, it counts as idle */
-            __atomic_store_n(&p->idle, p->idle + 1, __ATOMIC_RELAXED);
+            __atomic_add_fetch(&p->idle, 1, __ATOMIC_RELAXED);
         }
         pthread_mutex_unlock(&p->lock);
     }

@@ -112,7 +112,8 @@ void vd_nbd_server_set_persistent(vd_nbd_server *srv, bool persistent);
 /* Drop clients that have not finished the handshake after ms; 0 = never.
  * Default 10000. */
 void vd_nbd_server_set_handshake_limit(vd_nbd_server *srv, unsigned ms);
-/* Worker threads per connection (requests served in parallel).  Default 16. */
+/* Worker threads shared by all connections (requests served in parallel);
+ * started as needed.  0 (default) = automatic: 8 per core, 16 to 48. */
 void vd_nbd_server_set_threads(vd_nbd_server *srv, unsigned n);
 /* Payload bytes one connection may hold in flight.  Default 64 MiB. */
 void vd_nbd_server_set_client_memory(vd_nbd_server *srv, uint64_t bytes);

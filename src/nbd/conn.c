@@ -63,13 +63,16 @@ static int conn_wait(vd_nbd_conn *c, short events)
 static ssize_t conn_raw_recv(vd_nbd_conn *c, void *buf, size_t len)
 {
     for (;;) {
-        int w = conn_wait(c, POLLIN);
+        int w = c->nonblock ? 0 : conn_wait(c, POLLIN);
         if (w < 0) {
             return w;
         }
-        ssize_t n = recv(c->fd, buf, len, 0);
+        ssize_t n = recv(c->fd, buf, len, c->nonblock ? MSG_DONTWAIT : 0);
         if (n >= 0) {
             return n;
+        }
+        if (c->nonblock && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return -EAGAIN;
         }
         if (errno != EINTR && errno != EAGAIN) {
             return -errno;
@@ -141,6 +144,9 @@ static ssize_t conn_recv_some(vd_nbd_conn *c, void *buf, size_t len)
         if (n >= 0) {
             return n;
         }
+        if (n == GNUTLS_E_AGAIN && c->nonblock) {
+            return -EAGAIN; /* GnuTLS keeps a partly received record */
+        }
         if (n == GNUTLS_E_INTERRUPTED || n == GNUTLS_E_AGAIN) {
             continue;
         }
@@ -192,6 +198,42 @@ int vd_nbd_conn_read(vd_nbd_conn *c, void *buf, size_t len)
         return (int)n;
     }
     return 0;
+}
+
+ssize_t vd_nbd_conn_read_some(vd_nbd_conn *c, void *buf, size_t len)
+{
+    if (!len) {
+        return 0;
+    }
+    if (c->rpos < c->rlen) {
+        size_t n = VD_MIN(len, c->rlen - c->rpos);
+        memcpy(buf, c->rbuf + c->rpos, n);
+        c->rpos += n;
+        return (ssize_t)n;
+    }
+    if (c->eof) {
+        return 0;
+    }
+    c->nonblock = true;
+    ssize_t n;
+    if (len >= c->rcap) {
+        /* big payloads go straight to the caller's buffer */
+        n = conn_recv_some(c, buf, len);
+    } else {
+        n = conn_recv_some(c, c->rbuf, c->rcap);
+        if (n > 0) {
+            c->rpos = 0;
+            c->rlen = (size_t)n;
+            n = (ssize_t)VD_MIN(len, (size_t)n);
+            memcpy(buf, c->rbuf, (size_t)n);
+            c->rpos = (size_t)n;
+        }
+    }
+    c->nonblock = false;
+    if (n == 0) {
+        c->eof = true;
+    }
+    return n;
 }
 
 int vd_nbd_conn_skip(vd_nbd_conn *c, uint64_t len)

@@ -33,6 +33,7 @@ typedef struct vd_nbd_conn {
     size_t rpos, rlen, rcap;
     bool eof;
     bool timed_out; /* the deadline passed (TLS errors hide errno) */
+    bool nonblock;  /* set by vd_nbd_conn_read_some() while it reads */
 } vd_nbd_conn;
 
 /* Monotonic clock in milliseconds. */
@@ -50,6 +51,14 @@ void vd_nbd_conn_shutdown(vd_nbd_conn *c);
  * past the deadline, -EIO for TLS errors.
  */
 int vd_nbd_conn_read(vd_nbd_conn *c, void *buf, size_t len);
+/*
+ * Read up to len bytes without waiting (the socket may stay blocking for
+ * writes): >0 bytes read, 0 at EOF, -EAGAIN when nothing is available
+ * yet (a TLS record may be partly received: GnuTLS keeps it), or -errno.
+ * After it returns, vd_nbd_conn_pending() tells whether more bytes are
+ * already buffered; when not, wait for the socket to become readable.
+ */
+ssize_t vd_nbd_conn_read_some(vd_nbd_conn *c, void *buf, size_t len);
 /* Read and discard len bytes (64-bit: option/payload lengths). */
 int vd_nbd_conn_skip(vd_nbd_conn *c, uint64_t len);
 /* True when bytes are already buffered (ours or GnuTLS's). */

@@ -10,16 +10,28 @@
  * qemu:allocation-depth, qemu:dirty-bitmap:NAME; the payload form with
  * extended headers).  Not supported: NBD_CMD_RESIZE.
  *
- * Threads: serve() accepts; each client gets a thread that does the
- * handshake (bounded by the handshake limit) and then becomes one of N
- * workers.  Workers take turns reading one request each (header and
- * payload, under the read lock), serve it with the synchronous, thread
- * safe vd_* calls, and send the reply under the write lock: replies go
- * out of order, and no thread hands requests to another.
+ * Threads: serve() accepts and sends the greeting; each client gets a
+ * short-lived thread for the rest of the handshake (bounded by the
+ * handshake limit).  In the transmission phase no thread belongs to a
+ * client: one pool of workers, shared by every connection, serves them
+ * all.  Idle workers wait in epoll_wait() for connection sockets to
+ * become readable (one-shot: a readable connection goes to exactly one
+ * worker).  That worker reads the next request without blocking (a
+ * request may arrive in pieces: the partial header or payload stays with
+ * the connection), passes the connection on (queued for another worker
+ * when more bytes are already buffered, else re-armed in epoll), then
+ * serves the request with the synchronous, thread safe vd_* calls and
+ * sends the reply under the connection's write lock with one writev.  So
+ * one connection has up to SRV_CONN_MAX_REQS requests in service, replies
+ * go out of order, and an idle connection costs only its memory.  Workers
+ * start as requests need them, up to --threads (default: from the number
+ * of cores); workers blocked sending to a client that does not read its
+ * replies do not count against that size.
  *
  * Memory per client is bounded: requests carry at most NBD_MAX_PAYLOAD
- * bytes, and a reader waits before taking a request whose buffer would
- * push the client's bytes in flight over the client memory limit.
+ * bytes, and a connection whose next request would push its bytes in
+ * flight over the client memory limit is not read (parked) until enough
+ * of its requests have finished.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +41,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -39,7 +53,8 @@
 #include "tls.h"
 #include "vdisk-nbd.h"
 
-#define SRV_DEFAULT_THREADS 16
+/* workers of the shared pool: 0 = automatic (8 per core, 16 to 48) */
+#define SRV_DEFAULT_THREADS 0
 #define SRV_MAX_THREADS 256
 #define SRV_DEFAULT_CLIENT_MEM (64ull * 1024 * 1024)
 #define SRV_DEFAULT_HANDSHAKE_MS 10000
@@ -52,6 +67,9 @@
 #define SRV_MAX_BS_EXTENTS 2048u
 /* buffers a worker keeps between requests */
 #define SRV_RETAIN_BUF (2u * 1024 * 1024)
+/* requests of one connection served at once: a client that stops reading
+ * its replies blocks at most this many workers (in send) */
+#define SRV_CONN_MAX_REQS 16
 /* CACHE requests beyond this are only partly honoured (it is a hint) */
 #define SRV_MAX_CACHE (64ull * 1024 * 1024)
 
@@ -81,6 +99,20 @@ typedef struct srv_export {
 
 typedef struct srv_client srv_client;
 
+/* The workers shared by every connection in the transmission phase. */
+typedef struct srv_pool {
+    pthread_mutex_t lock;
+    srv_client *qhead, *qtail; /* connections with bytes to read */
+    unsigned max;              /* workers at most */
+    unsigned started;       /* changed under lock, also read without */
+    unsigned idle;          /* workers waiting for work (atomic) */
+    unsigned sending;       /* workers in srv_send() (atomic) */
+    bool running, stop;
+    int epfd;  /* idle workers wait here for readable connections */
+    int evfd;  /* in epfd: entries queued, or stop */
+    pthread_t *workers;
+} srv_pool;
+
 struct vd_nbd_server {
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -101,14 +133,22 @@ struct vd_nbd_server {
     unsigned next_id;
     srv_client *clients;
     bool served_one; /* a client that reached transmission has left */
+    srv_pool pool;
 };
 
+/* A worker's buffer: request payload, then reply data; kept between
+ * requests (up to SRV_RETAIN_BUF) so that requests allocate nothing. */
 typedef struct srv_worker {
-    srv_client *c;
-    pthread_t thread;
     uint8_t *buf;
     size_t cap;
 } srv_worker;
+
+/* where the reader of a connection stands */
+enum {
+    RS_HEADER,  /* collecting a request header */
+    RS_MEM,     /* header decoded, waiting for memory budget */
+    RS_PAYLOAD, /* budget taken, collecting the payload */
+};
 
 struct srv_client {
     vd_nbd_server *srv;
@@ -118,6 +158,7 @@ struct srv_client {
     vd_nbd_conn conn;
 
     /* negotiation */
+    bool greeted; /* serve() sent the greeting already */
     bool fixed;
     bool no_zeroes;
     bool structured;
@@ -129,10 +170,27 @@ struct srv_client {
     srv_export *exp;
     bool transmission;
 
-    /* transmission */
-    pthread_mutex_t rlock, wlock, mlock;
-    pthread_cond_t mcond;
+    /* transmission; the read side belongs to one worker at a time (the
+     * one that took the connection from the queue or from epoll) */
+    pthread_mutex_t wlock, mlock;
+    srv_client *qnext; /* in the pool's queue */
+    int rstate;
+    uint8_t hdr[NBD_EXT_REQUEST_LEN];
+    size_t hgot;
+    vd_nbd_request req;  /* the request being read */
+    uint64_t plen, pgot; /* its payload: length, bytes read */
+    uint64_t need;       /* its memory budget */
+    uint8_t *pbuf;       /* a partly read payload waits here ... */
+    size_t pcap;         /* ... with its buffer's size */
+    bool registered;     /* in the pool's epoll set */
+    int handoff;         /* see srv_arm() (atomic) */
+    /* under mlock */
     uint64_t inflight; /* payload bytes held by requests in progress */
+    unsigned nreq;     /* requests being served */
+    bool parked;       /* not read until inflight drops */
+    bool reader_done;  /* no more requests will be read */
+    bool finished;     /* torn down (or being) */
+    bool *done_flag;   /* vd_nbd_server_handle_fd() waits for this */
     int dead;          /* stop reading requests (atomic) */
 };
 
@@ -172,6 +230,9 @@ static srv_export *srv_find_export(vd_nbd_server *srv, const char *name, size_t 
 
 /* ---------------------------------------------------------------- server */
 
+static void srv_pool_push(vd_nbd_server *srv, srv_client *c);
+static void srv_pool_stop(vd_nbd_server *srv);
+
 vd_nbd_server *vd_nbd_server_new(void)
 {
     vd_nbd_server *srv = calloc(1, sizeof(*srv));
@@ -186,6 +247,8 @@ vd_nbd_server *vd_nbd_server_new(void)
     }
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);
+    pthread_mutex_init(&srv->pool.lock, NULL);
+    srv->pool.epfd = srv->pool.evfd = -1;
     srv->max_conns = 1;
     srv->threads = SRV_DEFAULT_THREADS;
     srv->handshake_ms = SRV_DEFAULT_HANDSHAKE_MS;
@@ -200,6 +263,14 @@ static void srv_stop_clients(vd_nbd_server *srv)
     for (srv_client *c = srv->clients; c; c = c->next) {
         __atomic_store_n(&c->dead, 1, __ATOMIC_SEQ_CST);
         vd_nbd_conn_shutdown(&c->conn);
+        /* a parked client would wait for requests that may never end */
+        pthread_mutex_lock(&c->mlock);
+        bool resume = c->parked;
+        c->parked = false;
+        pthread_mutex_unlock(&c->mlock);
+        if (resume) {
+            srv_pool_push(srv, c);
+        }
     }
     while (srv->nclients) {
         pthread_cond_wait(&srv->cond, &srv->lock);
@@ -213,6 +284,8 @@ void vd_nbd_server_free(vd_nbd_server *srv)
         return;
     }
     srv_stop_clients(srv);
+    srv_pool_stop(srv);
+    pthread_mutex_destroy(&srv->pool.lock);
     for (size_t i = 0; i < srv->nexports; i++) {
         srv_export *e = &srv->exports[i];
         free(e->name);
@@ -371,7 +444,7 @@ void vd_nbd_server_set_handshake_limit(vd_nbd_server *srv, unsigned ms)
 
 void vd_nbd_server_set_threads(vd_nbd_server *srv, unsigned n)
 {
-    srv->threads = n < 1 ? 1 : n > SRV_MAX_THREADS ? SRV_MAX_THREADS : n;
+    srv->threads = n > SRV_MAX_THREADS ? SRV_MAX_THREADS : n; /* 0: automatic */
 }
 
 void vd_nbd_server_set_client_memory(vd_nbd_server *srv, uint64_t bytes)
@@ -719,14 +792,21 @@ static int srv_opt_starttls(srv_client *c)
  * The handshake.  1: transmission phase entered; 0: the client ended it
  * (NBD_OPT_ABORT or hang-up); <0: the client misbehaved or I/O failed.
  */
-static int srv_handshake(srv_client *c)
+static int srv_greet(srv_client *c)
 {
-    vd_nbd_server *srv = c->srv;
     uint8_t buf[18];
     vd_st_be64(buf, NBD_MAGIC);
     vd_st_be64(buf + 8, NBD_IHAVEOPT);
     vd_st_be16(buf + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
-    int r = vd_nbd_conn_write(&c->conn, buf, 18);
+    c->greeted = true;
+    return vd_nbd_conn_write(&c->conn, buf, 18);
+}
+
+static int srv_handshake(srv_client *c)
+{
+    vd_nbd_server *srv = c->srv;
+    uint8_t buf[18];
+    int r = c->greeted ? 0 : srv_greet(c);
     if (r < 0) {
         return r;
     }
@@ -855,9 +935,14 @@ static int srv_handshake(srv_client *c)
 
 static int srv_send(srv_client *c, const struct iovec *iov, int n)
 {
+    /* counted: a client that does not read its replies blocks us here,
+     * and the pool grows past its size for such workers */
+    srv_pool *p = &c->srv->pool;
+    __atomic_add_fetch(&p->sending, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&c->wlock);
     int r = vd_nbd_conn_writev(&c->conn, iov, n);
     pthread_mutex_unlock(&c->wlock);
+    __atomic_sub_fetch(&p->sending, 1, __ATOMIC_RELAXED);
     if (r < 0) {
         /* the socket is broken: stop reading, let the others fail fast */
         if (!__atomic_exchange_n(&c->dead, 1, __ATOMIC_SEQ_CST)) {
@@ -925,29 +1010,6 @@ static void srv_reply_lib_err(srv_client *c, const vd_nbd_request *req)
 {
     int e = vd_get_errno();
     srv_reply_err(c, req, e ? e : EIO, "%s", vd_get_error());
-}
-
-static bool srv_mem_acquire(srv_client *c, uint64_t n)
-{
-    pthread_mutex_lock(&c->mlock);
-    while (c->inflight && c->inflight + n > c->srv->client_mem &&
-           !__atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) {
-        pthread_cond_wait(&c->mcond, &c->mlock);
-    }
-    c->inflight += n;
-    pthread_mutex_unlock(&c->mlock);
-    return true;
-}
-
-static void srv_mem_release(srv_client *c, uint64_t n)
-{
-    if (!n) {
-        return;
-    }
-    pthread_mutex_lock(&c->mlock);
-    c->inflight -= n;
-    pthread_cond_broadcast(&c->mcond);
-    pthread_mutex_unlock(&c->mlock);
 }
 
 static int srv_worker_buf(srv_worker *w, size_t n)
@@ -1340,136 +1402,432 @@ static void srv_handle(srv_client *c, srv_worker *w, const vd_nbd_request *req, 
     }
 }
 
-/*
- * Read the next request and its payload into w->buf (called under
- * rlock).  1: a request to serve (*mem bytes of the memory budget taken);
- * 0: the client is done (EOF or NBD_CMD_DISC); <0: protocol error or I/O
- * failure (hang up).
- */
-static int srv_read_request(srv_client *c, srv_worker *w, vd_nbd_request *req, uint64_t *plen,
-                            uint64_t *mem)
+/* ------------------------------------------------------------ the pool */
+
+static void srv_client_finish(srv_client *c);
+static void *srv_pool_worker_main(void *opaque);
+
+/* Queue a connection whose next bytes are already buffered, and wake a
+ * worker waiting in epoll_wait() through the eventfd. */
+static void srv_pool_push(vd_nbd_server *srv, srv_client *c)
 {
-    uint8_t hdr[NBD_EXT_REQUEST_LEN];
-    size_t hl = c->extended ? NBD_EXT_REQUEST_LEN : NBD_REQUEST_LEN;
-    int r = vd_nbd_conn_read(&c->conn, hdr, hl);
-    if (r == -ENODATA) {
-        CLOG(c, VD_NBD_LOG_INFO, "client closed the connection");
-        return 0;
+    srv_pool *p = &srv->pool;
+    pthread_mutex_lock(&p->lock);
+    c->qnext = NULL;
+    if (p->qtail) {
+        p->qtail->qnext = c;
+    } else {
+        p->qhead = c;
     }
+    p->qtail = c;
+    pthread_mutex_unlock(&p->lock);
+    uint64_t one = 1;
+    ssize_t r = write(p->evfd, &one, sizeof(one));
+    (void)r;
+}
+
+/* Hand the connection's read side to epoll: a worker gets it when the
+ * socket becomes readable (or hangs up). */
+static int srv_arm(vd_nbd_server *srv, srv_client *c)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c};
+    /* registered on first use, armed: a registered but disarmed socket
+     * would still report hang-ups, a second owner of the read side.
+     * Set before the call: the event may fire before it returns. */
+    int op = c->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    c->registered = true;
+    /* The kernel orders what we wrote before epoll_ctl() before the
+     * worker's epoll_wait() return; ThreadSanitizer does not know that
+     * of EPOLL_CTL_MOD, so say it with a release the worker acquires. */
+    __atomic_store_n(&c->handoff, 1, __ATOMIC_RELEASE);
+    if (epoll_ctl(srv->pool.epfd, op, c->conn.fd, &ev) < 0) {
+        int e = errno;
+        c->registered = op == EPOLL_CTL_MOD;
+        return -e;
+    }
+    return 0;
+}
+
+/* Stop reading requests from c; it goes away once its requests are done. */
+static void srv_reader_stop(srv_client *c, int r)
+{
+    __atomic_store_n(&c->dead, 1, __ATOMIC_SEQ_CST);
     if (r < 0) {
-        return r;
+        if (r != -ECONNRESET && r != -EPROTO) {
+            CLOG(c, VD_NBD_LOG_INFO, "connection failed: %s", strerror(-r));
+        }
+        /* hard disconnect: in-flight replies may be lost */
+        vd_nbd_conn_shutdown(&c->conn);
     }
-    if (vd_nbd_request_decode(hdr, c->extended, req) < 0) {
-        CLOG(c, VD_NBD_LOG_WARNING, "bad request magic 0x%08x", vd_ld_be32(hdr));
-        return -EPROTO;
+    pthread_mutex_lock(&c->mlock);
+    if (c->rstate == RS_PAYLOAD) {
+        /* the request being read will not be served */
+        c->nreq--;
+        c->inflight -= c->need;
+        c->rstate = RS_HEADER;
     }
-    CLOG(c, VD_NBD_LOG_DEBUG, "%s flags 0x%x offset %llu length %llu cookie %llu",
-         vd_nbd_cmd_name(req->type), req->flags, (unsigned long long)req->offset,
-         (unsigned long long)req->length, (unsigned long long)req->cookie);
-    if (req->type == NBD_CMD_DISC) {
-        CLOG(c, VD_NBD_LOG_INFO, "disconnect requested");
-        return 0;
+    c->reader_done = true;
+    bool last = c->nreq == 0 && !c->finished;
+    c->finished |= last;
+    pthread_mutex_unlock(&c->mlock);
+    if (last) {
+        srv_client_finish(c);
     }
-    uint64_t p = 0;
-    if (c->extended ? (req->flags & NBD_CMD_FLAG_PAYLOAD_LEN) != 0
-                    : req->type == NBD_CMD_WRITE) {
-        p = req->length;
+}
+
+/* Pass the read side on: to the queue when bytes are buffered, else to
+ * epoll.  The caller must not touch the read side afterwards. */
+static void srv_pass_on(vd_nbd_server *srv, srv_client *c)
+{
+    if (vd_nbd_conn_pending(&c->conn)) {
+        srv_pool_push(srv, c);
+        return;
     }
-    if (p > NBD_MAX_PAYLOAD) {
-        /* cannot skip that much safely, and the spec allows hanging up */
-        CLOG(c, VD_NBD_LOG_WARNING, "%s payload of %llu bytes exceeds %u",
-             vd_nbd_cmd_name(req->type), (unsigned long long)p, NBD_MAX_PAYLOAD);
-        return -EPROTO;
+    int r = srv_arm(srv, c);
+    if (r < 0) {
+        CLOG(c, VD_NBD_LOG_WARNING, "cannot watch the connection: %s", strerror(-r));
+        srv_reader_stop(c, r);
     }
-    uint64_t need = p;
-    if (req->type == NBD_CMD_READ && req->length <= NBD_MAX_PAYLOAD) {
-        need = req->length;
+}
+
+/* May c's next request (needing c->need bytes) be read now?  (mlock) */
+static bool srv_may_read(vd_nbd_server *srv, srv_client *c)
+{
+    if (__atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) {
+        return true; /* the reader only stops */
     }
-    srv_mem_acquire(c, need);
-    *mem = need;
-    if (srv_worker_buf(w, need) < 0) {
-        srv_mem_release(c, need);
-        return -ENOMEM;
+    if (c->nreq >= SRV_CONN_MAX_REQS) {
+        return false;
     }
-    if (p) {
-        r = vd_nbd_conn_read(&c->conn, w->buf, p);
-        if (r < 0) {
-            srv_mem_release(c, need);
-            return r == -ENODATA ? -ECONNRESET : r;
+    return !c->inflight || c->inflight + c->need <= srv->client_mem;
+}
+
+/* A request of c finished, releasing mem bytes of its budget. */
+static void srv_request_done(vd_nbd_server *srv, srv_client *c, uint64_t mem)
+{
+    pthread_mutex_lock(&c->mlock);
+    c->inflight -= mem;
+    c->nreq--;
+    bool resume = c->parked && srv_may_read(srv, c);
+    if (resume) {
+        c->parked = false;
+    }
+    bool last = c->reader_done && c->nreq == 0 && !c->finished;
+    c->finished |= last;
+    pthread_mutex_unlock(&c->mlock);
+    if (resume) {
+        srv_pool_push(srv, c);
+    }
+    if (last) {
+        srv_client_finish(c);
+    }
+}
+
+/*
+ * Read what is available of c's next request without blocking.  1: a
+ * whole request is in w->buf (c->req, c->plen; c->need bytes of budget
+ * taken); 0: the client is done (EOF or NBD_CMD_DISC); -EAGAIN: wait for
+ * the socket; -EBUSY: parked until the client's requests free memory;
+ * other <0: protocol error or I/O failure (hang up).
+ */
+static int srv_read_request(srv_client *c, srv_worker *w)
+{
+    vd_nbd_server *srv = c->srv;
+    size_t hl = c->extended ? NBD_EXT_REQUEST_LEN : NBD_REQUEST_LEN;
+    vd_nbd_request *req = &c->req;
+    while (c->rstate == RS_HEADER) {
+        ssize_t n = vd_nbd_conn_read_some(&c->conn, c->hdr + c->hgot, hl - c->hgot);
+        if (n == 0) {
+            if (c->hgot) {
+                return -ECONNRESET;
+            }
+            CLOG(c, VD_NBD_LOG_INFO, "client closed the connection");
+            return 0;
+        }
+        if (n < 0) {
+            return (int)n;
+        }
+        c->hgot += (size_t)n;
+        if (c->hgot < hl) {
+            continue;
+        }
+        c->hgot = 0;
+        if (vd_nbd_request_decode(c->hdr, c->extended, req) < 0) {
+            CLOG(c, VD_NBD_LOG_WARNING, "bad request magic 0x%08x", vd_ld_be32(c->hdr));
+            return -EPROTO;
+        }
+        CLOG(c, VD_NBD_LOG_DEBUG, "%s flags 0x%x offset %llu length %llu cookie %llu",
+             vd_nbd_cmd_name(req->type), req->flags, (unsigned long long)req->offset,
+             (unsigned long long)req->length, (unsigned long long)req->cookie);
+        if (req->type == NBD_CMD_DISC) {
+            CLOG(c, VD_NBD_LOG_INFO, "disconnect requested");
+            return 0;
+        }
+        uint64_t p = 0;
+        if (c->extended ? (req->flags & NBD_CMD_FLAG_PAYLOAD_LEN) != 0
+                        : req->type == NBD_CMD_WRITE) {
+            p = req->length;
+        }
+        if (p > NBD_MAX_PAYLOAD) {
+            /* cannot skip that much safely, and the spec allows hanging up */
+            CLOG(c, VD_NBD_LOG_WARNING, "%s payload of %llu bytes exceeds %u",
+                 vd_nbd_cmd_name(req->type), (unsigned long long)p, NBD_MAX_PAYLOAD);
+            return -EPROTO;
+        }
+        c->plen = p;
+        c->need = p;
+        if (req->type == NBD_CMD_READ && req->length <= NBD_MAX_PAYLOAD) {
+            c->need = req->length;
+        }
+        c->rstate = RS_MEM;
+    }
+    if (c->rstate == RS_MEM) {
+        pthread_mutex_lock(&c->mlock);
+        if (!srv_may_read(srv, c)) {
+            c->parked = true;
+            pthread_mutex_unlock(&c->mlock);
+            return -EBUSY;
+        }
+        c->inflight += c->need;
+        c->nreq++;
+        pthread_mutex_unlock(&c->mlock);
+        c->pgot = 0;
+        c->rstate = RS_PAYLOAD;
+        if (srv_worker_buf(w, c->need) < 0) {
+            return -ENOMEM; /* the budget goes with the connection */
         }
     }
-    *plen = p;
+    if (c->pbuf) {
+        /* the payload started arriving in another worker's turn */
+        free(w->buf);
+        w->buf = c->pbuf;
+        w->cap = c->pcap;
+        c->pbuf = NULL;
+        c->pcap = 0;
+    }
+    while (c->pgot < c->plen) {
+        ssize_t n = vd_nbd_conn_read_some(&c->conn, w->buf + c->pgot, c->plen - c->pgot);
+        if (n == -EAGAIN) {
+            c->pbuf = w->buf;
+            c->pcap = w->cap;
+            w->buf = NULL;
+            w->cap = 0;
+            return -EAGAIN;
+        }
+        if (n <= 0) {
+            return n == 0 ? -ECONNRESET : (int)n;
+        }
+        c->pgot += (uint64_t)n;
+    }
+    c->rstate = RS_HEADER;
     return 1;
 }
 
-static void *srv_worker_main(void *opaque)
+/* Room for one more worker?  Workers blocked sending to clients that do
+ * not read do not count against the pool's size. */
+static bool srv_pool_may_grow(srv_pool *p)
 {
-    srv_worker *w = opaque;
-    srv_client *c = w->c;
+    unsigned started = __atomic_load_n(&p->started, __ATOMIC_RELAXED);
+    unsigned sending = __atomic_load_n(&p->sending, __ATOMIC_RELAXED);
+    return started < SRV_MAX_THREADS && started < p->max + sending;
+}
+
+/* Work on connection c, whose read side this worker now holds. */
+static void srv_pool_serve(vd_nbd_server *srv, srv_worker *w, srv_client *c)
+{
+    srv_pool *p = &srv->pool;
+    int r = __atomic_load_n(&c->dead, __ATOMIC_SEQ_CST) ? 0 : srv_read_request(c, w);
+    if (r == -EAGAIN) {
+        r = srv_arm(srv, c);
+        if (r == 0) {
+            return;
+        }
+        CLOG(c, VD_NBD_LOG_WARNING, "cannot watch the connection: %s", strerror(-r));
+    }
+    if (r == -EBUSY) {
+        return; /* srv_request_done() queues it again */
+    }
+    if (r <= 0) {
+        srv_reader_stop(c, r);
+        return;
+    }
+    vd_nbd_request req = c->req;
+    uint64_t plen = c->plen, mem = c->need;
+    srv_pass_on(srv, c);
+
+    /* keep a worker free for the next request while the pool may grow */
+    if (!__atomic_load_n(&p->idle, __ATOMIC_RELAXED) && srv_pool_may_grow(p)) {
+        pthread_mutex_lock(&p->lock);
+        /* started changes only under the lock; idle also without */
+        if (!__atomic_load_n(&p->idle, __ATOMIC_RELAXED) && srv_pool_may_grow(p) &&
+            !p->stop &&
+            pthread_create(&p->workers[p->started], NULL, srv_pool_worker_main, srv) == 0) {
+            __atomic_store_n(&p->started, p->started + 1, __ATOMIC_RELAXED);
+            /* until it waits for work, it counts as idle */
+            __atomic_add_fetch(&p->idle, 1, __ATOMIC_RELAXED);
+        }
+        pthread_mutex_unlock(&p->lock);
+    }
+    srv_handle(c, w, &req, plen);
+    srv_request_done(srv, c, mem);
+}
+
+static void *srv_pool_worker_main(void *opaque)
+{
+    vd_nbd_server *srv = opaque;
+    srv_pool *p = &srv->pool;
+    srv_worker w = {NULL, 0};
+    /* counted as idle by whoever started us */
+    __atomic_sub_fetch(&p->idle, 1, __ATOMIC_RELAXED);
     for (;;) {
-        vd_nbd_request req;
-        uint64_t plen = 0, mem = 0;
-        pthread_mutex_lock(&c->rlock);
-        if (__atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) {
-            pthread_mutex_unlock(&c->rlock);
-            break;
-        }
-        int r = srv_read_request(c, w, &req, &plen, &mem);
-        if (r <= 0) {
-            __atomic_store_n(&c->dead, 1, __ATOMIC_SEQ_CST);
-            if (r < 0) {
-                if (r != -ECONNRESET && r != -EPROTO) {
-                    CLOG(c, VD_NBD_LOG_INFO, "connection failed: %s", strerror(-r));
-                }
-                /* hard disconnect: in-flight replies may be lost */
-                vd_nbd_conn_shutdown(&c->conn);
+        srv_client *c = NULL;
+        pthread_mutex_lock(&p->lock);
+        bool stop = p->stop, more = false;
+        if (p->qhead) {
+            c = p->qhead;
+            p->qhead = c->qnext;
+            if (!p->qhead) {
+                p->qtail = NULL;
             }
-            pthread_mutex_unlock(&c->rlock);
-            /* wake readers waiting for memory so they see dead */
-            srv_mem_release(c, 0);
-            pthread_mutex_lock(&c->mlock);
-            pthread_cond_broadcast(&c->mcond);
-            pthread_mutex_unlock(&c->mlock);
-            break;
+            more = p->qhead != NULL;
         }
-        pthread_mutex_unlock(&c->rlock);
-        srv_handle(c, w, &req, plen);
-        srv_mem_release(c, mem);
-        if (w->cap > SRV_RETAIN_BUF) {
-            free(w->buf);
-            w->buf = NULL;
-            w->cap = 0;
+        pthread_mutex_unlock(&p->lock);
+        if (more || (!c && stop)) {
+            /* the eventfd is edge-triggered, one wake-up per edge: pass
+             * it on to another worker for the rest of the queue (or for
+             * stopping) */
+            uint64_t one = 1;
+            ssize_t r = write(p->evfd, &one, sizeof(one));
+            (void)r;
+        }
+        if (!c) {
+            if (stop) {
+                break;
+            }
+            /* idle workers wait in epoll themselves: a readable socket
+             * wakes one of them directly (one-shot), no thread between */
+            struct epoll_event ev;
+            __atomic_add_fetch(&p->idle, 1, __ATOMIC_RELAXED);
+            int n = epoll_wait(p->epfd, &ev, 1, -1);
+            __atomic_sub_fetch(&p->idle, 1, __ATOMIC_RELAXED);
+            if (n < 0 && errno != EINTR) {
+                srv_log(srv, VD_NBD_LOG_ERROR, "epoll_wait failed: %s", strerror(errno));
+                break;
+            }
+            if (n <= 0) {
+                continue;
+            }
+            c = ev.data.ptr;
+            if (!c) {
+                /* the queue's eventfd: reset it, then look at the queue */
+                uint64_t v;
+                ssize_t r = read(p->evfd, &v, sizeof(v));
+                (void)r;
+                continue;
+            }
+            (void)__atomic_load_n(&c->handoff, __ATOMIC_ACQUIRE);
+        }
+        srv_pool_serve(srv, &w, c);
+        if (w.cap > SRV_RETAIN_BUF) {
+            free(w.buf);
+            w.buf = NULL;
+            w.cap = 0;
         }
     }
-    free(w->buf);
-    w->buf = NULL;
-    w->cap = 0;
+    free(w.buf);
     return NULL;
 }
 
-static void srv_transmission(srv_client *c)
+/* Start the first worker (called with the pool lock). */
+static int srv_pool_start(vd_nbd_server *srv)
 {
-    vd_nbd_server *srv = c->srv;
-    unsigned n = srv->threads;
-    srv_worker *ws = calloc(n, sizeof(*ws));
-    if (!ws) {
+    srv_pool *p = &srv->pool;
+    if (p->running) {
+        return 0;
+    }
+    if (p->stop) {
+        return -ESHUTDOWN;
+    }
+    unsigned max = srv->threads;
+    if (!max) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        max = cpus > 0 ? (unsigned)VD_MIN(cpus, 64L) * 8 : 16;
+        max = VD_MAX(16u, VD_MIN(max, 48u));
+    }
+    p->workers = calloc(SRV_MAX_THREADS, sizeof(*p->workers));
+    p->epfd = epoll_create1(EPOLL_CLOEXEC);
+    p->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int r = -ENOMEM;
+    if (p->epfd < 0 || p->evfd < 0) {
+        r = -errno;
+    }
+    if (p->workers && p->epfd >= 0 && p->evfd >= 0) {
+        /* edge-triggered: level would wake every idle worker in turn */
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.ptr = NULL};
+        r = epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->evfd, &ev) < 0 ? -errno : 0;
+        if (r == 0) {
+            p->max = max;
+            p->started = 1;
+            p->idle = 1;
+            r = -pthread_create(&p->workers[0], NULL, srv_pool_worker_main, srv);
+            if (r == 0) {
+                p->running = true;
+                return 0;
+            }
+            p->started = p->idle = 0;
+        }
+    }
+    free(p->workers);
+    p->workers = NULL;
+    if (p->epfd >= 0) {
+        close(p->epfd);
+    }
+    if (p->evfd >= 0) {
+        close(p->evfd);
+    }
+    p->epfd = p->evfd = -1;
+    return r;
+}
+
+/* Stop the pool once no client is left. */
+static void srv_pool_stop(vd_nbd_server *srv)
+{
+    srv_pool *p = &srv->pool;
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    bool running = p->running;
+    p->running = false;
+    unsigned started = p->started;
+    pthread_mutex_unlock(&p->lock);
+    if (!running) {
         return;
     }
-    unsigned started = 1;
-    for (unsigned i = 0; i < n; i++) {
-        ws[i].c = c;
+    /* each worker that sees stop wakes the next */
+    uint64_t n = 1;
+    ssize_t wr = write(p->evfd, &n, sizeof(n));
+    (void)wr;
+    for (unsigned i = 0; i < started; i++) {
+        pthread_join(p->workers[i], NULL);
     }
-    for (unsigned i = 1; i < n; i++) {
-        if (pthread_create(&ws[i].thread, NULL, srv_worker_main, &ws[i])) {
-            break;
-        }
-        started++;
+    free(p->workers);
+    p->workers = NULL;
+    close(p->epfd);
+    close(p->evfd);
+    p->epfd = p->evfd = -1;
+}
+
+/* A client entering transmission joins the pool; from here on it is the
+ * pool's (it may be gone when this returns 0). */
+static int srv_pool_add(vd_nbd_server *srv, srv_client *c)
+{
+    pthread_mutex_lock(&srv->pool.lock);
+    int r = srv_pool_start(srv);
+    pthread_mutex_unlock(&srv->pool.lock);
+    if (r < 0) {
+        return r;
     }
-    srv_worker_main(&ws[0]);
-    for (unsigned i = 1; i < started; i++) {
-        pthread_join(ws[i].thread, NULL);
-    }
-    free(ws);
+    srv_pass_on(srv, c);
+    return 0;
 }
 
 /* --------------------------------------------------------------- clients */
@@ -1478,40 +1836,22 @@ static void srv_client_free(srv_client *c)
 {
     vd_nbd_conn_close(&c->conn);
     free(c->meta_export);
-    pthread_mutex_destroy(&c->rlock);
+    free(c->pbuf);
     pthread_mutex_destroy(&c->wlock);
     pthread_mutex_destroy(&c->mlock);
-    pthread_cond_destroy(&c->mcond);
     free(c);
 }
 
-/* Runs one client from handshake to hang-up, then unregisters it. */
-static void srv_client_run(srv_client *c)
+/* The client is done and nothing uses it any more: unregister and free. */
+static void srv_client_finish(srv_client *c)
 {
     vd_nbd_server *srv = c->srv;
-    CLOG(c, VD_NBD_LOG_INFO, "connected");
-    if (srv->handshake_ms) {
-        c->conn.deadline = vd_nbd_now_ms() + srv->handshake_ms;
-    }
-    int r = srv_handshake(c);
-    c->conn.deadline = 0;
-    if (r == 1 && !__atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) {
-        CLOG(c, VD_NBD_LOG_INFO, "serving export '%s'%s%s", c->exp->name,
-             c->extended     ? " with extended headers"
-             : c->structured ? " with structured replies"
-                             : "",
-             c->tls_active ? " over TLS" : "");
-        srv_transmission(c);
-    } else if (r < 0) {
-        if (r == -ETIMEDOUT) {
-            CLOG(c, VD_NBD_LOG_WARNING, "handshake not finished within %u ms, dropped",
-                 srv->handshake_ms);
-        } else if (r != -EPROTO && r != -ENOENT) {
-            CLOG(c, VD_NBD_LOG_INFO, "handshake failed: %s", strerror(-r));
-        }
-    }
     CLOG(c, VD_NBD_LOG_INFO, "disconnected");
     bool negotiated = c->transmission;
+    bool *done = c->done_flag;
+    if (c->registered) {
+        epoll_ctl(srv->pool.epfd, EPOLL_CTL_DEL, c->conn.fd, NULL);
+    }
     /* leave the list first, so that nobody shuts down our fd number after
      * we closed it; close before the count drops, as serve()'s caller may
      * exit as soon as it does */
@@ -1531,9 +1871,44 @@ static void srv_client_run(srv_client *c)
         srv->served_one = true;
     }
     srv->nclients--;
+    if (done) {
+        *done = true;
+    }
     pthread_cond_broadcast(&srv->cond);
     srv_wake(srv);
     pthread_mutex_unlock(&srv->lock);
+}
+
+/* Runs one client's handshake, then hands it to the pool (or ends it). */
+static void srv_client_run(srv_client *c)
+{
+    vd_nbd_server *srv = c->srv;
+    CLOG(c, VD_NBD_LOG_INFO, "connected");
+    if (srv->handshake_ms) {
+        c->conn.deadline = vd_nbd_now_ms() + srv->handshake_ms;
+    }
+    int r = srv_handshake(c);
+    c->conn.deadline = 0;
+    if (r == 1 && !__atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) {
+        CLOG(c, VD_NBD_LOG_INFO, "serving export '%s'%s%s", c->exp->name,
+             c->extended     ? " with extended headers"
+             : c->structured ? " with structured replies"
+                             : "",
+             c->tls_active ? " over TLS" : "");
+        r = srv_pool_add(srv, c);
+        if (r == 0) {
+            return;
+        }
+        CLOG(c, VD_NBD_LOG_WARNING, "cannot serve the client: %s", strerror(-r));
+    } else if (r < 0) {
+        if (r == -ETIMEDOUT) {
+            CLOG(c, VD_NBD_LOG_WARNING, "handshake not finished within %u ms, dropped",
+                 srv->handshake_ms);
+        } else if (r != -EPROTO && r != -ENOENT) {
+            CLOG(c, VD_NBD_LOG_INFO, "handshake failed: %s", strerror(-r));
+        }
+    }
+    srv_client_finish(c);
 }
 
 static void *srv_client_thread(void *opaque)
@@ -1551,10 +1926,8 @@ static srv_client *srv_client_new(vd_nbd_server *srv, int fd)
         return NULL;
     }
     c->srv = srv;
-    pthread_mutex_init(&c->rlock, NULL);
     pthread_mutex_init(&c->wlock, NULL);
     pthread_mutex_init(&c->mlock, NULL);
-    pthread_cond_init(&c->mcond, NULL);
     vd_nbd_peer_name(fd, c->peer, sizeof(c->peer));
     pthread_mutex_lock(&srv->lock);
     c->id = ++srv->next_id;
@@ -1575,7 +1948,14 @@ int vd_nbd_server_handle_fd(vd_nbd_server *srv, int fd)
         vd_set_public_error(ENOMEM, "out of memory");
         return -1;
     }
+    bool done = false;
+    c->done_flag = &done;
     srv_client_run(c);
+    pthread_mutex_lock(&srv->lock);
+    while (!done) {
+        pthread_cond_wait(&srv->cond, &srv->lock);
+    }
+    pthread_mutex_unlock(&srv->lock);
     return 0;
 }
 
@@ -1649,6 +2029,10 @@ int vd_nbd_server_serve(vd_nbd_server *srv, const int *fds, size_t n)
                 srv_log(srv, VD_NBD_LOG_WARNING, "out of memory for a new client");
                 continue;
             }
+            /* 18 bytes always fit in a new socket's buffer (this cannot
+             * block): greeting here spares the client the wait for the
+             * handshake thread to run; a failure shows in its first read */
+            (void)srv_greet(c);
             pthread_attr_t attr;
             pthread_attr_init(&attr);
             pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);

@@ -104,7 +104,8 @@ static void usage(void)
            "  -D, --description=TEXT    export a human-readable description\n"
            "      --handshake-limit=N   drop clients that have not finished the handshake\n"
            "                            after N seconds (default 10, 0 = never)\n"
-           "      --threads=N           requests served in parallel per client (default 16)\n"
+           "      --threads=N           worker threads shared by all clients (default: 8 per\n"
+           "                            core, 16 to 48)\n"
            "\n"
            "Exposing part of the image:\n"
            "  -o, --offset=OFFSET       offset into the image\n"
@@ -394,7 +395,7 @@ int main(int argc, char **argv)
     const char *tls_creds = NULL, *tls_psk = NULL, *tls_hostname = NULL, *pid_file = NULL;
     const char *cache = NULL, *aio = NULL, *discard = NULL, *detect_zeroes = NULL;
     uint64_t offset = 0;
-    long shared = 1, handshake_s = 10, threads = 16;
+    long shared = 1, handshake_s = 10, threads = 0;
     bool persistent = false, list = false, image_opts = false, read_only = false;
     bool snapshot = false, depth = false, do_fork = false;
     int verbose = 0;

@@ -12,7 +12,12 @@
 #     in qemu-io (no backing data under the COW areas) and not where a
 #     backing file defines them; a reused host cluster that held old data
 #     reads as zeroes around the new data;
-#  3. libdeflate's zlib clusters (matches up to 32 KiB back) read by qemu-img.
+#  3. libdeflate's zlib clusters (matches up to 32 KiB back) read by qemu-img;
+#  4. convert -C (copy_file_range): the same content and allocation map as
+#     qemu-img -C (which copies data extents whole, zero runs included:
+#     without the offload vdisk would leave those as holes), a raw source
+#     with an offset, an odd-sized source, and fallbacks to a plain copy
+#     (qcow2 target or source, another file system).
 . "$(dirname "$0")/../lib.sh"
 need qemu-img qemu-io
 SEED=${VDISK_TEST_SEED:-$RANDOM}
@@ -126,4 +131,47 @@ for ct in zlib zstd; do
     vs=$(stat -c %s v.$ct.qcow2); qs=$(stat -c %s q.$ct.qcow2)
     [ "$vs" -le $((qs + qs / 50)) ] || fail "$ct: output more than 2 % larger than qemu-img's ($vs > $qs)"
 done
+# ---- 4. convert -C
+. "$VDISK_SRC/bench/lib.sh"
+bench_sparse_raw c.raw 16M "$SEED" 30 small
+amap() { # allocation map without host offsets
+    qemu-img map -f "$1" --output=json "$2" | /usr/bin/python3 -c '
+import json, sys
+out = []
+for e in json.load(sys.stdin):
+    k = (e["zero"], e["data"])
+    if out and out[-1][2] == k:
+        out[-1][1] += e["length"]
+    else:
+        out.append([e["start"], e["length"], k])
+for s, l, k in out:
+    print(s, l, *k)'
+}
+"$VDISK" convert -C -f raw -O raw c.raw cv.raw || fail "convert -C"
+qemu-img convert -C -f raw -O raw c.raw cq.raw
+same_content c.raw cv.raw
+diff <(amap raw cq.raw) <(amap raw cv.raw) >map.diff ||
+    fail "convert -C: allocation differs from qemu-img -C's (no offload?): $(head -3 map.diff)"
+"$VDISK" convert -f raw -O raw c.raw cn.raw
+diff -q <(amap raw cn.raw) <(amap raw cv.raw) >/dev/null &&
+    fail "convert -C left the same holes as a plain convert: the test cannot tell the offload"
+# a raw source with an offset, into an existing raw target (-n)
+qemu-img create -q -f raw co.raw 12M
+"$VDISK" convert -C -n --image-opts "driver=raw,offset=1M,size=12M,file.filename=c.raw"     -O raw co.raw || fail "convert -C with offset"
+cmp -n $((12 << 20)) co.raw <(tail -c +$((1048576 + 1)) c.raw) || fail "convert -C with offset: content"
+# an odd-sized source: the last partial sector is copied plainly
+head -c $(((5 << 20) + 700)) c.raw > odd.raw
+"$VDISK" convert -C -f raw -O raw odd.raw odd.out || fail "convert -C odd size"
+qemu-img compare -q -f raw -F raw odd.raw odd.out || fail "convert -C odd size: content"
+# fallbacks
+"$VDISK" convert -C -f raw -O qcow2 c.raw cf.qcow2 || fail "convert -C to qcow2"
+qemu-img compare -q -f raw -F qcow2 c.raw cf.qcow2 || fail "convert -C to qcow2: content"
+"$VDISK" convert -C -f qcow2 -O raw cf.qcow2 cg.raw || fail "convert -C from qcow2"
+same_content c.raw cg.raw
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    shm=$(mktemp -d /dev/shm/vdisk-perf.XXXXXX)
+    "$VDISK" convert -C -f raw -O raw c.raw "$shm/x.raw" || { rm -rf "$shm"; fail "convert -C to another fs"; }
+    cmp -s c.raw "$shm/x.raw" || { rm -rf "$shm"; fail "convert -C to another fs: content"; }
+    rm -rf "$shm"
+fi
 echo ok

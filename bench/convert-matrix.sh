@@ -6,11 +6,14 @@
 # (bench/lib.sh bench_sparse_raw):
 #   raw->raw, raw->qcow2, qcow2->raw, qcow2->qcow2 from a backing chain of
 #   two (flattened)                           target <= 0.6x qemu-img
-#   raw->raw                                  target <= 1.0x cp --sparse=always
+#   raw->raw, and with -C (copy_file_range)   target <= 1.0x cp --sparse=always
+#   raw->raw -C                               target <= 0.6x qemu-img -C
 #   raw->qcow2 -c zlib, -c zstd               target <= 0.35x qemu-img, and
 #                                             output <= 1.02x qemu-img's
 # Every output is compared with its source (qemu-img compare) after the
-# last run; a wrong output marks the row FAIL.
+# last run; a wrong output marks the row FAIL.  Each pair gives two rows:
+# wall time (the target) and CPU time (user + system, no target), since the
+# wall time on a loaded shared machine mostly measures the other load.
 # Prints RESULT|name|vdisk|reference|ratio|status|target lines (bench/run.sh
 # turns them into the table and the CSV).
 # Usage: bench/convert-matrix.sh [-r RUNS] [-s SIZE] [-d "10 35"] [BUILD]
@@ -41,24 +44,29 @@ failed=0
 # status 0 = the outputs are right).  Prints the RESULT line.
 pair() {
     local name=$1 target=$2 check=$3 vcmd=$4 qcmd=$5
-    local tv=() tq=() i t
+    local tv=() tq=() cv=() cq=() i r
     for i in $(seq 1 "$runs"); do
         rm -f out.v out.q
         sync
         if [ $((i % 2)) -eq 1 ]; then
-            t=$(bench_time eval "$vcmd"); tv+=("$t")
-            t=$(bench_time eval "$qcmd"); tq+=("$t")
+            r=$(bench_time_cpu bash -c "$vcmd"); tv+=("${r% *}"); cv+=("${r#* }")
+            r=$(bench_time_cpu bash -c "$qcmd"); tq+=("${r% *}"); cq+=("${r#* }")
         else
-            t=$(bench_time eval "$qcmd"); tq+=("$t")
-            t=$(bench_time eval "$vcmd"); tv+=("$t")
+            r=$(bench_time_cpu bash -c "$qcmd"); tq+=("${r% *}"); cq+=("${r#* }")
+            r=$(bench_time_cpu bash -c "$vcmd"); tv+=("${r% *}"); cv+=("${r#* }")
         fi
-        echo "   $name run $i: vdisk ${tv[-1]} s, reference ${tq[-1]} s (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+        echo "   $name run $i: vdisk ${tv[-1]} s (cpu ${cv[-1]}), reference ${tq[-1]} s (cpu ${cq[-1]}) (load $(cut -d' ' -f1 /proc/loadavg))" >&2
     done
     local mv mq st=ok
     mv=$(bench_median "${tv[@]}")
     mq=$(bench_median "${tq[@]}")
     eval "$check" || { st=FAIL; failed=$((failed + 1)); echo "   FAIL: $name output check" >&2; }
     echo "RESULT|$name|$mv|$mq|$(bench_ratio "$mv" "$mq")|$st|$target"
+    # CPU time (user + system): far less disturbed by the other load on a
+    # shared machine than the wall time, but blind to waiting and overlap
+    mv=$(bench_median "${cv[@]}")
+    mq=$(bench_median "${cq[@]}")
+    echo "RESULT|$name, cpu time|$mv|$mq|$(bench_ratio "$mv" "$mq")|$st|-"
 }
 
 V=$VDISK
@@ -96,6 +104,10 @@ EOF
         "$V convert -f raw -O raw in.raw out.v" "qemu-img convert -f raw -O raw in.raw out.q"
     pair "convert raw->raw vs cp --sparse=always ($tag)" 1.0 "cmp -s in.raw out.v" \
         "$V convert -f raw -O raw in.raw out.v" "cp --sparse=always in.raw out.q"
+    pair "convert -C raw->raw vs qemu-img -C ($tag)" 0.6 "cmp -s in.raw out.v" \
+        "$V convert -C -f raw -O raw in.raw out.v" "qemu-img convert -C -f raw -O raw in.raw out.q"
+    pair "convert -C raw->raw vs cp --sparse=always ($tag)" 1.0 "cmp -s in.raw out.v" \
+        "$V convert -C -f raw -O raw in.raw out.v" "cp --sparse=always in.raw out.q"
     pair "convert raw->qcow2 ($tag)" 0.6 "qemu-img compare -q -f raw -F qcow2 in.raw out.v" \
         "$V convert -f raw -O qcow2 in.raw out.v" "qemu-img convert -f raw -O qcow2 in.raw out.q"
     pair "convert qcow2->raw ($tag)" 0.6 "cmp -s in.raw out.v" \

@@ -61,7 +61,7 @@ txt=$results/latest.txt
     for f in "$log"/*.log; do
         grep '^RESULT|' "$f" | while IFS='|' read -r _ name v q r st tg; do
             meets=-
-            if [ -n "${tg:-}" ] && [ "$r" != - ]; then
+            if [ -n "${tg:-}" ] && [ "$tg" != - ] && [ "$r" != - ]; then
                 meets=$(awk -v r="$r" -v t="$tg" 'BEGIN { print (r <= t) ? "yes" : "no" }')
             fi
             printf '"%s",%s,%s,%s,%s,%s,%s\n' "$name" "$v" "$q" "$r" "${tg:--}" "$meets" "$st"

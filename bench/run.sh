@@ -1,21 +1,37 @@
 #!/bin/bash
 # SPDX-License-Identifier: BSD-3-Clause
-# Runs every benchmark (`make bench`) and prints a summary table.
-#   convert.sh (raw -> raw; the qcow2 configurations are run by
-#   qcow2-convert.sh), then every other bench/*.sh (except lib.sh and this
-#   file), once, each with BUILD
-# Each benchmark prints "RESULT|name|vdisk|reference|ratio|status" lines
-# (bench/lib.sh bench_result); a benchmark without them contributes its
-# last lines to the summary instead.
-# Usage: bench/run.sh [BUILD]        (env: RUNS=5 convert runs per tool)
+# `make bench`: the issue 17 benchmarks side by side with QEMU's tools (and
+# nbdkit, cp) in one run, then a summary table, written also as CSV.
+#   convert-matrix.sh   convert raw/qcow2/chain, -c zlib/zstd, vs qemu-img
+#                       and cp --sparse=always (median of RUNS, default 3)
+#   nbd-read.sh         vdisk-nbd vs qemu-nbd and nbdkit (fio)
+# With ALL=1 every other bench/*.sh runs too (protocol drivers; those skip
+# or fail without their servers).
+# Each benchmark prints "RESULT|name|vdisk|reference|ratio|status[|target]"
+# lines (bench/lib.sh bench_result); a benchmark without them contributes
+# its last lines to the summary instead.  A row meets its target when
+# ratio <= target (times: lower is better; for rates the benchmark prints
+# the ratio reference/vdisk so that the same rule holds).
+# Output: the table on stdout, bench/results/latest.csv (committed when it
+# is worth keeping; README links it) and bench/results/latest.txt, both
+# with the date and the load average, since the machine is shared.
+# No plot is drawn: neither matplotlib nor gnuplot is installed here
+# (docs/performance.md).
+# Usage: bench/run.sh [BUILD]   (env: RUNS=3, SIZE=2G, DENSITIES="10 35",
+#                                ALL=1, RESULTS=dir)
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 set -u -o pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/.." && pwd)
 build=$(cd "${1:-$src/build}" && pwd) || exit 1
-runs=${RUNS:-5}
+runs=${RUNS:-3}
+size=${SIZE:-2G}
+densities=${DENSITIES:-10 35}
+results=${RESULTS:-$here/results}
 log=$(mktemp -d /tmp/vdisk-bench.XXXXXX)
 failed=0
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 run() { # LOGNAME SCRIPT ARGS...
     local name=$1; shift
@@ -26,24 +42,47 @@ run() { # LOGNAME SCRIPT ARGS...
     fi
 }
 
-run convert-raw "$here/convert.sh" -r "$runs" "$build"
-for b in "$here"/*.sh; do
-    case $(basename "$b") in lib.sh | run.sh | convert.sh) continue ;; esac
-    run "$(basename "$b" .sh)" "$b" "$build"
-done
+run convert-matrix "$here/convert-matrix.sh" -r "$runs" -s "$size" -d "$densities" "$build"
+[ -f "$here/nbd-read.sh" ] && run nbd-read "$here/nbd-read.sh" "$build"
+if [ -n "${ALL:-}" ]; then
+    for b in "$here"/*.sh; do
+        case $(basename "$b") in lib.sh | run.sh | convert-matrix.sh | nbd-read.sh) continue ;; esac
+        run "$(basename "$b" .sh)" "$b" "$build"
+    done
+fi
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
-echo
-echo "Summary (times in seconds; ratio = vdisk / reference, below 1 is faster)"
-printf '%-58s %9s %9s %7s  %s\n' benchmark vdisk reference ratio status
-for f in "$log"/*.log; do
-    if grep -q '^RESULT|' "$f"; then
-        grep '^RESULT|' "$f" | while IFS='|' read -r _ name v q r st; do
-            printf '%-58s %9s %9s %7s  %s\n' "$name" "$v" "$q" "$r" "$st"
+mkdir -p "$results"
+csv=$results/latest.csv
+txt=$results/latest.txt
+{
+    echo "# vdisk bench, $started, $(nproc) cores, load average at start $load_start, at end $load_end"
+    echo "benchmark,vdisk,reference,ratio,target,meets_target,status"
+    for f in "$log"/*.log; do
+        grep '^RESULT|' "$f" | while IFS='|' read -r _ name v q r st tg; do
+            meets=-
+            if [ -n "${tg:-}" ] && [ "$tg" != - ] && [ "$r" != - ]; then
+                meets=$(awk -v r="$r" -v t="$tg" 'BEGIN { print (r <= t) ? "yes" : "no" }')
+            fi
+            printf '"%s",%s,%s,%s,%s,%s,%s\n' "$name" "$v" "$q" "$r" "${tg:--}" "$meets" "$st"
         done
-    else
-        echo "$(basename "$f" .log):"
-        tail -n 4 "$f" | sed 's/^/    /'
-    fi
-done
-echo "(logs in $log)"
+    done
+} >"$csv"
+{
+    echo "vdisk bench $started ($(nproc) cores; load average $load_start at start, $load_end at end:"
+    echo "the machine is shared, so single figures are noisy; ratios are of medians of $runs runs)"
+    echo "ratio = vdisk / reference (times, sizes: below 1 is better)"
+    printf '%-58s %11s %11s %7s %7s %5s  %s\n' benchmark vdisk reference ratio target meets status
+    tail -n +3 "$csv" | while IFS=, read -r name v q r tg m st; do
+        printf '%-58s %11s %11s %7s %7s %5s  %s\n' "${name//\"/}" "$v" "$q" "$r" "$tg" "$m" "$st"
+    done
+    for f in "$log"/*.log; do
+        grep -q '^RESULT|' "$f" && continue
+        echo "$(basename "$f" .log) (no RESULT lines; its last lines):"
+        tail -n 6 "$f" | sed 's/^/    /'
+    done
+} >"$txt"
+echo
+cat "$txt"
+echo "(CSV: $csv; logs in $log)"
 [ "$failed" -eq 0 ]

@@ -244,6 +244,10 @@ int vd_pwrite_zeroes(vd_image *img, uint64_t offset, uint64_t len, unsigned flag
 /* Write compressed data; offset and len must be cluster aligned (len may be
  * shorter only at the end of the image).  ENOTSUP when the format can't. */
 int vd_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t offset);
+/* Copy offload (qemu-img convert -C): copy len bytes at src_off of src to
+ * dst_off of dst in the kernel (copy_file_range).  Raw images on the file
+ * protocol only; -1 with errno ENOTSUP when it cannot, then copy plainly. */
+int vd_copy_range(vd_image *src, uint64_t src_off, vd_image *dst, uint64_t dst_off, uint64_t len);
 int vd_discard(vd_image *img, uint64_t offset, uint64_t len);
 int vd_flush(vd_image *img);
 

@@ -340,6 +340,60 @@ int vd_pwrite_compressed(vd_image *img, const void *buf, size_t len, uint64_t of
     return io_result(img, "compressed write", ret, offset, len);
 }
 
+/*
+ * The protocol node and offset where [offset, offset+*len) of a raw or file
+ * image is stored, *len shortened to what is contiguous there; NULL when
+ * the image is of another format or the range has no host mapping.
+ */
+static vd_node *copy_range_map(vd_node *bs, uint64_t offset, uint64_t *len, uint64_t *map)
+{
+    if (bs->drv->kind != VD_DRV_PROTOCOL && strcmp(bs->drv->name, "raw") != 0) {
+        return NULL; /* formats that transform data (encryption...) are left out */
+    }
+    uint64_t pnum = 0;
+    vd_node *file = NULL;
+    int ret = vd_node_block_status(bs, false, offset, *len, &pnum, map, &file);
+    if (ret < 0 || !(ret & VD_BLOCK_OFFSET_VALID) || !file || pnum == 0) {
+        return NULL;
+    }
+    *len = VD_MIN(*len, pnum);
+    return file;
+}
+
+int vd_copy_range(vd_image *src, uint64_t src_off, vd_image *dst, uint64_t dst_off, uint64_t len)
+{
+    if (!check_img(src) || !check_img(dst)) {
+        return -1;
+    }
+    int64_t slen = vd_node_get_length(src->node), dlen = vd_node_get_length(dst->node);
+    uint64_t send, dend;
+    int ret = 0;
+    if (slen < 0 || dlen < 0 || vd_add_overflow(src_off, len, &send) ||
+        vd_add_overflow(dst_off, len, &dend) || send > (uint64_t)slen || dend > (uint64_t)dlen) {
+        ret = -ENOTSUP; /* partial sectors at an end: copied plainly */
+    }
+    while (ret == 0 && len > 0) {
+        uint64_t n = len, smap = 0, dmap = 0;
+        vd_node *sf = copy_range_map(src->node, src_off, &n, &smap);
+        vd_node *df = sf ? copy_range_map(dst->node, dst_off, &n, &dmap) : NULL;
+        if (!df) {
+            ret = -ENOTSUP;
+            break;
+        }
+        ret = vd_file_copy_range(sf, smap, df, dmap, n);
+        src_off += n;
+        dst_off += n;
+        len -= n;
+    }
+    if (ret == -ENOTSUP) {
+        vd_set_public_error(ENOTSUP, "Copy offloading is not supported between '%s' and '%s'",
+                            src->node->filename, dst->node->filename);
+        errno = ENOTSUP;
+        return -1;
+    }
+    return io_result(dst, "copy offload", ret, dst_off, len);
+}
+
 int vd_discard(vd_image *img, uint64_t offset, uint64_t len)
 {
     if (!check_img(img)) {

@@ -694,6 +694,10 @@ int vd_node_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf,
 int vd_node_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned flags);
 int vd_node_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const void *buf);
 int vd_node_discard(vd_node *bs, uint64_t offset, uint64_t len);
+/* copy_file_range between two regular files of the file protocol (file.c);
+ * -ENOTSUP when the kernel or the nodes cannot, for a plain copy instead */
+int vd_file_copy_range(vd_node *src, uint64_t src_off, vd_node *dst, uint64_t dst_off,
+                       uint64_t len);
 int vd_node_flush(vd_node *bs);
 int64_t vd_node_get_length(vd_node *bs);
 int vd_node_truncate(vd_node *bs, uint64_t size, bool exact, vd_prealloc prealloc,

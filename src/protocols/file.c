@@ -31,6 +31,7 @@
 #include <linux/cdrom.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
@@ -87,6 +88,13 @@ typedef struct file_state {
     /* errno of a failed fdatasync: the page cache may hold data the disk
      * lost, so every later flush fails too (QEMU does the same). */
     atomic_int page_cache_inconsistent;
+    /* The length of a regular file, kept as QEMU keeps total_sectors: -1
+     * until the first get_length, raised by writes past it, forgotten on
+     * truncate.  Every format read asks for it (range checks), so an fstat
+     * per read was two system calls per request.  len_lock orders the one
+     * fstat that fills it against writes that extend the file. */
+    _Atomic int64_t len;
+    pthread_mutex_t len_lock;
 } file_state;
 
 extern const vd_driver vd_drv_file;
@@ -97,6 +105,37 @@ static bool file_is_ours(const vd_node *bs)
 {
     return bs && (bs->drv == &vd_drv_file || bs->drv == &vd_drv_host_device ||
                   bs->drv == &vd_drv_host_cdrom);
+}
+
+/* --------------------------------------------------- cached length */
+
+/* After a successful transfer or allocation up to end: a cached length
+ * below end is raised.  While nothing is cached the lock still orders this
+ * against a concurrent fill whose fstat may predate the write. */
+static void file_len_extend(file_state *s, uint64_t end)
+{
+    if (!s->is_reg) {
+        return;
+    }
+    int64_t c = atomic_load(&s->len);
+    if (c >= 0 && end <= (uint64_t)c) {
+        return;
+    }
+    pthread_mutex_lock(&s->len_lock);
+    c = atomic_load(&s->len);
+    if (c >= 0 && end > (uint64_t)c) {
+        atomic_store(&s->len, (int64_t)end);
+    }
+    pthread_mutex_unlock(&s->len_lock);
+}
+
+/* After anything that may have changed the length in another way
+ * (truncate, a failed or partial write). */
+static void file_len_forget(file_state *s)
+{
+    pthread_mutex_lock(&s->len_lock);
+    atomic_store(&s->len, -1);
+    pthread_mutex_unlock(&s->len_lock);
 }
 
 /* ------------------------------------------------------------ probing */
@@ -255,8 +294,15 @@ static int file_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, uns
 static int file_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf,
                        unsigned flags)
 {
+    file_state *s = bs->opaque;
     /* the buffer is only read from on the write path */
-    return file_rw(bs, true, offset, len, (uint8_t *)(uintptr_t)buf);
+    int ret = file_rw(bs, true, offset, len, (uint8_t *)(uintptr_t)buf);
+    if (ret == 0) {
+        file_len_extend(s, offset + len);
+    } else if (s->is_reg) {
+        file_len_forget(s); /* a short write may have extended it */
+    }
+    return ret;
 }
 
 static int file_flush(vd_node *bs)
@@ -384,7 +430,7 @@ static int file_zero_device(vd_node *bs, uint64_t offset, uint64_t len, unsigned
     return ret;
 }
 
-static int file_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned flags)
+static int file_pwrite_zeroes_inner(vd_node *bs, uint64_t offset, uint64_t len, unsigned flags)
 {
     file_state *s = bs->opaque;
 
@@ -408,6 +454,19 @@ static int file_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsign
         return file_zero_device(bs, offset, len, flags);
     }
     return file_zero_regular(bs, offset, len);
+}
+
+/* ZERO_RANGE and plain fallocate extend a regular file */
+static int file_pwrite_zeroes(vd_node *bs, uint64_t offset, uint64_t len, unsigned flags)
+{
+    file_state *s = bs->opaque;
+    int ret = file_pwrite_zeroes_inner(bs, offset, len, flags);
+    if (ret == 0) {
+        file_len_extend(s, offset + len);
+    } else if (s->is_reg) {
+        file_len_forget(s);
+    }
+    return ret;
 }
 
 static int file_discard(vd_node *bs, uint64_t offset, uint64_t len)
@@ -512,6 +571,58 @@ static int file_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint6
     return ret | VD_BLOCK_OFFSET_VALID;
 }
 
+/* ------------------------------------------------------- copy offload */
+
+/*
+ * qemu-img convert -C: copy [src_off, +len) of src to dst_off of dst in the
+ * kernel (reflinks where the file system shares extents, otherwise a copy
+ * without passing through user space).  Only between regular files opened
+ * without O_DIRECT; anything the kernel refuses before the first byte is
+ * -ENOTSUP, so that the caller copies plainly, as QEMU does.
+ */
+int vd_file_copy_range(vd_node *src, uint64_t src_off, vd_node *dst, uint64_t dst_off,
+                       uint64_t len)
+{
+    if (!file_is_ours(src) || !file_is_ours(dst)) {
+        return -ENOTSUP;
+    }
+    file_state *si = src->opaque, *so = dst->opaque;
+    if (!si || !so || si->fd < 0 || so->fd < 0 || !si->is_reg || !so->is_reg || si->direct ||
+        so->direct || dst->read_only) {
+        return -ENOTSUP;
+    }
+    if (len > (uint64_t)INT64_MAX - src_off || len > (uint64_t)INT64_MAX - dst_off) {
+        return -EINVAL;
+    }
+    loff_t in = (loff_t)src_off, out = (loff_t)dst_off;
+    uint64_t done = 0;
+    int ret = 0;
+    while (done < len) {
+        size_t n = (size_t)VD_MIN(len - done, (uint64_t)1 << 30);
+        ssize_t r = copy_file_range(si->fd, &in, so->fd, &out, n, 0);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            ret = -errno;
+            if (ret == -EXDEV || ret == -EINVAL || ret == -ENOSYS || ret == -EOPNOTSUPP ||
+                ret == -EBADF || ret == -ETXTBSY) {
+                ret = -ENOTSUP;
+            }
+            break;
+        }
+        if (r == 0) {
+            ret = -ENOTSUP; /* the source ends early: the caller zero-fills */
+            break;
+        }
+        done += (uint64_t)r;
+    }
+    if (done) {
+        file_len_extend(so, dst_off + done);
+    }
+    return ret;
+}
+
 /* ------------------------------------------------------------- size */
 
 static int64_t file_get_length(vd_node *bs)
@@ -521,6 +632,22 @@ static int64_t file_get_length(vd_node *bs)
 
     if (s->fd < 0) {
         return -EIO;
+    }
+    if (s->is_reg) {
+        int64_t c = atomic_load(&s->len);
+        if (c >= 0) {
+            return c;
+        }
+        pthread_mutex_lock(&s->len_lock);
+        c = atomic_load(&s->len);
+        if (c < 0) {
+            c = fstat(s->fd, &st) < 0 ? -errno : (int64_t)st.st_size;
+            if (c >= 0 && S_ISREG(st.st_mode)) {
+                atomic_store(&s->len, c);
+            }
+        }
+        pthread_mutex_unlock(&s->len_lock);
+        return c;
     }
     if (fstat(s->fd, &st) < 0) {
         return -errno;
@@ -657,7 +784,9 @@ static int file_truncate(vd_node *bs, uint64_t size, bool exact, vd_prealloc pre
     }
     if (S_ISREG(st.st_mode)) {
         /* a regular file always takes exactly the new size */
-        return file_truncate_regular(s->fd, size, prealloc, errp);
+        int ret = file_truncate_regular(s->fd, size, prealloc, errp);
+        file_len_forget(s);
+        return ret;
     }
     if (prealloc != VD_PREALLOC_OFF) {
         return vd_error_set(errp, ENOTSUP,
@@ -773,6 +902,8 @@ static int file_open_common(vd_node *bs, vd_opts *opts, file_type type, vd_error
     s->fd = -1;
     s->type = type;
     s->lock.fd = -1;
+    atomic_init(&s->len, -1);
+    pthread_mutex_init(&s->len_lock, NULL);
     if (!filename || !*filename) {
         return vd_error_set(errp, EINVAL, "The '%s' driver requires a file name",
                             bs->drv->name);
@@ -934,6 +1065,7 @@ static void file_close(vd_node *bs)
         close(s->fd);
         s->fd = -1;
     }
+    pthread_mutex_destroy(&s->len_lock);
 }
 
 int vd_file_set_perm(vd_node *bs, unsigned perm, unsigned shared, vd_error **errp)

@@ -10,12 +10,15 @@
  * -W the writes are issued in source order (a ticket per chunk), reads
  * still overlap.  Compressed output (-c) compresses in every worker at once
  * (its writes are not kept in order: compression happens inside them):
- * vd_pwrite_compressed is thread-safe.
+ * vd_pwrite_compressed is thread-safe.  With -C the data chunks are copied
+ * by the kernel (vd_copy_range: copy_file_range between raw files), without
+ * reading them, until the first refusal; then as without -C.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +60,9 @@ typedef struct convert_state {
     bool salvage;
     bool quiet;
     bool writethrough;
+    /* -C: data chunks are copied by vd_copy_range (copy_file_range) until
+     * it fails once, then read and written (qemu-img's copy_range) */
+    atomic_bool copy_range;
     int min_sparse; /* sectors; 0 = write everything */
     int alignment;  /* sectors, power of two */
     int cluster_sectors;
@@ -445,6 +451,36 @@ static int convert_write(convert_state *s, uint64_t sector_num, int nb_sectors,
     return 0;
 }
 
+/*
+ * -C: copy n data sectors at sector_num source by source with the kernel.
+ * 0 when done; -1 when the offload is refused (the caller copies plainly).
+ */
+static int convert_copy_range(convert_state *s, uint64_t sector_num, uint64_t nb_sectors)
+{
+    while (nb_sectors > 0) {
+        int src_cur;
+        uint64_t src_cur_offset;
+        convert_select_part(s, sector_num, &src_cur, &src_cur_offset);
+        uint64_t offset = (sector_num - src_cur_offset) * SECTOR;
+        uint64_t n = nb_sectors;
+        uint64_t left = s->src_sectors[src_cur] - (sector_num - src_cur_offset);
+        if (n > left) {
+            n = left;
+        }
+        uint64_t bytes = n * SECTOR;
+        if (sector_num * SECTOR + bytes > s->total_sectors * SECTOR) {
+            bytes = s->total_sectors * SECTOR - sector_num * SECTOR;
+        }
+        convert_rate_wait(s, bytes);
+        if (vd_copy_range(s->src[src_cur], offset, s->target, sector_num * SECTOR, bytes) < 0) {
+            return -1;
+        }
+        sector_num += n;
+        nb_sectors -= n;
+    }
+    return 0;
+}
+
 /* Wake every waiting writer (on failure, so they all stop). Under lock. */
 static void convert_wake_all(convert_state *s)
 {
@@ -518,7 +554,9 @@ static void *convert_worker(void *opaque)
             tool_progress_update(pct);
         }
 
-        if (status == ST_DATA) {
+        bool offload = status == ST_DATA && atomic_load(&s->copy_range);
+    retry:
+        if (status == ST_DATA && !offload) {
             if (convert_read(s, sector_num, (uint64_t)n, buf) < 0) {
                 tool_error("error while reading at byte %" PRIu64 ": %s", sector_num * SECTOR,
                            vd_get_error());
@@ -541,7 +579,14 @@ static void *convert_worker(void *opaque)
         bool go = !s->ret;
         pthread_mutex_unlock(&s->lock);
 
-        if (go) {
+        if (go && offload) {
+            if (convert_copy_range(s, sector_num, (uint64_t)n) < 0) {
+                /* as qemu-img: no offload from now on, this chunk again */
+                atomic_store(&s->copy_range, false);
+                offload = false;
+                goto retry; /* our turn to write stays: wr_offs has not moved */
+            }
+        } else if (go) {
             if (convert_write(s, sector_num, n, buf, status) < 0) {
                 tool_error("error while writing at byte %" PRIu64 ": %s", sector_num * SECTOR,
                            vd_get_error());
@@ -1352,7 +1397,8 @@ int cmd_convert(int argc, char **argv)
     s.compressed = s.compressed || vd_image_needs_compressed_writes(s.target);
     s.cluster_sectors = (int)(vd_image_cluster_size(s.target) / SECTOR);
     s.rate_limit = rate_limit;
-    (void)copy_range; /* no offload path: plain copies, as qemu-img after a failed offload */
+    /* FUA writes (-t writethrough) are left to the plain path */
+    atomic_init(&s.copy_range, copy_range && !s.writethrough);
 
     pthread_mutex_init(&s.lock, NULL);
     for (int i = 0; i < MAX_WORKERS; i++) {

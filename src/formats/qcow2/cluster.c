@@ -540,6 +540,76 @@ static int cow_read(void *opaque, uint64_t goff, uint64_t from, uint64_t to, uin
  * Write the start of [offset, offset+len): one run of clusters of the same
  * class within one L2 slice.  *done is what was written.
  */
+/*
+ * QEMU's is_unallocated for a COW area: [off, off+len) of the guest is
+ * unallocated in this image (its old L2 entry, in *old) and in every layer
+ * of the backing chain, by block status without zero probing.  Zero
+ * clusters count as allocated, as in QEMU.  Errors answer false.
+ */
+static bool cow_unallocated(qcow2_state *s, uint64_t old, uint64_t off, uint64_t len)
+{
+    if (len == 0) {
+        return true;
+    }
+    if (qcow2_get_cluster_type(s, old) != QCOW2_CLUSTER_UNALLOCATED) {
+        return false;
+    }
+    while (len > 0) {
+        uint64_t l = len;
+        for (vd_node *n = s->bs->backing; n; n = n->backing) {
+            int64_t blen = vd_node_get_length(n);
+            if (blen < 0 || off >= (uint64_t)blen) {
+                return false; /* QEMU: zeroes past a short layer count as allocated */
+            }
+            l = VD_MIN(l, (uint64_t)blen - off);
+            uint64_t pnum = 0, map = 0;
+            vd_node *file = NULL;
+            int ret = vd_node_block_status(n, false, off, l, &pnum, &map, &file);
+            if (ret < 0 || (ret & VD_BLOCK_ALLOCATED) || pnum == 0) {
+                return false;
+            }
+            l = VD_MIN(l, pnum);
+        }
+        off += l;
+        len -= l;
+    }
+    return true;
+}
+
+/*
+ * QEMU's handle_alloc_space: when the COW head and tail of a new
+ * allocation read as zeroes because nothing below defines them, the whole
+ * run is zeroed by the data file (fallocate, no fallback to writing zero
+ * buffers) and only the data is written.  1 when done, 0 when the caller
+ * must copy on write as usual, or -errno.
+ */
+static int write_alloc_space(qcow2_state *s, const uint64_t *old, uint64_t cstart, uint64_t n,
+                             uint64_t host, uint64_t offset, uint64_t bytes, const void *data)
+{
+    uint64_t cs = s->cluster_size;
+    uint64_t head = offset - cstart;
+    uint64_t end = cstart + n * cs;
+    uint64_t tail = end - (offset + bytes);
+    if ((!head && !tail) || s->crypto) {
+        return 0; /* encrypted: the COW areas hold encrypted zeroes */
+    }
+    if (!cow_unallocated(s, old[0], cstart, head) ||
+        !cow_unallocated(s, old[n - 1], offset + bytes, tail)) {
+        return 0;
+    }
+    QCOW2_EVENT(s, CLUSTER_ALLOC_SPACE);
+    int ret = vd_node_pwrite_zeroes(s->data, host, n * cs, VD_REQ_NO_FALLBACK);
+    if (ret == -ENOTSUP || ret == -EAGAIN) {
+        return 0;
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    vd_node_event(s->data, VD_EV_WRITE_AIO);
+    ret = vd_node_pwrite(s->data, host + head, bytes, data, 0);
+    return ret < 0 ? ret : 1;
+}
+
 static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_t *data,
                      uint64_t *done)
 {
@@ -670,8 +740,13 @@ static int write_run(qcow2_state *s, uint64_t offset, uint64_t len, const uint8_
     pthread_mutex_unlock(&s->lock);
 
     /* data with its COW head (first cluster) and tail (last cluster) */
-    cow_run run = {s, cstart, old, cls};
-    ret = vd_fmt_cow_write(s->data, host, cs, offset, bytes, data, cow_read, &run);
+    ret = cls == RUN_ALLOC ? write_alloc_space(s, old, cstart, n, host, offset, bytes, data) : 0;
+    if (ret == 0) {
+        cow_run run = {s, cstart, old, cls};
+        ret = vd_fmt_cow_write(s->data, host, cs, offset, bytes, data, cow_read, &run);
+    } else if (ret > 0) {
+        ret = 0;
+    }
 
     pthread_mutex_lock(&s->lock);
     if (ret == 0 && s->broken) {

@@ -1,7 +1,13 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
- * qcow2 compressed clusters: deflate (raw stream, window bits 12, as QEMU
- * writes it) and zstd; reading, and writing with a process-wide thread pool.
+ * qcow2 compressed clusters: deflate (raw stream) and zstd; reading, and
+ * writing with a process-wide thread pool.
+ *
+ * Deflate is written by libdeflate (level 6, as QEMU's Z_DEFAULT_COMPRESSION)
+ * and read by zlib.  QEMU deflates with a 4 KiB window (window bits -12)
+ * and inflates a whole cluster in one call, where any match distance inside
+ * the cluster is valid; libdeflate's matches reach back up to 32 KiB, which
+ * QEMU's, zlib's and our one-call inflate all read (docs/performance.md).
  *
  * A multi-cluster vd_pwrite_compressed() compresses its clusters on all
  * cores (the pool's workers plus the calling thread), outside the metadata
@@ -11,6 +17,7 @@
  * A cluster that does not compress below one cluster is written normally,
  * as QEMU does.
  */
+#include <libdeflate.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -21,8 +28,7 @@
 /* ------------------------------------------------------------- codecs */
 
 typedef struct codec_tls {
-    z_stream def;
-    bool def_ok;
+    struct libdeflate_compressor *def;
     z_stream inf;
     bool inf_ok;
     ZSTD_CCtx *cctx;
@@ -35,9 +41,7 @@ static pthread_once_t codec_once = PTHREAD_ONCE_INIT;
 static void codec_free(void *p)
 {
     codec_tls *t = p;
-    if (t->def_ok) {
-        deflateEnd(&t->def);
-    }
+    libdeflate_free_compressor(t->def);
     if (t->inf_ok) {
         inflateEnd(&t->inf);
     }
@@ -85,25 +89,11 @@ ssize_t qcow2_compress(int type, void *dest, size_t dest_size, const void *src,
         }
         return r == 0 ? (ssize_t)out.pos : -ENOSPC;
     }
-    if (!t->def_ok) {
-        memset(&t->def, 0, sizeof(t->def));
-        if (deflateInit2(&t->def, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
-                         Z_DEFAULT_STRATEGY) != Z_OK) {
-            return -ENOMEM;
-        }
-        t->def_ok = true;
-    } else if (deflateReset(&t->def) != Z_OK) {
-        return -EIO;
+    if (!t->def && !(t->def = libdeflate_alloc_compressor(6))) {
+        return -ENOMEM;
     }
-    t->def.next_in = (Bytef *)(uintptr_t)src;
-    t->def.avail_in = (uInt)src_size;
-    t->def.next_out = dest;
-    t->def.avail_out = (uInt)dest_size;
-    int r = deflate(&t->def, Z_FINISH);
-    if (r != Z_STREAM_END) {
-        return -ENOSPC;
-    }
-    return (ssize_t)(dest_size - t->def.avail_out);
+    size_t n = libdeflate_deflate_compress(t->def, src, src_size, dest, dest_size);
+    return n ? (ssize_t)n : -ENOSPC; /* 0: it does not fit */
 }
 
 int qcow2_decompress(int type, void *dest, size_t dest_size, const void *src,

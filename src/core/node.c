@@ -414,6 +414,11 @@ static vd_node *open_format(const vd_driver *drv, const char *filename, vd_opts 
         }
         vd_opts_set(opts, "file", NULL);
     }
+    /* as QEMU's children: discard=unmap unless given (the parent's own
+     * policy already filtered guest discards; its internal frees pass) */
+    if (!vd_opts_get(file_opts, "discard")) {
+        vd_opts_set(file_opts, "discard", "unmap");
+    }
     inherit_opts(file_opts, opts);
     if (flags & VD_NODE_FORCE_SHARE) {
         vd_opts_set(file_opts, "force-share", "on");

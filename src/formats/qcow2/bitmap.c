@@ -670,6 +670,28 @@ static int mark_in_use(qcow2_state *s)
 
 /* ----------------------------------------------------------- open/close */
 
+/*
+ * As QEMU on a read-write open: every consistent bitmap is marked in_use on
+ * disk (rewritten in place) until it is stored again, so that a crash leaves
+ * them inconsistent rather than silently stale.
+ */
+int qcow2_bitmaps_mark_open(qcow2_state *s)
+{
+    if (!s->bm || !s->bm->n || s->bs->read_only || s->corrupt_ro) {
+        return 0;
+    }
+    bool need = false;
+    for (uint32_t i = 0; i < s->bm->n; i++) {
+        bm *b = &s->bm->list[i];
+        if (!b->inconsistent && !b->in_use_marked) {
+            b->flags |= QCOW2_BME_IN_USE;
+            b->in_use_marked = true;
+            need = true;
+        }
+    }
+    return need ? write_dir_in_place(s) : 0;
+}
+
 static int cmp_name_ptr(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);

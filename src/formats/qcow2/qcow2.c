@@ -1301,6 +1301,11 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
             goto fail;
         }
     }
+    ret = qcow2_bitmaps_mark_open(s); /* bitmap.c */
+    if (ret < 0) {
+        vd_error_setg_errno(errp, -ret, "Could not mark the bitmaps of '%s' in use", bs->filename);
+        goto fail;
+    }
     return 0;
 
 fail:

@@ -438,6 +438,8 @@ int qcow2_write_snapshots(qcow2_state *s);
 /* ------------------------------------------------------------- bitmap.c */
 
 typedef struct qcow2_bitmaps qcow2_bitmaps;
+/* a read-write open marks every consistent bitmap in_use, as QEMU */
+int qcow2_bitmaps_mark_open(qcow2_state *s);
 /* Parse and validate the bitmap directory (the only parser of it: it also
  * fills s->bitmaps) and set up dirty tracking (end of open). */
 int qcow2_bitmaps_open(qcow2_state *s, vd_error **errp);

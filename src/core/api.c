@@ -424,8 +424,14 @@ int vd_block_status(vd_image *img, uint64_t offset, uint64_t len, bool above, vd
                 /* nowhere in the chain: depth is the chain length, and
                  * without a backing file to show through it reads zeroes */
                 ext->depth = above ? depth + 1 : depth;
-                if (above && !bs->backing) {
+                if (above && !bs->backing && bs->drv->supports_backing) {
                     ext->flags |= VD_BS_ZERO;
+                } else if (above && !bs->backing && !(ret & (VD_BLOCK_DATA | VD_BLOCK_ZERO))) {
+                    /* as qemu-img map: no layer says data or zero (an NBD
+                     * hole that is not zero): nothing is known */
+                    ext->flags = 0;
+                    ext->offset = 0;
+                    ext->file = NULL;
                 }
             } else {
                 ext->depth = depth;

@@ -29,6 +29,7 @@ typedef struct nbd_state {
     uint64_t size;
     uint16_t flags;
     uint32_t min_block;
+    bool alloc_depth; /* x-dirty-bitmap=qemu:allocation-depth */
 } nbd_state;
 
 static const vd_opt_desc nbd_open_opts[] = {
@@ -320,10 +321,10 @@ static int nbd_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         }
     }
 
-    char *ctx = NULL;
-    if (bitmap) {
-        ctx = vd_asprintf("qemu:dirty-bitmap:%s", bitmap);
-    }
+    /* x-dirty-bitmap names the whole context, as QEMU's
+     * ("qemu:dirty-bitmap:NAME", "qemu:allocation-depth") */
+    const char *ctx = bitmap;
+    s->alloc_depth = bitmap && !strcmp(bitmap, "qemu:allocation-depth");
     vd_nbd_client_cfg cfg = {
         .host = host,
         .port = port,
@@ -338,7 +339,6 @@ static int nbd_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         nbd_canonical_name(type, host ? host : "", port, path ? path : "", exp, creds != NULL);
     int r = vd_nbd_client_connect(&cfg, &s->client, errp);
     vd_nbd_tls_creds_free(creds);
-    free(ctx);
     if (r < 0) {
         vd_error_prepend(errp, "Could not open '%s': ", name ? name : bs->filename);
         free(name);
@@ -347,6 +347,11 @@ static int nbd_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     if (name) {
         free(bs->filename);
         bs->filename = name;
+    }
+    if (bitmap && !vd_nbd_client_has_context(s->client)) {
+        vd_nbd_client_close(s->client);
+        s->client = NULL;
+        return vd_error_set(errp, EINVAL, "requested x-dirty-bitmap %s not found", bitmap);
     }
     s->size = vd_nbd_client_size(s->client);
     s->flags = vd_nbd_client_flags(s->client);
@@ -507,6 +512,9 @@ static int nbd_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64
         return r;
     }
     *pnum = el;
+    if (s->alloc_depth && ef > 2) {
+        ef = 2; /* as QEMU: depths past 2 read as 2 (the low two bits) */
+    }
     return (ef & NBD_STATE_HOLE ? 0 : VD_BLOCK_DATA) |
            (ef & NBD_STATE_ZERO ? VD_BLOCK_ZERO : 0) | VD_BLOCK_OFFSET_VALID;
 }

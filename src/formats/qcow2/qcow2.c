@@ -543,6 +543,8 @@ int qcow2_read_snapshots(qcow2_state *s, vd_error **errp)
         }
         if (extra >= 24) {
             sn->icount = vd_ld_be64(buf + 16);
+        } else {
+            sn->icount = UINT64_MAX; /* unknown, as QEMU */
         }
         sn->extra_data_size = extra;
         if (extra > 24) {

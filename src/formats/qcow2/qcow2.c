@@ -1911,7 +1911,7 @@ static int qcow2_create(const char *filename, const vd_opts *opts, vd_error **er
     ret = vd_create_file(filename, fo, errp);
     vd_opts_free(fo);
     if (ret == 0 && p.data_file) {
-        ret = qcow2_data_file_create(filename, p.data_file, p.size, errp); /* datafile.c */
+        ret = qcow2_data_file_create(filename, p.data_file, p.size, p.prealloc, errp); /* datafile.c */
     }
     if (ret < 0) {
         return ret;

@@ -482,7 +482,7 @@ int qcow2_data_file_create_opts(const vd_opts *opts, int version, const char *ba
                                 const char **name, bool *raw, vd_error **errp);
 /* Create the data file (relative names next to image) of size bytes. */
 int qcow2_data_file_create(const char *image, const char *name, uint64_t size,
-                           vd_error **errp);
+                           vd_prealloc prealloc, vd_error **errp);
 /* ",\"data-file\":..,\"data-file-raw\":.." for info ("" without one). */
 char *qcow2_data_file_info_json(const qcow2_state *s);
 int qcow2_data_file_put_ext(uint8_t *buf, size_t cap, size_t *pos, const char *name);

@@ -46,6 +46,9 @@ static const vd_opt_desc nbd_open_opts[] = {
     {"reconnect-delay", VD_OPT_NUMBER, "seconds to retry a lost server", "0"},
     {"open-timeout", VD_OPT_NUMBER, "accepted for compatibility", "0"},
     {"x-dirty-bitmap", VD_OPT_STRING, "report this dirty bitmap as block status", NULL},
+    {"host", VD_OPT_STRING, "legacy: server host (server.host)", NULL},
+    {"port", VD_OPT_STRING, "legacy: server port (server.port)", NULL},
+    {"path", VD_OPT_STRING, "legacy: unix socket path (server.path)", NULL},
     {NULL, 0, NULL, NULL},
 };
 
@@ -253,9 +256,44 @@ static char *nbd_canonical_name(const char *type, const char *host, const char *
                        *exp ? "/" : "", exp);
 }
 
+/* QEMU's legacy host=, port=, path= options become server.* ones. */
+static int nbd_legacy_options(vd_opts *opts, vd_error **errp)
+{
+    const char *path = vd_opts_get(opts, "path");
+    const char *host = vd_opts_get(opts, "host");
+    const char *port = vd_opts_get(opts, "port");
+    if (!path && !host && !port) {
+        return 0;
+    }
+    for (size_t i = 0; i < vd_opts_count(opts); i++) {
+        if (!strncmp(vd_opts_key(opts, i), "server.", 7)) {
+            return vd_error_set(errp, EINVAL,
+                                "Cannot use 'server' and path/host/port at the same time");
+        }
+    }
+    if (path && host) {
+        return vd_error_set(errp, EINVAL, "path and host may not be used at the same time");
+    }
+    if (path && port) {
+        return vd_error_set(errp, EINVAL, "port may not be used without host");
+    }
+    if (path) {
+        vd_opts_set(opts, "server.type", "unix");
+        vd_opts_set(opts, "server.path", path);
+    } else if (host) {
+        vd_opts_set(opts, "server.type", "inet");
+        vd_opts_set(opts, "server.host", host);
+        vd_opts_set(opts, "server.port", port ? port : "10809");
+    }
+    return 0;
+}
+
 static int nbd_open(vd_node *bs, vd_opts *opts, vd_error **errp)
 {
     nbd_state *s = bs->opaque;
+    if (nbd_legacy_options(opts, errp) < 0) {
+        return -EINVAL;
+    }
     const char *type = vd_opts_get(opts, "server.type");
     const char *host = vd_opts_get(opts, "server.host");
     const char *port = vd_opts_get(opts, "server.port");
@@ -274,9 +312,7 @@ static int nbd_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         type = path ? "unix" : host ? "inet" : NULL;
     }
     if (!type) {
-        return vd_error_set(errp, EINVAL,
-                            "NBD server address missing (server.host or "
-                            "server.path)");
+        return vd_error_set(errp, EINVAL, "NBD server address missing");
     }
     if (!strcmp(type, "unix")) {
         if (!path) {

@@ -809,8 +809,16 @@ static const vd_opt_desc *const *create_tables(const vd_driver *drv, const vd_dr
     if (drv->create_opts) {
         buf[n++] = drv->create_opts;
     }
+    /* a protocol without create takes QEMU's simple creation options */
+    static const vd_opt_desc simple_opts[] = {
+        {"preallocation", VD_OPT_STRING, "Preallocation mode (allowed values: off)", NULL},
+        {NULL, 0, NULL, NULL},
+    };
     if (proto && proto != drv && proto->create_opts) {
         buf[n++] = proto->create_opts;
+    } else if (proto && proto != drv && !proto->create && proto->kind == VD_DRV_PROTOCOL &&
+               proto->parse_filename) {
+        buf[n++] = simple_opts;
     }
     buf[n] = NULL;
     return buf;

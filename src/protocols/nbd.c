@@ -420,6 +420,21 @@ static int64_t nbd_get_length(vd_node *bs)
     return (int64_t)s->size;
 }
 
+/* As QEMU's: an export keeps its size; a smaller inexact size is fine. */
+static int nbd_truncate(vd_node *bs, uint64_t size, bool exact, vd_prealloc prealloc,
+                        vd_error **errp)
+{
+    nbd_state *s = bs->opaque;
+    (void)prealloc;
+    if (size != s->size && exact) {
+        return vd_error_set(errp, ENOTSUP, "Cannot resize NBD nodes");
+    }
+    if (size > s->size) {
+        return vd_error_set(errp, ENOTSUP, "Cannot grow NBD nodes");
+    }
+    return 0;
+}
+
 static int nbd_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags)
 {
     nbd_state *s = bs->opaque;
@@ -571,4 +586,5 @@ const vd_driver vd_drv_nbd = {
     .discard = nbd_discard,
     .flush = nbd_flush,
     .block_status = nbd_block_status,
+    .truncate = nbd_truncate,
 };

@@ -119,8 +119,45 @@ int vio_open_image(const char *name, const char *fmt, const vio_open_args *args)
         /* the overlay is ours: resizable; read-only with -r, as QEMU's */
         flags = args->read_only ? 0 : VD_OPEN_RDWR | VD_OPEN_RESIZE;
     }
+    bool image_opts = vio_image_opts;
+    if (args->copy_on_read && name) {
+        /* -C: the image under a copy-on-read filter (its options as the
+         * filter's file.*), opened from the options alone */
+        if (image_opts) {
+            vd_opts *own = vd_opts_new();
+            if (!own || vd_opts_parse(own, name, NULL) < 0) {
+                vio_error("Invalid image options '%s'", name);
+                vd_opts_free(own);
+                vd_opts_free(extra);
+                return -EINVAL;
+            }
+            for (size_t i = 0; i < vd_opts_count(own); i++) {
+                char key[512];
+                snprintf(key, sizeof(key), "file.%s", vd_opts_key(own, i));
+                vd_opts_set(extra, key, vd_opts_value(own, i));
+            }
+            vd_opts_free(own);
+        } else {
+            char probed[64] = "";
+            if (!fmt) {
+                vd_image *p = tool_open(name, NULL, false, extra, VD_OPEN_FORCE_SHARE, true);
+                if (!p) {
+                    vd_opts_free(extra);
+                    return -EIO;
+                }
+                snprintf(probed, sizeof(probed), "%s", vd_image_format(p));
+                vd_close(p);
+            }
+            vd_opts_set(extra, "file.driver", fmt ? fmt : probed);
+            vd_opts_set(extra, "file.file.filename", name);
+        }
+        vd_opts_set(extra, "driver", "copy-on-read");
+        name = NULL;
+        fmt = NULL;
+        image_opts = false;
+    }
     /* qemu warns about a probed raw image only when it may be written */
-    vd_image *img = tool_open(name, fmt, vio_image_opts, extra, flags,
+    vd_image *img = tool_open(name, fmt, image_opts, extra, flags,
                               args->read_only || overlay);
     if (!img) {
         int e = vd_get_errno();
@@ -135,7 +172,7 @@ int vio_open_image(const char *name, const char *fmt, const vio_open_args *args)
     vio.img = img;
     vio.open_flags = flags;
     vio.writethrough = args->writethrough;
-    vio.image_opts = vio_image_opts;
+    vio.image_opts = image_opts;
     vio.name = name ? strdup(name) : NULL;
     vio.fmt = fmt ? strdup(fmt) : NULL;
     vio.opts = extra;
@@ -275,7 +312,7 @@ static void open_help(void)
            "\n"
            " -r, -- open read-only\n"
            " -s, -- use -snapshot mode (writes go to a temporary overlay)\n"
-           " -C, -- copy-on-read (not supported)\n"
+           " -C, -- use copy-on-read\n"
            " -n, -- bypass the host page cache, short for -t none\n"
            " -U, -- force shared permissions (ignore other users' locks)\n"
            " -k, -- use Linux native AIO (short for -i native)\n"
@@ -317,9 +354,8 @@ static int open_f(int argc, char **argv)
             args.snapshot = true;
             break;
         case 'C':
-            vio_error("copy-on-read (-C) is not supported");
-            ret = -ENOTSUP;
-            goto out;
+            args.copy_on_read = true;
+            break;
         case 'o':
             if (vd_opts_parse(args.opts, optarg, NULL) < 0) {
                 vio_error("%s", vd_get_error());
@@ -496,7 +532,7 @@ static void usage(const char *name)
            "  -r, --read-only      open the image read-only\n"
            "  -s, --snapshot       use snapshot file (writes go to a temporary overlay)\n"
            "  -n, --nocache        bypass the host page cache, short for -t none\n"
-           "  -C, --copy-on-read   copy-on-read (not supported)\n"
+           "  -C, --copy-on-read   enable copy-on-read\n"
            "  -m, --misalign       misalign I/O buffers by 16 bytes\n"
            "  -k, --native-aio     use Linux native AIO (short for -i native)\n"
            "  -i, --aio=MODE       AIO mode: threads, native or io_uring\n"
@@ -587,8 +623,8 @@ int main(int argc, char **argv)
             args.snapshot = true;
             break;
         case 'C':
-            vio_error("copy-on-read (-C) is not supported");
-            goto out;
+            args.copy_on_read = true;
+            break;
         case 'f':
             fmt = optarg;
             break;

@@ -52,6 +52,7 @@ typedef struct vio_open_args {
     bool force_share;
     bool writethrough;
     bool snapshot; /* -s: writes go to a temporary qcow2 overlay */
+    bool copy_on_read; /* -C: under a copy-on-read filter */
     vd_opts *opts; /* cache/discard/aio/-o options; owned by the caller */
 } vio_open_args;
 

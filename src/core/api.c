@@ -478,8 +478,14 @@ int vd_block_status(vd_image *img, uint64_t offset, uint64_t len, bool above, vd
                 /* nowhere in the chain: depth is the chain length, and
                  * without a backing file to show through it reads zeroes */
                 ext->depth = above ? depth + 1 : depth;
-                if (above && !bs->backing) {
+                if (above && !bs->backing && bs->drv->supports_backing) {
                     ext->flags |= VD_BS_ZERO;
+                } else if (above && !bs->backing && !(ret & (VD_BLOCK_DATA | VD_BLOCK_ZERO))) {
+                    /* as qemu-img map: no layer says data or zero (an NBD
+                     * hole that is not zero): nothing is known */
+                    ext->flags = 0;
+                    ext->offset = 0;
+                    ext->file = NULL;
                 }
             } else {
                 ext->depth = depth;
@@ -857,8 +863,16 @@ static const vd_opt_desc *const *create_tables(const vd_driver *drv, const vd_dr
     if (drv->create_opts) {
         buf[n++] = drv->create_opts;
     }
+    /* a protocol without create takes QEMU's simple creation options */
+    static const vd_opt_desc simple_opts[] = {
+        {"preallocation", VD_OPT_STRING, "Preallocation mode (allowed values: off)", NULL},
+        {NULL, 0, NULL, NULL},
+    };
     if (proto && proto != drv && proto->create_opts) {
         buf[n++] = proto->create_opts;
+    } else if (proto && proto != drv && !proto->create && proto->kind == VD_DRV_PROTOCOL &&
+               proto->parse_filename) {
+        buf[n++] = simple_opts;
     }
     buf[n] = NULL;
     return buf;

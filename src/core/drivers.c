@@ -33,6 +33,7 @@ extern const vd_driver vd_drv_vvfat;
 extern const vd_driver vd_drv_preallocate;
 extern const vd_driver vd_drv_blkdebug;
 extern const vd_driver vd_drv_blklogwrites;
+extern const vd_driver vd_drv_copy_on_read;
 /* formats */
 extern const vd_driver vd_drv_luks;
 extern const vd_driver vd_drv_qcow2;
@@ -74,6 +75,7 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_preallocate,
     &vd_drv_blkdebug,
     &vd_drv_blklogwrites,
+    &vd_drv_copy_on_read,
     /* formats, raw last */
     &vd_drv_luks,
     &vd_drv_qcow2,

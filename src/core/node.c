@@ -414,6 +414,11 @@ static vd_node *open_format(const vd_driver *drv, const char *filename, vd_opts 
         }
         vd_opts_set(opts, "file", NULL);
     }
+    /* as QEMU's children: discard=unmap unless given (the parent's own
+     * policy already filtered guest discards; its internal frees pass) */
+    if (!vd_opts_get(file_opts, "discard")) {
+        vd_opts_set(file_opts, "discard", "unmap");
+    }
     inherit_opts(file_opts, opts);
     if (flags & VD_NODE_FORCE_SHARE) {
         vd_opts_set(file_opts, "force-share", "on");
@@ -624,9 +629,68 @@ out:
 
 /* ------------------------------------------------------------------ create */
 
+/*
+ * A protocol without its own create (nbd, ...): as QEMU's
+ * bdrv_co_create_opts_simple, the existing image is opened, grown if it can
+ * be and must be, and its first sector zeroed so that no stale header is
+ * probed later.
+ */
+static int create_simple(const vd_driver *drv, const char *filename, const vd_opts *opts,
+                         vd_error **errp)
+{
+    uint64_t size = 0;
+    const char *pa = opts ? vd_opts_get(opts, "preallocation") : NULL;
+    if (opts && vd_opts_get_size(opts, "size", 0, &size, errp) < 0) {
+        return -EINVAL;
+    }
+    if (pa && strcmp(pa, "off")) {
+        return vd_error_set(errp, ENOTSUP, "Unsupported preallocation mode '%s'", pa);
+    }
+    vd_opts *o = vd_opts_new();
+    if (!o) {
+        return vd_error_set(errp, ENOMEM, "out of memory");
+    }
+    vd_error *err = NULL;
+    vd_node *bs = vd_node_open(filename, drv->name, o, VD_NODE_RDWR | VD_NODE_RESIZE, &err);
+    vd_opts_free(o);
+    if (!bs) {
+        int e = err ? err->err : EIO;
+        vd_error_set(errp, e,
+                     "Protocol driver '%s' does not support image creation, and opening "
+                     "the image failed: %s",
+                     drv->name, err ? err->msg : "error");
+        vd_error_free(err);
+        return -e;
+    }
+    int ret = vd_node_truncate(bs, size, false, VD_PREALLOC_OFF, &err);
+    int64_t len = vd_node_get_length(bs);
+    if (ret < 0 && ret != -ENOTSUP) {
+        vd_error_set(errp, ret, "%s", err ? err->msg : "Could not resize image");
+    } else if (len < 0) {
+        ret = vd_error_setg_errno(errp, (int)-len, "Failed to inquire the new image file's length");
+    } else if ((uint64_t)len < size) {
+        /* had to grow, and could not */
+        ret = vd_error_set(errp, ENOTSUP, "%s", err ? err->msg : "Could not resize image");
+    } else {
+        ret = 0;
+        if (len > 0) {
+            ret = vd_node_pwrite_zeroes(bs, 0, VD_MIN((uint64_t)len, 512u), VD_REQ_MAY_UNMAP);
+            if (ret < 0) {
+                vd_error_setg_errno(errp, -ret, "Failed to clear the new image's first sector");
+            }
+        }
+    }
+    vd_error_free(err);
+    vd_node_close(bs);
+    return ret;
+}
+
 int vd_create_file(const char *filename, const vd_opts *opts, vd_error **errp)
 {
     const vd_driver *drv = vd_protocol_for(filename);
+    if (drv && !drv->create && drv->kind == VD_DRV_PROTOCOL && drv->parse_filename) {
+        return create_simple(drv, filename, opts, errp);
+    }
     if (!drv || !drv->create) {
         return vd_error_set(errp, ENOTSUP, "Protocol '%s' does not support image creation",
                             drv ? drv->name : "?");
@@ -674,8 +738,11 @@ int vd_create_open_file(const char *filename, const vd_opts *opts, vd_node **fil
     if (!file) {
         return -EIO;
     }
-    /* start from an empty file whatever the protocol left in it */
-    ret = vd_node_truncate(file, 0, true, VD_PREALLOC_OFF, errp);
+    /* start from an empty file whatever the protocol left in it (one
+     * without create, nbd, keeps its size: create_simple) */
+    const vd_driver *pd = vd_protocol_for(filename);
+    bool simple = pd && !pd->create;
+    ret = simple ? 0 : vd_node_truncate(file, 0, true, VD_PREALLOC_OFF, errp);
     if (ret < 0) {
         vd_node_close(file);
         return ret;

@@ -29,6 +29,7 @@ typedef struct nbd_state {
     uint64_t size;
     uint16_t flags;
     uint32_t min_block;
+    bool alloc_depth; /* x-dirty-bitmap=qemu:allocation-depth */
 } nbd_state;
 
 static const vd_opt_desc nbd_open_opts[] = {
@@ -45,6 +46,9 @@ static const vd_opt_desc nbd_open_opts[] = {
     {"reconnect-delay", VD_OPT_NUMBER, "seconds to retry a lost server", "0"},
     {"open-timeout", VD_OPT_NUMBER, "accepted for compatibility", "0"},
     {"x-dirty-bitmap", VD_OPT_STRING, "report this dirty bitmap as block status", NULL},
+    {"host", VD_OPT_STRING, "legacy: server host (server.host)", NULL},
+    {"port", VD_OPT_STRING, "legacy: server port (server.port)", NULL},
+    {"path", VD_OPT_STRING, "legacy: unix socket path (server.path)", NULL},
     {NULL, 0, NULL, NULL},
 };
 
@@ -252,9 +256,44 @@ static char *nbd_canonical_name(const char *type, const char *host, const char *
                        *exp ? "/" : "", exp);
 }
 
+/* QEMU's legacy host=, port=, path= options become server.* ones. */
+static int nbd_legacy_options(vd_opts *opts, vd_error **errp)
+{
+    const char *path = vd_opts_get(opts, "path");
+    const char *host = vd_opts_get(opts, "host");
+    const char *port = vd_opts_get(opts, "port");
+    if (!path && !host && !port) {
+        return 0;
+    }
+    for (size_t i = 0; i < vd_opts_count(opts); i++) {
+        if (!strncmp(vd_opts_key(opts, i), "server.", 7)) {
+            return vd_error_set(errp, EINVAL,
+                                "Cannot use 'server' and path/host/port at the same time");
+        }
+    }
+    if (path && host) {
+        return vd_error_set(errp, EINVAL, "path and host may not be used at the same time");
+    }
+    if (path && port) {
+        return vd_error_set(errp, EINVAL, "port may not be used without host");
+    }
+    if (path) {
+        vd_opts_set(opts, "server.type", "unix");
+        vd_opts_set(opts, "server.path", path);
+    } else if (host) {
+        vd_opts_set(opts, "server.type", "inet");
+        vd_opts_set(opts, "server.host", host);
+        vd_opts_set(opts, "server.port", port ? port : "10809");
+    }
+    return 0;
+}
+
 static int nbd_open(vd_node *bs, vd_opts *opts, vd_error **errp)
 {
     nbd_state *s = bs->opaque;
+    if (nbd_legacy_options(opts, errp) < 0) {
+        return -EINVAL;
+    }
     const char *type = vd_opts_get(opts, "server.type");
     const char *host = vd_opts_get(opts, "server.host");
     const char *port = vd_opts_get(opts, "server.port");
@@ -273,9 +312,7 @@ static int nbd_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         type = path ? "unix" : host ? "inet" : NULL;
     }
     if (!type) {
-        return vd_error_set(errp, EINVAL,
-                            "NBD server address missing (server.host or "
-                            "server.path)");
+        return vd_error_set(errp, EINVAL, "NBD server address missing");
     }
     if (!strcmp(type, "unix")) {
         if (!path) {
@@ -320,10 +357,10 @@ static int nbd_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         }
     }
 
-    char *ctx = NULL;
-    if (bitmap) {
-        ctx = vd_asprintf("qemu:dirty-bitmap:%s", bitmap);
-    }
+    /* x-dirty-bitmap names the whole context, as QEMU's
+     * ("qemu:dirty-bitmap:NAME", "qemu:allocation-depth") */
+    const char *ctx = bitmap;
+    s->alloc_depth = bitmap && !strcmp(bitmap, "qemu:allocation-depth");
     vd_nbd_client_cfg cfg = {
         .host = host,
         .port = port,
@@ -338,7 +375,6 @@ static int nbd_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         nbd_canonical_name(type, host ? host : "", port, path ? path : "", exp, creds != NULL);
     int r = vd_nbd_client_connect(&cfg, &s->client, errp);
     vd_nbd_tls_creds_free(creds);
-    free(ctx);
     if (r < 0) {
         vd_error_prepend(errp, "Could not open '%s': ", name ? name : bs->filename);
         free(name);
@@ -347,6 +383,11 @@ static int nbd_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     if (name) {
         free(bs->filename);
         bs->filename = name;
+    }
+    if (bitmap && !vd_nbd_client_has_context(s->client)) {
+        vd_nbd_client_close(s->client);
+        s->client = NULL;
+        return vd_error_set(errp, EINVAL, "requested x-dirty-bitmap %s not found", bitmap);
     }
     s->size = vd_nbd_client_size(s->client);
     s->flags = vd_nbd_client_flags(s->client);
@@ -377,6 +418,21 @@ static int64_t nbd_get_length(vd_node *bs)
 {
     nbd_state *s = bs->opaque;
     return (int64_t)s->size;
+}
+
+/* As QEMU's: an export keeps its size; a smaller inexact size is fine. */
+static int nbd_truncate(vd_node *bs, uint64_t size, bool exact, vd_prealloc prealloc,
+                        vd_error **errp)
+{
+    nbd_state *s = bs->opaque;
+    (void)prealloc;
+    if (size != s->size && exact) {
+        return vd_error_set(errp, ENOTSUP, "Cannot resize NBD nodes");
+    }
+    if (size > s->size) {
+        return vd_error_set(errp, ENOTSUP, "Cannot grow NBD nodes");
+    }
+    return 0;
 }
 
 static int nbd_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, unsigned flags)
@@ -507,6 +563,9 @@ static int nbd_block_status(vd_node *bs, bool want_zero, uint64_t offset, uint64
         return r;
     }
     *pnum = el;
+    if (s->alloc_depth && ef > 2) {
+        ef = 2; /* as QEMU: depths past 2 read as 2 (the low two bits) */
+    }
     return (ef & NBD_STATE_HOLE ? 0 : VD_BLOCK_DATA) |
            (ef & NBD_STATE_ZERO ? VD_BLOCK_ZERO : 0) | VD_BLOCK_OFFSET_VALID;
 }
@@ -527,4 +586,5 @@ const vd_driver vd_drv_nbd = {
     .discard = nbd_discard,
     .flush = nbd_flush,
     .block_status = nbd_block_status,
+    .truncate = nbd_truncate,
 };

@@ -113,11 +113,10 @@ for side in vdisk qemu; do
     qemu-img create -q -f qcow2 c.qcow2 16M
     qemu-img bitmap --add c.qcow2 on
     qemu-img bitmap --add --disable c.qcow2 off
-    # QEMU marks every bitmap in-use at open, vdisk the enabled ones
-    # before the first write
+    # QEMU and vdisk mark every bitmap in-use at a read-write open
+    off="off:65536:in-use"
     if [ $side = vdisk ]; then
         "$VDISK_IO" -t writethrough -c 'write 0 64k' -c 'sigraise 9' c.qcow2 >/dev/null 2>&1 || true
-        off="off:65536:"
     else
         qemu-io -t writethrough -c 'write 0 64k' -c 'sigraise 9' c.qcow2 >/dev/null 2>&1 || true
         off="off:65536:in-use"

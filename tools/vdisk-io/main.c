@@ -26,6 +26,65 @@ bool vio_image_opts;
 
 /* ------------------------------------------------------------ the image */
 
+/*
+ * -s: as QEMU's temporary snapshot, a qcow2 overlay in $TMPDIR (or /var/tmp)
+ * whose backing file is the image (read-only); the overlay is what gets
+ * opened and written, and it is removed when the image is closed.  Returns
+ * the overlay's name (to free) with *fmt set to "qcow2", or NULL.
+ */
+static char *make_overlay(const char *name, const char **fmt, const vd_opts *extra)
+{
+    if (vio_image_opts) {
+        vio_error("temporary snapshots (-s) need a file name, not --image-opts");
+        return NULL;
+    }
+    vd_image *base = tool_open(name, *fmt, false, extra, VD_OPEN_FORCE_SHARE, true);
+    if (!base) {
+        return NULL;
+    }
+    int64_t size = vd_get_length(base);
+    char bfmt[64];
+    snprintf(bfmt, sizeof(bfmt), "%s", vd_image_format(base) ? vd_image_format(base) : "raw");
+    vd_close(base);
+    if (size < 0) {
+        vio_error("Could not get the size of '%s'", name);
+        return NULL;
+    }
+    /* a file by its absolute name, anything else (a URI) as given */
+    char *abs = realpath(name, NULL);
+    const char *tmpdir = getenv("TMPDIR");
+    const char *dir = tmpdir && *tmpdir ? tmpdir : "/var/tmp";
+    char *tmpl = malloc(strlen(dir) + sizeof("/vl.XXXXXX"));
+    if (tmpl) {
+        sprintf(tmpl, "%s/vl.XXXXXX", dir);
+    }
+    int fd = tmpl ? mkstemp(tmpl) : -1;
+    if (fd < 0) {
+        vio_error("Could not get temporary filename: %s", strerror(errno));
+        free(abs);
+        free(tmpl);
+        return NULL;
+    }
+    close(fd);
+    vd_opts *o = vd_opts_new();
+    char sz[32];
+    snprintf(sz, sizeof(sz), "%lld", (long long)size);
+    vd_opts_set(o, "size", sz);
+    vd_opts_set(o, "backing_file", abs ? abs : name);
+    vd_opts_set(o, "backing_fmt", bfmt);
+    int r = vd_create(tmpl, "qcow2", o);
+    vd_opts_free(o);
+    free(abs);
+    if (r < 0) {
+        vio_error("Could not create temporary overlay '%s': %s", tmpl, vd_get_error());
+        unlink(tmpl);
+        free(tmpl);
+        return NULL;
+    }
+    *fmt = "qcow2";
+    return tmpl;
+}
+
 int vio_open_image(const char *name, const char *fmt, const vio_open_args *args)
 {
     if (vio.img) {
@@ -49,17 +108,71 @@ int vio_open_image(const char *name, const char *fmt, const vio_open_args *args)
         }
         vd_opts_free(own);
     }
+    char *overlay = NULL;
+    if (args->snapshot && name) {
+        overlay = make_overlay(name, &fmt, extra);
+        if (!overlay) {
+            vd_opts_free(extra);
+            return -EIO;
+        }
+        name = overlay;
+        /* the overlay is ours: resizable; read-only with -r, as QEMU's */
+        flags = args->read_only ? 0 : VD_OPEN_RDWR | VD_OPEN_RESIZE;
+    }
+    bool image_opts = vio_image_opts;
+    if (args->copy_on_read && name) {
+        /* -C: the image under a copy-on-read filter (its options as the
+         * filter's file.*), opened from the options alone */
+        if (image_opts) {
+            vd_opts *own = vd_opts_new();
+            if (!own || vd_opts_parse(own, name, NULL) < 0) {
+                vio_error("Invalid image options '%s'", name);
+                vd_opts_free(own);
+                vd_opts_free(extra);
+                return -EINVAL;
+            }
+            for (size_t i = 0; i < vd_opts_count(own); i++) {
+                char key[512];
+                snprintf(key, sizeof(key), "file.%s", vd_opts_key(own, i));
+                vd_opts_set(extra, key, vd_opts_value(own, i));
+            }
+            vd_opts_free(own);
+        } else {
+            char probed[64] = "";
+            if (!fmt) {
+                vd_image *p = tool_open(name, NULL, false, extra, VD_OPEN_FORCE_SHARE, true);
+                if (!p) {
+                    vd_opts_free(extra);
+                    return -EIO;
+                }
+                snprintf(probed, sizeof(probed), "%s", vd_image_format(p));
+                vd_close(p);
+            }
+            vd_opts_set(extra, "file.driver", fmt ? fmt : probed);
+            vd_opts_set(extra, "file.file.filename", name);
+        }
+        vd_opts_set(extra, "driver", "copy-on-read");
+        name = NULL;
+        fmt = NULL;
+        image_opts = false;
+    }
     /* qemu warns about a probed raw image only when it may be written */
-    vd_image *img = tool_open(name, fmt, vio_image_opts, extra, flags, args->read_only);
+    vd_image *img = tool_open(name, fmt, image_opts, extra, flags,
+                              args->read_only || overlay);
     if (!img) {
         int e = vd_get_errno();
+        if (overlay) {
+            unlink(overlay);
+            free(overlay);
+        }
         vd_opts_free(extra);
         return -(e ? e : EIO);
     }
+    vio.tmp_overlay = overlay;
     vio.img = img;
     vio.open_flags = flags;
     vio.writethrough = args->writethrough;
-    vio.image_opts = vio_image_opts;
+    vio.image_opts = image_opts;
     vio.name = name ? strdup(name) : NULL;
     vio.fmt = fmt ? strdup(fmt) : NULL;
     vio.opts = extra;
@@ -68,6 +181,11 @@ int vio_open_image(const char *name, const char *fmt, const vio_open_args *args)
 
 static void forget_image(void)
 {
+    if (vio.tmp_overlay) {
+        unlink(vio.tmp_overlay);
+        free(vio.tmp_overlay);
+        vio.tmp_overlay = NULL;
+    }
     free(vio.name);
     free(vio.fmt);
     vd_opts_free(vio.opts);
@@ -193,8 +311,8 @@ static void open_help(void)
            " 'open -n -o driver=raw /tmp/data' - opens a raw file read-write, uncached\n"
            "\n"
            " -r, -- open read-only\n"
-           " -s, -- use a temporary snapshot (not supported)\n"
-           " -C, -- copy-on-read (not supported)\n"
+           " -s, -- use -snapshot mode (writes go to a temporary overlay)\n"
+           " -C, -- use copy-on-read\n"
            " -n, -- bypass the host page cache, short for -t none\n"
            " -U, -- force shared permissions (ignore other users' locks)\n"
            " -k, -- use Linux native AIO (short for -i native)\n"
@@ -233,13 +351,11 @@ static int open_f(int argc, char **argv)
     while ((c = getopt(argc, argv, "snCro:kt:d:Ui:")) != -1) {
         switch (c) {
         case 's':
-            vio_error("temporary snapshots (-s) are not supported");
-            ret = -ENOTSUP;
-            goto out;
+            args.snapshot = true;
+            break;
         case 'C':
-            vio_error("copy-on-read (-C) is not supported");
-            ret = -ENOTSUP;
-            goto out;
+            args.copy_on_read = true;
+            break;
         case 'o':
             if (vd_opts_parse(args.opts, optarg, NULL) < 0) {
                 vio_error("%s", vd_get_error());
@@ -414,9 +530,9 @@ static void usage(const char *name)
            "                       -c, commands are read from standard input\n"
            "  -f, --format FMT     image format (probed when not given)\n"
            "  -r, --read-only      open the image read-only\n"
-           "  -s, --snapshot       use a temporary snapshot (not supported)\n"
+           "  -s, --snapshot       use snapshot file (writes go to a temporary overlay)\n"
            "  -n, --nocache        bypass the host page cache, short for -t none\n"
-           "  -C, --copy-on-read   copy-on-read (not supported)\n"
+           "  -C, --copy-on-read   enable copy-on-read\n"
            "  -m, --misalign       misalign I/O buffers by 16 bytes\n"
            "  -k, --native-aio     use Linux native AIO (short for -i native)\n"
            "  -i, --aio=MODE       AIO mode: threads, native or io_uring\n"
@@ -504,11 +620,11 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "hVc:d:f:rsnCmkt:T:Ui:", lopt, NULL)) != -1) {
         switch (c) {
         case 's':
-            vio_error("temporary snapshots (-s) are not supported");
-            goto out;
+            args.snapshot = true;
+            break;
         case 'C':
-            vio_error("copy-on-read (-C) is not supported");
-            goto out;
+            args.copy_on_read = true;
+            break;
         case 'f':
             fmt = optarg;
             break;

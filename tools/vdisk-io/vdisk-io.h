@@ -39,6 +39,7 @@ typedef struct vio_image_state {
     char *fmt;
     bool image_opts;
     vd_opts *opts;
+    char *tmp_overlay; /* -s: the temporary overlay, removed on close */
 } vio_image_state;
 
 extern vio_image_state vio;
@@ -50,6 +51,8 @@ typedef struct vio_open_args {
     bool read_only;
     bool force_share;
     bool writethrough;
+    bool snapshot; /* -s: writes go to a temporary qcow2 overlay */
+    bool copy_on_read; /* -C: under a copy-on-read filter */
     vd_opts *opts; /* cache/discard/aio/-o options; owned by the caller */
 } vio_open_args;
 

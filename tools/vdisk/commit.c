@@ -79,6 +79,7 @@ int cmd_commit(int argc, char **argv)
     vd_image *img = NULL, *base_rw = NULL, *reader = NULL;
     vd_opts *extra = NULL;
     char *base_name = NULL, *base_fmt = NULL;
+    bool probed = false;
     uint8_t *buf = NULL;
 
     img_common co = {0};
@@ -168,6 +169,9 @@ int cmd_commit(int argc, char **argv)
         }
     }
     base_name = strdup(vd_image_filename(b));
+    /* a base probed as raw is probed again: its first block stays
+     * protected against writes that would make it probe as a format */
+    probed = vd_image_probed_raw(b);
     base_fmt = strdup(vd_image_format(b));
     if (!base_name || !base_fmt) {
         tool_error("Out of memory");
@@ -178,7 +182,7 @@ int cmd_commit(int argc, char **argv)
     vd_close(img);
     img = NULL;
 
-    base_rw = vd_open(base_name, base_fmt, eo, VD_OPEN_RDWR | VD_OPEN_RESIZE);
+    base_rw = vd_open(base_name, probed ? NULL : base_fmt, eo, VD_OPEN_RDWR | VD_OPEN_RESIZE);
     if (!base_rw) {
         tool_error("Could not open base image '%s' for writing: %s", base_name, vd_get_error());
         goto out;
@@ -230,7 +234,8 @@ int cmd_commit(int argc, char **argv)
                 r = vd_pwrite(base_rw, buf, n, offset, 0);
             }
             if (r < 0 || (writethrough && vd_flush(base_rw) < 0)) {
-                tool_error_lib("Could not write to base image '%s'", base_name);
+                /* QEMU's commit job reports the error code only */
+                tool_error("Block job failed: %s", strerror(vd_get_errno() ? vd_get_errno() : EIO));
                 goto out;
             }
             done += n;

@@ -620,6 +620,23 @@ int qcow2_amend(vd_node *bs, const vd_opts *opts, bool force, vd_progress_fn *pr
             vd_error_setg_errno(errp, -ret, "Failed to update the image header");
             goto out;
         }
+        /* v3 snapshot entries carry the VM state size, disk size and
+         * icount: a table with shorter entries is written again (QEMU) */
+        bool short_extra = false;
+        for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+            short_extra |= s->snapshots[i].extra_data_size < 24u;
+        }
+        if (short_extra) {
+            ret = qcow2_write_snapshots(s);
+            if (ret < 0) {
+                vd_error_setg_errno(errp, -ret, "Failed to update the snapshot table");
+                goto out;
+            }
+            for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+                s->snapshots[i].extra_data_size =
+                    VD_MAX(s->snapshots[i].extra_data_size, 24u);
+            }
+        }
         progress(&p, 1, 1);
         p.current++;
     }

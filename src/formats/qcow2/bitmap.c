@@ -64,6 +64,7 @@ struct qcow2_bitmaps {
     bm *list;
     uint32_t n;
     bool tracking; /* an enabled, consistent bitmap exists (read-write) */
+    bool stored;   /* every bitmap was stored since open, none changed since */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -498,7 +499,7 @@ static void free_table(qcow2_state *s, uint64_t offset, uint32_t size)
             uint64_t e = vd_ld_be64(&t[k]);
             uint64_t off = e & BME_TABLE_OFFSET_MASK;
             if (off && !(e & BME_TABLE_RESERVED_MASK) && !qcow2_offset_into_cluster(s, off)) {
-                qcow2_free_clusters(s, off, s->cluster_size, QCOW2_DISCARD_OTHER);
+                qcow2_free_clusters(s, off, s->cluster_size, QCOW2_DISCARD_ALWAYS);
             }
         }
     }
@@ -620,10 +621,9 @@ static int commit(qcow2_state *s, uint64_t *drop_off, uint32_t *drop_size, uint3
         if (b->inconsistent) {
             continue;
         }
-        bool resized = b->table_size != tsize_for(s, s->size, b->gran_bits);
-        if (b->modified || b->cleared || resized) {
-            ret = store_bitmap(s, b, &old_off[i], &old_size[i]);
-        }
+        /* as QEMU's store on close: every consistent bitmap gets new
+         * clusters, so that the file's layout follows QEMU's */
+        ret = store_bitmap(s, b, &old_off[i], &old_size[i]);
     }
     if (ret == 0) {
         ret = vd_cache_flush(s->l2_cache);
@@ -647,6 +647,7 @@ static int commit(qcow2_state *s, uint64_t *drop_off, uint32_t *drop_size, uint3
         }
         ret = vd_cache_flush(s->refcount_cache);
     }
+    m->stored = ret == 0;
     free(old_off);
     free(old_size);
     return ret;
@@ -668,6 +669,28 @@ static int mark_in_use(qcow2_state *s)
 }
 
 /* ----------------------------------------------------------- open/close */
+
+/*
+ * As QEMU on a read-write open: every consistent bitmap is marked in_use on
+ * disk (rewritten in place) until it is stored again, so that a crash leaves
+ * them inconsistent rather than silently stale.
+ */
+int qcow2_bitmaps_mark_open(qcow2_state *s)
+{
+    if (!s->bm || !s->bm->n || s->bs->read_only || s->corrupt_ro) {
+        return 0;
+    }
+    bool need = false;
+    for (uint32_t i = 0; i < s->bm->n; i++) {
+        bm *b = &s->bm->list[i];
+        if (!b->inconsistent && !b->in_use_marked) {
+            b->flags |= QCOW2_BME_IN_USE;
+            b->in_use_marked = true;
+            need = true;
+        }
+    }
+    return need ? write_dir_in_place(s) : 0;
+}
 
 static int cmp_name_ptr(const void *a, const void *b)
 {
@@ -819,8 +842,11 @@ int qcow2_bitmaps_close(qcow2_state *s)
     bool pending = false;
     for (uint32_t i = 0; i < s->bm->n; i++) {
         bm *b = &s->bm->list[i];
+        /* as QEMU: a read-write open stores every consistent bitmap
+         * again on close (new clusters; the file's layout follows),
+         * once: an operation that stored them all counts */
         if (!b->inconsistent &&
-            (b->modified || b->in_use_marked ||
+            (!s->bm->stored || b->modified || b->in_use_marked ||
              b->table_size != tsize_for(s, s->size, b->gran_bits))) {
             pending = true;
         }
@@ -1037,7 +1063,15 @@ int qcow2_bitmap_remove(vd_node *bs, const char *name, vd_error **errp)
     uint32_t i = (uint32_t)(b - s->bm->list);
     memmove(b, b + 1, (s->bm->n - i - 1) * sizeof(*b));
     s->bm->n--;
-    ret = commit(s, &off, &size, 1);
+    /* as QEMU: the directory without it first, then the others stored */
+    ret = write_dir(s);
+    if (ret == 0) {
+        free_table(s, off, size);
+        ret = vd_cache_flush(s->refcount_cache);
+    }
+    if (ret == 0) {
+        ret = commit(s, NULL, NULL, 0);
+    }
     if (ret < 0) {
         vd_error_setg_errno(errp, -ret, "Could not store the bitmaps of '%s'", bs->filename);
     }

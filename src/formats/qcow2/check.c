@@ -775,6 +775,16 @@ int qcow2_check_locked(qcow2_state *s, vd_check_res *res, unsigned fix, vd_error
     if (c.file_len < 0) {
         return vd_error_setg_errno(errp, (int)-c.file_len, "Could not get the file size");
     }
+    /* v3 snapshot entries need the 64-bit VM state and disk size (QEMU
+     * reports these first, rewrites the table after the refcount check) */
+    uint32_t incomplete = 0;
+    for (uint32_t i = 0; s->version >= 3 && s->snapshots && i < s->nb_snapshots; i++) {
+        if (s->snapshots[i].extra_data_size < 16) {
+            incomplete++;
+            vd_check_line("%s snapshot table entry %u is incomplete",
+                          (fix & VD_CHECK_FIX_ERRORS) ? "Repairing" : "ERROR", i);
+        }
+    }
     uint64_t nb_clusters = qcow2_size_to_clusters(s, (uint64_t)c.file_len);
     if (nb_clusters > INT32_MAX) {
         return vd_error_set(errp, EFBIG, "Image file is too large to check");
@@ -848,6 +858,22 @@ int qcow2_check_locked(qcow2_state *s, vd_check_res *res, unsigned fix, vd_error
         }
     }
     free(c.rc);
+
+    if (incomplete && (fix & VD_CHECK_FIX_ERRORS)) {
+        ret = qcow2_write_snapshots(s);
+        if (ret < 0) {
+            res->check_errors++;
+            vd_check_line("ERROR failed to update snapshot table: %s", strerror(-ret));
+            return vd_error_setg_errno(errp, -ret, "Could not update the snapshot table");
+        }
+        for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+            s->snapshots[i].extra_data_size =
+                VD_MAX(s->snapshots[i].extra_data_size, 24u);
+        }
+        res->corruptions_fixed += incomplete;
+    } else {
+        res->corruptions += incomplete;
+    }
 
     check_oflag_copied(&c);
     res->image_end_offset = (highest + 1) * (int64_t)s->cluster_size;

@@ -149,7 +149,7 @@ int qcow2_data_file_create_opts(const vd_opts *opts, int version, const char *ba
 }
 
 int qcow2_data_file_create(const char *image, const char *name, uint64_t size,
-                           vd_error **errp)
+                           vd_prealloc prealloc, vd_error **errp)
 {
     /* next to the image, where open will look for it */
     char *path = name[0] == '/' ? vd_strdup(name) : vd_path_combine(image, name);
@@ -163,6 +163,11 @@ int qcow2_data_file_create(const char *image, const char *name, uint64_t size,
     }
     snprintf(sz, sizeof(sz), "%llu", (unsigned long long)size);
     vd_opts_set(o, "size", sz);
+    /* as QEMU, whose file gets the image's options: falloc and full
+     * allocate the data file as it is created */
+    if (prealloc == VD_PREALLOC_FALLOC || prealloc == VD_PREALLOC_FULL) {
+        vd_opts_set(o, "preallocation", prealloc == VD_PREALLOC_FULL ? "full" : "falloc");
+    }
     ret = vd_create_file(path, o, errp);
     if (ret < 0) {
         vd_error_prepend(errp, "Could not create data file '%s': ", path);

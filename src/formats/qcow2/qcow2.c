@@ -543,6 +543,8 @@ int qcow2_read_snapshots(qcow2_state *s, vd_error **errp)
         }
         if (extra >= 24) {
             sn->icount = vd_ld_be64(buf + 16);
+        } else {
+            sn->icount = UINT64_MAX; /* unknown, as QEMU */
         }
         sn->extra_data_size = extra;
         if (extra > 24) {
@@ -1301,6 +1303,11 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
             goto fail;
         }
     }
+    ret = qcow2_bitmaps_mark_open(s); /* bitmap.c */
+    if (ret < 0) {
+        vd_error_setg_errno(errp, -ret, "Could not mark the bitmaps of '%s' in use", bs->filename);
+        goto fail;
+    }
     return 0;
 
 fail:
@@ -1702,13 +1709,38 @@ int qcow2_truncate(vd_node *bs, uint64_t size, bool exact, vd_prealloc prealloc,
     if (size > old && bs->backing) {
         int64_t blen = vd_node_get_length(bs->backing);
         if (blen > (int64_t)old) {
-            ret = qcow2_cluster_zeroize(s, old, size - old, 0);
-            if (ret == -ENOTSUP) {
-                ret = 0;
+            /*
+             * As QEMU: zero (sub)clusters from the first boundary after the
+             * old end, explicit zero bytes before it; the partial last
+             * cluster keeps the data below the old end.
+             */
+            uint64_t unit = s->extended_l2 ? (uint64_t)1 << s->sc_bits : s->cluster_size;
+            uint64_t zero_start = vd_div_round_up(old, unit) * unit;
+            if (size > zero_start) {
+                ret = qcow2_cluster_zeroize(s, zero_start, size - zero_start, 0);
+                if (ret == -ENOTSUP) {
+                    ret = 0;
+                }
+                if (ret < 0) {
+                    vd_error_setg_errno(errp, -ret, "Failed to zero out new clusters");
+                    goto out;
+                }
             }
-            if (ret < 0) {
-                vd_error_setg_errno(errp, -ret, "Failed to zero out new clusters");
-                goto out;
+            if (zero_start > old) {
+                uint64_t len = VD_MIN(zero_start, size) - old;
+                uint8_t *z = calloc(1, len);
+                if (!z) {
+                    ret = vd_error_set(errp, ENOMEM, "Failed to zero out the unaligned head");
+                    goto out;
+                }
+                pthread_mutex_unlock(&s->lock);
+                ret = qcow2_crypto_pwrite(bs, old, len, z, 0);
+                pthread_mutex_lock(&s->lock);
+                free(z);
+                if (ret < 0) {
+                    vd_error_setg_errno(errp, -ret, "Failed to zero out the new area");
+                    goto out;
+                }
             }
         }
     }
@@ -1879,7 +1911,7 @@ static int qcow2_create(const char *filename, const vd_opts *opts, vd_error **er
     ret = vd_create_file(filename, fo, errp);
     vd_opts_free(fo);
     if (ret == 0 && p.data_file) {
-        ret = qcow2_data_file_create(filename, p.data_file, p.size, errp); /* datafile.c */
+        ret = qcow2_data_file_create(filename, p.data_file, p.size, p.prealloc, errp); /* datafile.c */
     }
     if (ret < 0) {
         return ret;

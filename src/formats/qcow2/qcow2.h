@@ -438,6 +438,8 @@ int qcow2_write_snapshots(qcow2_state *s);
 /* ------------------------------------------------------------- bitmap.c */
 
 typedef struct qcow2_bitmaps qcow2_bitmaps;
+/* a read-write open marks every consistent bitmap in_use, as QEMU */
+int qcow2_bitmaps_mark_open(qcow2_state *s);
 /* Parse and validate the bitmap directory (the only parser of it: it also
  * fills s->bitmaps) and set up dirty tracking (end of open). */
 int qcow2_bitmaps_open(qcow2_state *s, vd_error **errp);
@@ -480,7 +482,7 @@ int qcow2_data_file_create_opts(const vd_opts *opts, int version, const char *ba
                                 const char **name, bool *raw, vd_error **errp);
 /* Create the data file (relative names next to image) of size bytes. */
 int qcow2_data_file_create(const char *image, const char *name, uint64_t size,
-                           vd_error **errp);
+                           vd_prealloc prealloc, vd_error **errp);
 /* ",\"data-file\":..,\"data-file-raw\":.." for info ("" without one). */
 char *qcow2_data_file_info_json(const qcow2_state *s);
 int qcow2_data_file_put_ext(uint8_t *buf, size_t cap, size_t *pos, const char *name);

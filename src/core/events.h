@@ -8,8 +8,9 @@
  *
  * The first names, up to VD_EV_NONE, are QEMU 7.2's BlkdebugEvent (qapi
  * block-core.json) in its order, with its meaning.  The vdisk-only events
- * after it cover metadata that qed, vdi and vpc write and QEMU does not
- * announce; QEMU's blkdebug does not know their names.
+ * after it cover metadata that qed, vdi, vpc and LUKS (key slot material)
+ * write and QEMU does not announce; QEMU's blkdebug does not know their
+ * names.
  */
 #ifndef VD_EVENTS_H
 #define VD_EVENTS_H
@@ -67,7 +68,8 @@
     X(HEADER_UPDATE, "header_update")                                                 \
     X(BAT_UPDATE, "bat_update")                                                       \
     X(BLOCK_BITMAP_UPDATE, "block_bitmap_update")                                     \
-    X(FOOTER_UPDATE, "footer_update")
+    X(FOOTER_UPDATE, "footer_update")                                                 \
+    X(KEYSLOT_UPDATE, "keyslot_update")
 
 #define VD_EVENT_ENUM_(id, name) VD_EV_##id,
 typedef enum vd_event { VD_EVENT_LIST(VD_EVENT_ENUM_) VD_EV__MAX } vd_event;

@@ -661,10 +661,14 @@ static int erase_slot(vd_luks *l, int i, vd_luks_io_fn *io, void *opaque, vd_err
     }
     free(noise);
     if (r == 0) {
+        vd_luks_slot saved = *s;
         s->active = false;
         s->iterations = 0;
         memset(s->salt, 0, sizeof(s->salt));
         r = write_header(l, io, opaque, errp);
+        if (r < 0) {
+            *s = saved; /* the disk's header still marks it active */
+        }
     }
     return r;
 }
@@ -739,10 +743,16 @@ static int amend_add(vd_luks *l, vd_luks_io_fn *io, void *opaque, const vd_opts 
     if (r < 0) {
         return r;
     }
+    /* the header on disk still names the old slot when a write fails: so
+     * does l (a later amend or close starts from what the disk holds) */
+    vd_luks_slot saved = l->slots[slot];
     r = store_key(l, slot, newp, newlen, iter_time, io, opaque, errp);
     free_secret(newp, newlen);
     if (r == 0) {
         r = write_header(l, io, opaque, errp);
+        if (r < 0) {
+            l->slots[slot] = saved;
+        }
     }
     return r;
 }

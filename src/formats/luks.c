@@ -58,11 +58,15 @@ static int luks_probe(const uint8_t *buf, size_t len, const char *filename)
     return v == 1 || v == 2 ? 100 : 0;
 }
 
-/* The header region of a luks image is its file, from offset 0. */
+/* The header region of a luks image is its file, from offset 0.  A write
+ * at 0 is the binary header, any other the key material of a slot. */
 static int luks_file_io(void *opaque, uint64_t off, void *buf, size_t len, bool write,
                         vd_error **errp)
 {
     vd_node *file = opaque;
+    if (write) {
+        vd_node_event(file, off == 0 ? VD_EV_HEADER_UPDATE : VD_EV_KEYSLOT_UPDATE);
+    }
     int r = write ? vd_node_pwrite(file, off, len, buf, 0) : vd_node_pread(file, off, len, buf, 0);
     if (r < 0) {
         return vd_error_setg_errno(errp, r, "Could not %s the LUKS header of %s",
@@ -159,6 +163,7 @@ static int luks_pread(vd_node *bs, uint64_t offset, uint64_t len, void *buf, uns
     if (!s->luks->blk) {
         return -EPERM; /* opened without the key (info only) */
     }
+    vd_node_event(bs->file, VD_EV_READ_AIO);
     int r = vd_node_pread(bs->file, s->payload_offset + offset, len, buf, 0);
     if (r == 0) {
         vd_crypto_blk_decrypt(s->luks->blk, offset, buf, len);
@@ -180,6 +185,7 @@ static int luks_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *b
     }
     memcpy(tmp, buf, len);
     vd_crypto_blk_encrypt(s->luks->blk, offset, tmp, len);
+    vd_node_event(bs->file, VD_EV_WRITE_AIO);
     int r = vd_node_pwrite(bs->file, s->payload_offset + offset, len, tmp,
                            flags & VD_REQ_FUA);
     free(tmp);

@@ -59,14 +59,23 @@ open("digest.luks", "wb").write(b)
 for n in (10, 200, 591, 592, 4096, 40000):
     open("trunc%d.luks" % n, "wb").write(g[:n])
 PY
+# Under the sanitizers (VDISK_SANITIZED) a tool run costs ~10 s of wall
+# time on a loaded machine: every third image, with the two parsing paths
+# (info without the key, convert with it) and the write; the fuzz target
+# covers the parser under ASan too.
 n=0
 for f in *.luks; do
     [ "$f" = good.luks ] && continue
     n=$((n + 1))
+    cmds=("info --output=json $f" "info -f luks $f"
+        "convert --object secret,id=k,file=key --image-opts driver=luks,key-secret=k,file.filename=$f -O raw out.raw"
+        "check -f luks $f")
+    if [ -n "${VDISK_SANITIZED:-}" ]; then
+        [ $((n % 3)) -eq 0 ] || continue
+        cmds=("${cmds[0]}" "${cmds[2]}")
+    fi
     sum=$(md5sum < "$f")
-    for cmd in "info --output=json $f" "info -f luks $f" \
-        "convert --object secret,id=k,file=key --image-opts driver=luks,key-secret=k,file.filename=$f -O raw out.raw" \
-        "check -f luks $f"; do
+    for cmd in "${cmds[@]}"; do
         rc=0
         bounded "$VDISK" $cmd >stdout 2>stderr || rc=$?
         [ "$rc" -lt 124 ] || fail "$cmd: exit $rc (crash, hang or out of memory): $(cat stderr)"

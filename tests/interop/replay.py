@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Power-loss replay (tests/replay/replay.py) of qcow2 (plain,
-lazy_refcounts, compressed, snapshots, bitmaps, extended_l2), qed, vdi and
-vpc: every replayed state opens in vdisk and qemu-img, has no corruption,
+lazy_refcounts, compressed, snapshots, bitmaps, extended_l2, LUKS
+encryption), qed, vdi, vpc and luks: every replayed state opens in vdisk and qemu-img, has no corruption,
 and keeps every byte written before the last completed guest flush.
 
 States per variant: VDISK_REPLAY_STATES (default 4: `make check`);
@@ -66,7 +66,14 @@ VARIANTS = {
     "qed": ("qed", "", "zero", None),
     "vdi": ("vdi", "", "zero", None),
     "vpc": ("vpc", "subformat=dynamic", "zero", None),
+    # encrypted: the secret rsec of replay.py; iter-time small (key slots
+    # are made once, opened by every tool for every state)
+    "luks": ("luks", "key-secret=rsec,iter-time=10", "zero", None),
+    "qcow2-luks": ("qcow2", "encrypt.format=luks,encrypt.key-secret=rsec,"
+                   "encrypt.iter-time=10", QZ, None),
 }
+# the open option that names the secret, per encrypted variant
+ENC = {"luks": "key-secret", "qcow2-luks": "encrypt.key-secret"}
 
 
 def main():
@@ -80,7 +87,8 @@ def main():
         fmt, opts, kind, prep = VARIANTS[name]
         for seed in seeds:
             try:
-                r = replay.run_variant(name, fmt, opts, kind, seed, budget, prepare=prep)
+                r = replay.run_variant(name, fmt, opts, kind, seed, budget, prepare=prep,
+                                       enc=ENC.get(name))
             except replay.ReplayFailure as e:
                 failures.append(str(e))
                 continue

@@ -21,7 +21,11 @@ value it had at the last guest flush that completed within the state, or a
 value a later guest write gave it.
 
 Usage (library): run_variant(name, fmt, create_opts, workload_kind, seed,
-budget) -> dict of counts; failures raise ReplayFailure.
+budget) -> dict of counts; failures raise ReplayFailure.  Encrypted
+formats (luks, qcow2 with encrypt.format=luks) pass enc=KEYOPT (the open
+option naming the secret, "key-secret" or "encrypt.key-secret"): every
+tool then gets --object secret,id=rsec,... and --image-opts with it, and
+create_opts should name the secret too (KEYOPT=rsec).
 """
 import os
 import random
@@ -36,6 +40,8 @@ import dmlog  # noqa: E402
 VDISK = os.environ.get("VDISK", "build/vdisk")
 VDISK_IO = os.environ.get("VDISK_IO", "build/vdisk-io")
 SECTOR = 512
+# the passphrase of encrypted variants (enc=...): the secret "rsec"
+SECRET_OBJ = "secret,id=rsec,data=replay-passphrase"
 
 
 class ReplayFailure(Exception):
@@ -151,6 +157,15 @@ def make_workload(kind, rng, size, n_ops):
     return ops
 
 
+def img_args(fmt, img, enc):
+    """The tool arguments that open img: -f FMT IMG, or for an encrypted
+    format (enc = its key option) the secret and --image-opts."""
+    if not enc:
+        return ["-f", fmt, img]
+    return ["--object", SECRET_OBJ, "--image-opts",
+            "driver=%s,%s=rsec,file.filename=%s" % (fmt, enc, img)]
+
+
 def op_line(op):
     if op[0] == "write":
         return "write -P 0x%x %d %d" % (op[3], op[1], op[2])
@@ -161,11 +176,9 @@ def op_line(op):
     return "flush"
 
 
-def raw_of(tool, fmt, img, out):
-    if tool == "qemu":
-        run(["qemu-img", "convert", "-U", "-f", fmt, "-O", "raw", img, out], check=True)
-    else:
-        run([VDISK, "convert", "-U", "-f", fmt, "-O", "raw", img, out], check=True)
+def raw_of(tool, fmt, img, out, enc=None):
+    prog = "qemu-img" if tool == "qemu" else VDISK
+    run([prog, "convert", "-U"] + img_args(fmt, img, enc) + ["-O", "raw", out], check=True)
     with open(out, "rb") as f:
         return f.read()
 
@@ -178,7 +191,7 @@ def header_dirty_qcow2(path):
     return bool(struct.unpack(">Q", h[72:80])[0] & 1)
 
 
-def check_state(fmt, img, work, allowed_at, tag):
+def check_state(fmt, img, work, allowed_at, tag, enc=None):
     """allowed_at: (expected, ambiguous): the image content at the last
     completed guest flush, and for sectors written after it the set of
     values later writes gave them (either is fine there)."""
@@ -187,22 +200,22 @@ def check_state(fmt, img, work, allowed_at, tag):
         # QEMU repairs a dirty lazy-refcounts image when it opens it
         target = os.path.join(work, "repaired.img")
         shutil.copyfile(img, target)
-        r = run(["qemu-img", "check", "-q", "-r", "all", "-f", fmt, target])
+        r = run(["qemu-img", "check", "-q", "-r", "all"] + img_args(fmt, target, enc))
         if r.returncode not in (0, 3):
             raise ReplayFailure("%s: qemu-img check -r all exit %d: %s" %
                                 (tag, r.returncode, r.stdout.decode(errors="replace")[-800:]))
-    r = run(["qemu-img", "check", "-U", "-f", fmt, target])
+    r = run(["qemu-img", "check", "-U"] + img_args(fmt, target, enc))
     # 63: qemu-img has no check for this format (vpc): vdisk's below
     if r.returncode not in (0, 3, 63):
         raise ReplayFailure("%s: qemu-img check exit %d: %s" %
                             (tag, r.returncode, r.stdout.decode(errors="replace")[-800:]))
-    r = run([VDISK, "check", "-U", "-f", fmt, target])
+    r = run([VDISK, "check", "-U"] + img_args(fmt, target, enc))
     if r.returncode not in (0, 3, 63):
         raise ReplayFailure("%s: vdisk check exit %d: %s" %
                             (tag, r.returncode, r.stdout.decode(errors="replace")[-800:]))
     expected, ambiguous = allowed_at
     for tool in ("qemu", "vdisk"):
-        data = raw_of(tool, fmt, img, os.path.join(work, "state.raw"))
+        data = raw_of(tool, fmt, img, os.path.join(work, "state.raw"), enc)
         n = min(len(data), len(expected))
         step = 128 * SECTOR
         bad = []
@@ -241,7 +254,7 @@ def apply_entry(f, log, e, rng):
 
 
 def run_variant(name, fmt, create_opts, kind, seed, budget, size=16 << 20, n_ops=120,
-                prepare=None, workdir=None, ops=None, singles=False):
+                prepare=None, workdir=None, ops=None, singles=False, enc=None):
     rng = random.Random("%s-%d" % (name, seed))
     # fsync-heavy sessions and many image copies: tmpfs when there is one
     # (the log's content does not depend on where it lives)
@@ -254,32 +267,34 @@ def run_variant(name, fmt, create_opts, kind, seed, budget, size=16 << 20, n_ops
     os.makedirs(work)
     try:
         return _run_variant(name, fmt, create_opts, kind, seed, budget, size, n_ops,
-                            prepare, work, ops, rng, singles)
+                            prepare, work, ops, rng, singles, enc)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _run_variant(name, fmt, create_opts, kind, seed, budget, size, n_ops, prepare, work,
-                 ops, rng, singles):
+                 ops, rng, singles, enc=None):
     base = os.path.join(work, "base.img")
     img = os.path.join(work, "img")
     logp = os.path.join(work, "log")
     copts = ["-o", create_opts] if create_opts else []
-    run([VDISK, "create", "-q", "-f", fmt] + copts + [base, str(size)], check=True)
+    objs = ["--object", SECRET_OBJ] if enc else []
+    run([VDISK, "create", "-q", "-f", fmt] + objs + copts + [base, str(size)], check=True)
     if prepare:
         prepare(base)
     shutil.copyfile(base, img)
     open(logp, "wb").close()
-    base_raw = raw_of("qemu", fmt, base, os.path.join(work, "base.raw"))
+    base_raw = raw_of("qemu", fmt, base, os.path.join(work, "base.raw"), enc)
 
     if ops is None:
         ops = make_workload(kind, rng, size, n_ops)
     # guest model: per sector, the value at each point
     model = {}            # sector -> current value (session writes only)
     history = []          # (entries_after, op)
-    sess = Session(["-t", "writeback", "--image-opts",
-                    "driver=%s,file.driver=blklogwrites,file.file.filename=%s,"
-                    "file.log.filename=%s" % (fmt, img, logp)])
+    key = "%s=rsec," % enc if enc else ""
+    sess = Session(["-t", "writeback"] + objs + ["--image-opts",
+                    "driver=%s,%sfile.driver=blklogwrites,file.file.filename=%s,"
+                    "file.log.filename=%s" % (fmt, key, img, logp)])
     counter = EntryCounter(logp)
     for op in ops:
         sess.cmd(op_line(op))
@@ -356,7 +371,7 @@ def _run_variant(name, fmt, create_opts, kind, seed, budget, size, n_ops, prepar
                 for i in extra:
                     apply_entry(f, log, entries[i], rng)
         check_state(fmt, stimg, work, allowed_for(durable_end),
-                    "%s seed %d state %s" % (name, seed, tag))
+                    "%s seed %d state %s" % (name, seed, tag), enc)
         checked += 1
     log.close()
     return {"states": checked, "entries": len(entries), "flushes": len(flush_idx),

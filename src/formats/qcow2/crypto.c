@@ -154,6 +154,10 @@ static int hdr_io(void *opaque, uint64_t off, void *buf, size_t len, bool write,
         return vd_error_set(errp, EINVAL, "Request for data outside of extension header");
     }
     vd_node *f = x->s->bs->file;
+    if (write) {
+        /* the binary header at 0, key material elsewhere (as luks.c) */
+        vd_node_event(f, off == 0 ? VD_EV_HEADER_UPDATE : VD_EV_KEYSLOT_UPDATE);
+    }
     int r = write ? vd_node_pwrite(f, x->c->hdr_offset + off, len, buf, 0)
                   : vd_node_pread(f, x->c->hdr_offset + off, len, buf, 0);
     if (r < 0) {

@@ -237,7 +237,7 @@ expect_fail "Gluster connection for volume $GVOL, path x failed to connect" \
     timeout 60 "$VDISK" create -f qcow2 "gluster+unix:///$GVOL/x?socket=$PWD/none.sock" 1M
 
 # ---- the brick dies in the middle of a long write: an error, exit 1,
-# bounded time, and nothing written after the error
+# bounded time (the brick is gone: nothing more can land)
 head -c $((128 << 20)) /dev/urandom >big.raw
 timeout 120 "$VDISK" convert -p -f raw -O raw big.raw "$U/big.raw" >conv.out 2>conv.err &
 cpid=$!

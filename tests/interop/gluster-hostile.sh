@@ -8,7 +8,7 @@
 need qemu-img
 "$VDISK" --help | grep -qw gluster || skip "vdisk built without libgfapi"
 [ -n "${VDISK_SANITIZED:-}" ] &&
-    export LSAN_OPTIONS="${LSAN_OPTIONS:-}:suppressions=$VDISK_SRC/tests/lsan-gluster.supp"
+    export LSAN_OPTIONS="${LSAN_OPTIONS:-}:suppressions=$VDISK_SRC/tests/lsan-gluster.supp:print_suppressions=0"
 
 long=$(printf 'a%.0s' $(seq 1 5000))
 bad_urls=(

@@ -19,7 +19,7 @@ need qemu-img qemu-io
     fail "qemu-block-extra's gluster driver is missing"
 # LeakSanitizer: leaks inside libgfapi are not ours
 [ -n "${VDISK_SANITIZED:-}" ] &&
-    export LSAN_OPTIONS="${LSAN_OPTIONS:-}:suppressions=$VDISK_SRC/tests/lsan-gluster.supp"
+    export LSAN_OPTIONS="${LSAN_OPTIONS:-}:suppressions=$VDISK_SRC/tests/lsan-gluster.supp:print_suppressions=0"
 
 gluster_up
 U=$GURL

@@ -4,28 +4,39 @@
 # (tests/helpers/gluster-volume.sh): `vdisk convert` vs `qemu-img convert`
 #   up:   a local raw image -> qcow2 on the volume
 #   down: that qcow2 on the volume -> a local raw image
-# Wall time of each whole command, best of ROUNDS interleaved runs, and the
+# Wall time of each whole command, median of RUNS interleaved runs, and the
 # ratio vdisk/qemu-img (below 1.0: vdisk is faster).  qemu-img's time
-# includes its glfs_fini at exit (about 10 s, libgfapi's wait for its call
-# pool); vdisk does not finish idle connections at exit (docs/gluster.md),
-# so the ratio is also printed without that wait (qemu-img time - FINI).
-# Usage: bench/gluster.sh [BUILD]   (env: SIZE=1G, ROUNDS=2)
+# includes its glfs_fini at exit (about 10 s, libgfapi waits for its
+# client's disconnect); vdisk does not finish idle connections at exit
+# (docs/gluster.md), so a second RESULT line per direction compares with
+# qemu-img's time less that wait (measured on a tiny image).
+# Usage: bench/gluster.sh [-r RUNS] [-s SIZE] [BUILD]   (defaults: 3 runs, 1G)
 set -eu
-src=$(cd "$(dirname "$0")/.." && pwd)
-build=$(cd "${1:-$src/build}" && pwd)
-size=${SIZE:-1G}
-rounds=${ROUNDS:-2}
-export VDISK_SRC=$src VDISK_BUILD=$build
+. "$(dirname "$0")/lib.sh"
+
+runs=3
+size=1G
+while getopts "r:s:" o; do
+    case $o in
+        r) runs=$OPTARG ;;
+        s) size=$OPTARG ;;
+        *) echo "usage: $0 [-r RUNS] [-s SIZE] [BUILD]" >&2; exit 2 ;;
+    esac
+done
+shift $((OPTIND - 1))
+bench_init "${1:-}"
+"$VDISK" --help | grep -qw gluster || { echo "vdisk was built without libgfapi: skipped" >&2; exit 0; }
+export VDISK_SRC=$BENCH_SRC
 work=$(mktemp -d /tmp/vdisk-bench-gluster.XXXXXX)
 cd "$work"
-. "$src/tests/lib.sh"
-. "$src/tests/helpers/gluster-volume.sh"
-cleanup() { gluster_down; cd /; rm -rf "$work"; }
+. "$BENCH_SRC/tests/lib.sh"
+fail() { echo "   FAIL: $*" >&2; exit 1; }
+skip() { echo "   skipped: $*" >&2; exit 0; }
+. "$BENCH_SRC/tests/helpers/gluster-volume.sh"
 gluster_up
-trap cleanup EXIT
-set +e
+trap 'gluster_down; cd /; rm -rf "$work"' EXIT
 
-echo "preparing a $size raw image (3/4 data, 1/4 hole) in $work ..." >&2
+echo "== gluster: preparing a $size raw image (3/4 data, 1/4 hole) in $work" >&2
 qemu-img create -q -f raw img.raw "$size"
 bytes=$(stat -c %s img.raw)
 qemu-io -f raw -c "write -q -P 0x5a 0 $((bytes / 4 * 3))" img.raw >/dev/null
@@ -33,37 +44,46 @@ cat img.raw >/dev/null
 
 # the cost of one glfs_fini, measured with qemu-img on a tiny image
 qemu-img create -q -f raw "$GURL/tiny.raw" 1M 2>/dev/null
-t0=$(date +%s.%N)
-qemu-img info "$GURL/tiny.raw" >/dev/null 2>&1
-fini=$(echo "$(date +%s.%N) - $t0" | bc)
+fini=$(bench_time qemu-img info -f raw "$GURL/tiny.raw" 2>/dev/null)
 
-timeit() { # CMD... -> seconds on stdout
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$@" >/dev/null 2>cmd.err || { echo "failed: $* $(grep -v '^\[' cmd.err | tail -2)" >&2; exit 1; }
-    t1=$(date +%s.%N)
-    echo "$t1 - $t0" | bc
-}
-min() { if [ -z "$1" ] || [ "$(echo "$2 < $1" | bc)" = 1 ]; then echo "$2"; else echo "$1"; fi; }
-
-vu= qu= vd= qd=
-for r in $(seq 1 "$rounds"); do
-    t=$(timeit "$VDISK" convert -f raw -O qcow2 img.raw "$GURL/v.qcow2"); vu=$(min "$vu" "$t")
-    t=$(timeit qemu-img convert -f raw -O qcow2 img.raw "$GURL/q.qcow2"); qu=$(min "$qu" "$t")
-    rm -f out.raw
-    t=$(timeit "$VDISK" convert -f qcow2 -O raw "$GURL/q.qcow2" out.raw); vd=$(min "$vd" "$t")
-    rm -f out.raw
-    t=$(timeit qemu-img convert -f qcow2 -O raw "$GURL/q.qcow2" out.raw); qd=$(min "$qd" "$t")
+quiet() { "$@" 2>cmd.err || { echo "failed: $* $(grep -v '^\[' cmd.err | tail -2)" >&2; return 1; }; }
+# up first (the down runs read the qcow2 that qemu-img wrote), then down
+vu=() qu=() vd=() qd=()
+for i in $(seq 1 "$runs"); do
+    for who in $([ $((i % 2)) -eq 1 ] && echo "v q" || echo "q v"); do
+        if [ $who = v ]; then
+            vu+=("$(bench_time quiet "$VDISK" convert -f raw -O qcow2 img.raw "$GURL/v.qcow2")")
+        else
+            qu+=("$(bench_time quiet qemu-img convert -f raw -O qcow2 img.raw "$GURL/q.qcow2")")
+        fi
+    done
+    echo "   up run $i: vdisk ${vu[-1]} s, qemu-img ${qu[-1]} s" >&2
 done
-cmp -s img.raw out.raw || { echo "round trip differs" >&2; exit 1; }
+for i in $(seq 1 "$runs"); do
+    for who in $([ $((i % 2)) -eq 1 ] && echo "v q" || echo "q v"); do
+        rm -f out.raw
+        if [ $who = v ]; then
+            vd+=("$(bench_time quiet "$VDISK" convert -f qcow2 -O raw "$GURL/q.qcow2" out.raw)")
+        else
+            qd+=("$(bench_time quiet qemu-img convert -f qcow2 -O raw "$GURL/q.qcow2" out.raw)")
+        fi
+        cmp -s img.raw out.raw || fail "$who: the round trip differs"
+    done
+    echo "   down run $i: vdisk ${vd[-1]} s, qemu-img ${qd[-1]} s" >&2
+done
 qemu-img compare -f raw -F qcow2 img.raw "$GURL/v.qcow2" >/dev/null 2>&1 ||
-    { echo "vdisk's qcow2 on the volume differs" >&2; exit 1; }
+    fail "vdisk's qcow2 on the volume differs"
 
-printf 'glfs_fini at exit (qemu-img): %.2f s\n' "$fini"
-printf '%-6s %10s %10s %8s %14s\n' dir vdisk qemu-img ratio "ratio-no-fini"
+echo "   qemu-img's glfs_fini at exit: $fini s" >&2
 for d in up down; do
-    if [ $d = up ]; then v=$vu; q=$qu; else v=$vd; q=$qd; fi
-    qn=$(echo "$q - $fini" | bc)
-    printf '%-6s %9.2fs %9.2fs %8.2f %14.2f\n' $d "$v" "$q" "$(echo "$v / $q" | bc -l)" \
-        "$(echo "$v / $qn" | bc -l)"
+    if [ $d = up ]; then
+        v=$(bench_median "${vu[@]}"); q=$(bench_median "${qu[@]}")
+        name="gluster convert raw -> qcow2 on the volume"
+    else
+        v=$(bench_median "${vd[@]}"); q=$(bench_median "${qd[@]}")
+        name="gluster convert qcow2 on the volume -> raw"
+    fi
+    qn=$(/usr/bin/python3 -c "import sys; print('%.3f' % max(float(sys.argv[1]) - float(sys.argv[2]), 0.001))" "$q" "$fini")
+    bench_result "$name ($size, median of $runs)" "$v" "$q" ok
+    bench_result "$name, qemu-img less its exit wait" "$v" "$qn" ok
 done

@@ -27,6 +27,10 @@ bench_init "${1:-}"
 
 work=$(mktemp -d /tmp/vdisk-bench-iscsi.XXXXXX)
 cd "$work"
+# tests/lib.sh's poll_for (iscsi-common.bash waits with it); our own
+# fail and skip below replace its
+# shellcheck source=../tests/lib.sh
+. "$BENCH_SRC/tests/lib.sh"
 fail() { echo "   FAIL: $*" >&2; exit 1; }
 skip() { echo "   skipped: $*" >&2; exit 0; }
 # shellcheck source=../tests/interop/iscsi-common.bash

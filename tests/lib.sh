@@ -34,12 +34,17 @@ expect_exit() {
 # wait_for CMD...: poll until CMD succeeds (a condition, not a time window:
 # 120 s is only there so a test that would hang fails with a message)
 wait_for() {
-    local i
-    for i in $(seq 1 2400); do
+    poll_for 120 "$@" || fail "gave up waiting for: $*"
+}
+# poll_for SECONDS CMD...: the same with another bound, returning 1 at the
+# bound instead of failing (for a caller that cleans up or falls back)
+poll_for() {
+    local i n=$(($1 * 20)); shift
+    for i in $(seq 1 "$n"); do
         "$@" 2>/dev/null && return 0
         sleep 0.05
     done
-    fail "gave up waiting for: $*"
+    return 1
 }
 # same_content A B: byte-identical files
 same_content() { cmp -s "$1" "$2" || fail "content differs: $1 $2"; }

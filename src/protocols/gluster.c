@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <glusterfs/api/glfs.h>
@@ -133,6 +134,105 @@ static char *gluster_conn_key(const gluster_conf *g)
     return key;
 }
 
+/*
+ * glfs_init on a thread of its own, waited for at most GLUSTER_INIT_TIMEOUT
+ * seconds: libgfapi waits forever when the volfile server answers the
+ * volfile request with an RPC error (a unix socket of glusterd that is not
+ * its glusterd-sockfile, for one) or not at all.  A connection that gave
+ * up is abandoned (glfs_fini cannot run while glfs_init does): the thread
+ * frees the job when glfs_init returns, if ever; the process's end closes
+ * the sockets.  QEMU waits forever there.
+ */
+enum { GLUSTER_INIT_TIMEOUT = 60 };
+
+typedef struct gluster_init_job {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    glfs_t *fs;
+    int ret;
+    int err;
+    bool done;
+    bool abandoned;
+} gluster_init_job;
+
+static void gluster_init_job_free(gluster_init_job *j)
+{
+    pthread_mutex_destroy(&j->lock);
+    pthread_cond_destroy(&j->cond);
+    free(j);
+}
+
+static void *gluster_init_thread(void *opaque)
+{
+    gluster_init_job *j = opaque;
+    errno = 0;
+    int r = glfs_init(j->fs);
+    int e = errno;
+    pthread_mutex_lock(&j->lock);
+    j->ret = r;
+    j->err = e;
+    j->done = true;
+    bool abandoned = j->abandoned;
+    pthread_cond_signal(&j->cond);
+    pthread_mutex_unlock(&j->lock);
+    if (abandoned) {
+        /* nobody holds the connection: it was never handed out */
+        gluster_init_job_free(j);
+    }
+    return NULL;
+}
+
+/*
+ * 0, or -1 with errno set (ETIMEDOUT when it gave up waiting; *abandoned is
+ * then true and fs must be left alone).
+ */
+static int gluster_init_bounded(glfs_t *fs, bool *abandoned)
+{
+    *abandoned = false;
+    gluster_init_job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        errno = ENOMEM;
+        return -1;
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&j->lock, NULL);
+    j->fs = fs;
+    pthread_attr_t ta;
+    pthread_attr_init(&ta);
+    pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    int e = pthread_create(&t, &ta, gluster_init_thread, j);
+    pthread_attr_destroy(&ta);
+    if (e != 0) {
+        gluster_init_job_free(j);
+        errno = e;
+        return -1;
+    }
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += GLUSTER_INIT_TIMEOUT;
+    pthread_mutex_lock(&j->lock);
+    while (!j->done) {
+        if (pthread_cond_timedwait(&j->cond, &j->lock, &deadline) == ETIMEDOUT && !j->done) {
+            j->abandoned = true;
+            pthread_mutex_unlock(&j->lock);
+            *abandoned = true;
+            errno = ETIMEDOUT;
+            return -1;
+        }
+    }
+    pthread_mutex_unlock(&j->lock);
+    int r = j->ret;
+    e = j->err;
+    gluster_init_job_free(j);
+    errno = e;
+    return r;
+}
+
 /* QEMU's message for a failed glfs_init. */
 static int gluster_connect_error(const gluster_conf *g, int err, vd_error **errp)
 {
@@ -184,9 +284,12 @@ static gluster_conn *gluster_conn_get(const gluster_conf *g, vd_error **errp)
                             g->logfile);
         goto fail;
     }
-    errno = 0;
-    if (glfs_init(fs) != 0) {
+    bool abandoned;
+    if (gluster_init_bounded(fs, &abandoned) != 0) {
         gluster_connect_error(g, errno, errp);
+        if (abandoned) {
+            fs = NULL; /* still in glfs_init on its thread */
+        }
         goto fail;
     }
     c = calloc(1, sizeof(*c));

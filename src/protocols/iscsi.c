@@ -83,6 +83,12 @@ static const vd_opt_desc iscsi_open_opts[] = {
     {"initiator-name", VD_OPT_STRING, "initiator IQN", ISCSI_DEFAULT_INITIATOR},
     {"header-digest", VD_OPT_STRING, "crc32c, none, crc32c-none or none-crc32c", "none-crc32c"},
     {"timeout", VD_OPT_NUMBER, "request timeout in seconds (0: none)", "0"},
+    /* vdisk's: bidirectional CHAP (QEMU 7.2 has no such option) */
+    {"target-user", VD_OPT_STRING, "user name the target answers CHAP with (bidirectional)",
+     NULL},
+    {"target-password", VD_OPT_STRING, "the target's CHAP password", NULL},
+    {"target-password-secret", VD_OPT_STRING,
+     "id of a secret object holding the target's CHAP password", NULL},
     {NULL, 0, NULL, NULL},
 };
 
@@ -674,7 +680,7 @@ static int iscsi_header_digest(const char *d, enum iscsi_header_digest *out)
         {"none-crc32c", ISCSI_HEADER_DIGEST_NONE_CRC32C},
     };
     for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
-        if (!strcasecmp(d, tab[i].name)) {
+        if (!strcmp(d, tab[i].name)) {
             *out = tab[i].v;
             return 0;
         }
@@ -682,15 +688,34 @@ static int iscsi_header_digest(const char *d, enum iscsi_header_digest *out)
     return -EINVAL;
 }
 
-/* The password from password, password-secret or the environment. */
-static int iscsi_credentials(vd_opts *opts, const char **user, char **password,
-                             vd_error **errp)
+/* Clears and frees a password. */
+static void iscsi_wipe(char **password)
 {
-    const char *pw = vd_opts_get(opts, "password");
-    const char *secret = vd_opts_get(opts, "password-secret");
-    *user = vd_opts_get(opts, "user");
+    if (*password) {
+        memset(*password, 0, strlen(*password));
+        free(*password);
+        *password = NULL;
+    }
+}
+
+/*
+ * The user and password from PREFIXuser and PREFIXpassword or
+ * PREFIXpassword-secret; for the initiator's ("" prefix) also from the
+ * environment.
+ */
+static int iscsi_credentials(vd_opts *opts, const char *prefix, const char **user,
+                             char **password, vd_error **errp)
+{
+    char k_user[32], k_pw[32], k_secret[40];
+    bool initiator = !*prefix;
+    snprintf(k_user, sizeof(k_user), "%suser", prefix);
+    snprintf(k_pw, sizeof(k_pw), "%spassword", prefix);
+    snprintf(k_secret, sizeof(k_secret), "%spassword-secret", prefix);
+    const char *pw = vd_opts_get(opts, k_pw);
+    const char *secret = vd_opts_get(opts, k_secret);
+    *user = vd_opts_get(opts, k_user);
     *password = NULL;
-    if (!*user) {
+    if (!*user && initiator) {
         /* libiscsi's convention for URLs without credentials */
         const char *eu = getenv("LIBISCSI_CHAP_USERNAME");
         if (eu && *eu && !pw && !secret) {
@@ -700,13 +725,14 @@ static int iscsi_credentials(vd_opts *opts, const char **user, char **password,
     }
     if (!*user) {
         if (pw || secret) {
-            return vd_error_set(errp, EINVAL, "CHAP password given without a user name");
+            return vd_error_set(errp, EINVAL, "CHAP password given without a user name%s%s",
+                                initiator ? "" : " (", initiator ? "" : k_user);
         }
         return 0;
     }
     if (pw && secret) {
-        return vd_error_set(errp, EINVAL,
-                            "'password' and 'password-secret' are mutually exclusive");
+        return vd_error_set(errp, EINVAL, "'%s' and '%s' are mutually exclusive", k_pw,
+                            k_secret);
     }
     if (secret) {
         uint8_t *data;
@@ -731,7 +757,8 @@ static int iscsi_credentials(vd_opts *opts, const char **user, char **password,
         return 0;
     }
     if (!pw) {
-        return vd_error_set(errp, EINVAL, "CHAP username specified but no password was given");
+        return vd_error_set(errp, EINVAL, "%sCHAP username specified but no password was given",
+                            initiator ? "" : "target ");
     }
     *password = strdup(pw);
     return *password ? 0 : vd_error_set(errp, ENOMEM, "out of memory");
@@ -817,8 +844,8 @@ static int iscsi_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     const char *target = vd_opts_get(opts, "target");
     const char *initiator = vd_opts_get(opts, "initiator-name");
     const char *digest = vd_opts_get(opts, "header-digest");
-    const char *user = NULL;
-    char *password = NULL;
+    const char *user = NULL, *tuser = NULL;
+    char *password = NULL, *tpassword = NULL;
     uint64_t lun, timeout;
     enum iscsi_header_digest hd = ISCSI_HEADER_DIGEST_NONE_CRC32C;
     int ret;
@@ -859,8 +886,17 @@ static int iscsi_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     if (digest && iscsi_header_digest(digest, &hd) < 0) {
         return vd_error_set(errp, EINVAL, "Invalid header-digest setting : %s", digest);
     }
-    if (iscsi_credentials(opts, &user, &password, errp) < 0) {
+    if (iscsi_credentials(opts, "", &user, &password, errp) < 0) {
         return -EINVAL;
+    }
+    if (iscsi_credentials(opts, "target-", &tuser, &tpassword, errp) < 0) {
+        iscsi_wipe(&password);
+        return -EINVAL;
+    }
+    if (tuser && !user) {
+        iscsi_wipe(&tpassword);
+        return vd_error_set(errp, EINVAL,
+                            "target-user needs a CHAP user as well (bidirectional CHAP)");
     }
     s->lun = (int)lun;
 
@@ -875,28 +911,34 @@ static int iscsi_open(vd_node *bs, vd_opts *opts, vd_error **errp)
 
     s->ctx = iscsi_create_context(initiator);
     if (!s->ctx) {
-        free(password);
+        iscsi_wipe(&password);
+        iscsi_wipe(&tpassword);
         return vd_error_set(errp, ENOMEM, "iSCSI: Failed to create iSCSI context.");
     }
     iscsi_set_log_level(s->ctx, 0);
     if (iscsi_set_targetname(s->ctx, target) != 0 ||
         iscsi_set_session_type(s->ctx, ISCSI_SESSION_NORMAL) != 0 ||
         iscsi_set_header_digest(s->ctx, hd) != 0) {
-        free(password);
+        iscsi_wipe(&password);
+        iscsi_wipe(&tpassword);
         ret = vd_error_set(errp, EINVAL, "iSCSI: Failed to set up the session: %s",
                            iscsi_get_error(s->ctx));
         goto fail;
     }
     if (user && iscsi_set_initiator_username_pwd(s->ctx, user, password) != 0) {
-        free(password);
+        iscsi_wipe(&password);
+        iscsi_wipe(&tpassword);
         ret = vd_error_set(errp, EINVAL, "Failed to set initiator username and password");
         goto fail;
     }
-    if (password) {
-        memset(password, 0, strlen(password));
-        free(password);
-        password = NULL;
+    if (tuser && iscsi_set_target_username_pwd(s->ctx, tuser, tpassword) != 0) {
+        iscsi_wipe(&password);
+        iscsi_wipe(&tpassword);
+        ret = vd_error_set(errp, EINVAL, "Failed to set target username and password");
+        goto fail;
     }
+    iscsi_wipe(&password);
+    iscsi_wipe(&tpassword);
     iscsi_set_timeout(s->ctx, (int)timeout);
     iscsi_set_noautoreconnect(s->ctx, 1);
     if (iscsi_full_connect_sync(s->ctx, portal, s->lun) != 0) {

@@ -11,6 +11,11 @@
 #
 # glusterd keeps its state, pid files and sockets under $PWD/gluster (a
 # volfile of our own: working-directory, run-directory, glusterd-sockfile).
+# GSOCK is glusterd-sockfile, the unix socket that serves both the CLI and
+# the volfile requests of gfapi clients (/run/glusterd.socket normally).
+# glusterd's -S socket is another thing (a brick-ops listener without the
+# getspec program: libgfapi's glfs_init waits forever on it), so none is
+# given.
 # Its TCP port cannot move: bricks fetch their volfile from port 24007 on
 # the host name they were created with, so one volume exists at a time on
 # the machine; a lock file serialises the tests that use one.  The brick
@@ -20,10 +25,12 @@
 
 GLUSTER_DIR=$PWD/gluster
 GLUSTERD_PID=
+GLUSTER_BP=
 GVOL=
+GSOCK=$GLUSTER_DIR/run/glusterd.socket
 
 gcli() {
-    gluster --mode=script --glusterd-sock="$GLUSTER_DIR/run/cli.socket" \
+    gluster --mode=script --glusterd-sock="$GSOCK" \
         --log-file="$GLUSTER_DIR/log/cli.log" "$@"
 }
 
@@ -39,23 +46,29 @@ gluster_down() {
     [ -n "$GLUSTERD_PID" ] || return 0
     local bp
     bp=$(gluster_brick_pid 2>/dev/null) || bp=
-    timeout 60 gluster --mode=script --glusterd-sock="$GLUSTER_DIR/run/cli.socket" \
+    timeout 60 gluster --mode=script --glusterd-sock="$GSOCK" \
         --log-file="$GLUSTER_DIR/log/cli.log" volume stop "$GVOL" force >/dev/null 2>&1 || true
     if [ -n "$bp" ] && kill -0 "$bp" 2>/dev/null; then
         kill "$bp" 2>/dev/null || true
     fi
     kill "$GLUSTERD_PID" 2>/dev/null || true
-    local i
-    for i in $(seq 1 600); do
-        if ! kill -0 "$GLUSTERD_PID" 2>/dev/null && { [ -z "$bp" ] || ! kill -0 "$bp" 2>/dev/null; }; then
-            break
-        fi
-        sleep 0.05
-    done
+    GLUSTER_BP=$bp
+    poll_for 30 gluster_gone || true
     kill -0 "$GLUSTERD_PID" 2>/dev/null && kill -9 "$GLUSTERD_PID" 2>/dev/null
     [ -n "$bp" ] && kill -0 "$bp" 2>/dev/null && kill -9 "$bp" 2>/dev/null
     rm -f "/var/log/glusterfs/bricks/$(echo "$GBRICK" | sed 's|^/||; s|/|-|g').log"
     GLUSTERD_PID=
+}
+
+gluster_gone() {
+    ! kill -0 "$GLUSTERD_PID" 2>/dev/null && { [ -z "$GLUSTER_BP" ] || ! kill -0 "$GLUSTER_BP" 2>/dev/null; }
+}
+
+# the CLI answers once glusterd has finished starting
+gluster_answers() {
+    kill -0 "$GLUSTERD_PID" 2>/dev/null ||
+        skip "glusterd cannot start here: $(tail -n 1 "$GLUSTER_DIR/log/glusterd.log" 2>/dev/null)"
+    gcli volume info >/dev/null 2>&1
 }
 
 gluster_volume_online() {
@@ -75,14 +88,13 @@ gluster_up() {
     fi
     mkdir -p "$GLUSTER_DIR/wd" "$GLUSTER_DIR/run" "$GLUSTER_DIR/log" "$PWD/gbrick"
     GBRICK=$PWD/gbrick
-    GSOCK=$GLUSTER_DIR/run/glusterd.socket
     GVOL=vdt$$
     cat >"$GLUSTER_DIR/glusterd.vol" <<EOF
 volume management
     type mgmt/glusterd
     option working-directory $GLUSTER_DIR/wd
     option run-directory $GLUSTER_DIR/run
-    option glusterd-sockfile $GLUSTER_DIR/run/cli.socket
+    option glusterd-sockfile $GSOCK
     option transport-type socket
     option transport.socket.listen-port 24007
     option transport.socket.bind-address 127.0.0.1
@@ -93,18 +105,10 @@ volume management
 end-volume
 EOF
     glusterd -N -f "$GLUSTER_DIR/glusterd.vol" -p "$GLUSTER_DIR/glusterd.pid" \
-        -l "$GLUSTER_DIR/log/glusterd.log" -S "$GSOCK" >"$GLUSTER_DIR/log/stdout" 2>&1 &
+        -l "$GLUSTER_DIR/log/glusterd.log" >"$GLUSTER_DIR/log/stdout" 2>&1 &
     GLUSTERD_PID=$!
     trap gluster_down EXIT
-    local i
-    for i in $(seq 1 2400); do
-        kill -0 "$GLUSTERD_PID" 2>/dev/null ||
-            skip "glusterd cannot start here: $(tail -n 1 "$GLUSTER_DIR/log/glusterd.log" 2>/dev/null)"
-        # the CLI answers once glusterd has finished starting
-        gcli volume info >/dev/null 2>&1 && break
-        sleep 0.05
-    done
-    gcli volume info >/dev/null 2>&1 || skip "glusterd did not answer"
+    poll_for 120 gluster_answers || skip "glusterd did not answer"
     gcli volume create "$GVOL" transport tcp "$host:$GBRICK" force >"$GLUSTER_DIR/log/create" 2>&1 ||
         skip "cannot create a volume here: $(cat "$GLUSTER_DIR/log/create")"
     gcli volume start "$GVOL" >"$GLUSTER_DIR/log/start" 2>&1 ||

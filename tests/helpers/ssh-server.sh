@@ -68,6 +68,13 @@ ssh_sshd_state() { # PID -> 0 up, 1 starting, 2 died
     return 1
 }
 
+# sshd is up or died (no longer starting)
+ssh_sshd_settled() {
+    local st=0
+    ssh_sshd_state "$1" || st=$?
+    [ "$st" -ne 1 ]
+}
+
 ssh_start() {
     rm -f hostkey hostkey.pub userkey userkey.pub sshd.pid
     ssh-keygen -q -t ed25519 -N '' -C vdisk-test-host -f hostkey
@@ -105,12 +112,9 @@ EOF
         rm -f sshd.pid
         /usr/sbin/sshd -D -e -f "$PWD/sshd_config" 2>>sshd.log &
         pid=$!
-        while :; do
-            st=0
-            ssh_sshd_state "$pid" || st=$?
-            [ "$st" -eq 1 ] || break
-            sleep 0.05
-        done
+        wait_for ssh_sshd_settled "$pid"
+        st=0
+        ssh_sshd_state "$pid" || st=$?
         if [ "$st" -eq 0 ]; then
             ssh_pids+=("$pid")
             SSH_SSHD_PID=$pid

@@ -8,7 +8,7 @@
 need qemu-img
 "$VDISK" --help | grep -qw gluster || skip "vdisk built without libgfapi"
 [ -n "${VDISK_SANITIZED:-}" ] &&
-    export LSAN_OPTIONS="${LSAN_OPTIONS:-}:suppressions=$VDISK_SRC/tests/lsan-gluster.supp"
+    export LSAN_OPTIONS="${LSAN_OPTIONS:-}:suppressions=$VDISK_SRC/tests/lsan-gluster.supp:print_suppressions=0"
 
 long=$(printf 'a%.0s' $(seq 1 5000))
 bad_urls=(
@@ -98,4 +98,24 @@ expect_fail "failed to connect" timeout 60 "$VDISK" info \
     >out 2>err && fail "info succeeded without a server"
 [ -s g.log ] || fail "nothing in the logfile"
 [ "$(wc -l <err)" = 1 ] || fail "stderr has more than our message: $(cat err)"
+# a volfile server that accepts and never answers (libgfapi's glfs_init
+# waits forever there; QEMU hangs): vdisk gives up after 60 s, exit 1
+/usr/bin/python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(8)
+held = []
+while True:
+    held.append(s.accept()[0])
+' "$PWD/silent.sock" &
+silent=$!
+trap 'kill $silent 2>/dev/null || true' EXIT
+wait_for test -S silent.sock
+start=$(date +%s)
+expect_fail "Gluster connection for volume vol, path img failed to connect" \
+    timeout 150 "$VDISK" info "gluster+unix:///vol/img?socket=$PWD/silent.sock"
+took=$(( $(date +%s) - start ))
+[ "$took" -lt 120 ] || fail "a silent volfile server held vdisk for $took s"
+kill $silent
 echo ok

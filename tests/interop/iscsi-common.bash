@@ -39,15 +39,13 @@ start_tgtd() {
     while [ -e "/var/run/tgtd/socket.$TGTD_CTL" ]; do TGTD_CTL=$((1024 + (TGTD_CTL + 7) % 31000)); done
     tgtd -f --iscsi "portal=127.0.0.1:$TGTD_PORT" --control-port "$TGTD_CTL" >tgtd.log 2>&1 &
     TGTD_PID=$!
-    local i
-    for i in $(seq 1 2400); do
-        kill -0 "$TGTD_PID" 2>/dev/null || skip "tgtd cannot run here: $(tail -3 tgtd.log)"
-        if tgtctl --op show --mode sys >/dev/null 2>&1 && iscsi_port_open "$TGTD_PORT"; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    fail "tgtd did not come up on port $TGTD_PORT: $(tail -3 tgtd.log)"
+    poll_for 120 tgtd_up || fail "tgtd did not come up on port $TGTD_PORT: $(tail -3 tgtd.log)"
+}
+
+# tgtd answers on its control port and listens on its portal
+tgtd_up() {
+    kill -0 "$TGTD_PID" 2>/dev/null || skip "tgtd cannot run here: $(tail -3 tgtd.log)"
+    tgtctl --op show --mode sys >/dev/null 2>&1 && iscsi_port_open "$TGTD_PORT"
 }
 
 # add_target TID IQN IMAGE [LUN-PARAMS]: a target with IMAGE as LUN 1,

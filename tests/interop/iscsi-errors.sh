@@ -72,16 +72,17 @@ mkfifo ctl
 io=$!
 exec 3>ctl
 echo "write -P 0x21 0 64k" >&3
-until grep -q "wrote 65536/65536" st.out; do
-    kill -0 $io 2>/dev/null || fail "vdisk-io exited: $(cat st.out)"
-    sleep 0.05
-done
+# io_wrote OUT: vdisk-io ($io) reported its first write, or exited
+io_wrote() { grep -q "wrote 65536/65536" "$1" || ! kill -0 $io 2>/dev/null; }
+gone() { ! kill -0 "$1" 2>/dev/null; }
+wait_for io_wrote st.out
+grep -q "wrote 65536/65536" st.out || fail "vdisk-io exited: $(cat st.out)"
 kill -STOP "$TGTD_PID"
 echo "write -P 0x22 64k 64k" >&3
 echo "quit" >&3
 exec 3>&-
 rc=0
-for i in $(seq 1 600); do kill -0 $io 2>/dev/null || break; sleep 0.1; done
+poll_for 60 gone $io || true
 if kill -0 $io 2>/dev/null; then
     kill -CONT "$TGTD_PID"
     kill -9 $io
@@ -95,18 +96,16 @@ grep -q "write failed" st.out || fail "no error for the timed-out write: $(cat s
 "$VDISK_IO" -f raw "$U" < <(
     echo "write -P 0x41 0 64k"
     # the next command is read only once tgtd is gone
-    while kill -0 "$TGTD_PID" 2>/dev/null; do sleep 0.05; done
+    poll_for 120 gone "$TGTD_PID" || true
     echo "write -P 0x42 1M 64k"
     echo "read -P 0x41 0 4k"
     echo quit
 ) > kill.out 2>&1 &
 io=$!
-until grep -q "wrote 65536/65536" kill.out; do
-    kill -0 $io 2>/dev/null || fail "vdisk-io exited early: $(cat kill.out)"
-    sleep 0.05
-done
+wait_for io_wrote kill.out
+grep -q "wrote 65536/65536" kill.out || fail "vdisk-io exited early: $(cat kill.out)"
 iscsi_cleanup
-for i in $(seq 1 600); do kill -0 $io 2>/dev/null || break; sleep 0.1; done
+poll_for 60 gone $io || true
 kill -0 $io 2>/dev/null && { kill -9 $io; fail "vdisk-io hung after the server died"; }
 wait $io || true
 grep -q "write failed: Input/output error" kill.out || fail "no write error after the server died: $(cat kill.out)"

@@ -713,6 +713,9 @@ static int vhdx_log_replay(vd_node *bs, vhdx_log_seq *seq, const char **where)
                 vd_st_le64(out, d.leading);
                 memcpy(out + 8, data + 8, 4084);
                 vd_st_le32(out + 4092, d.trailing);
+                /* the in-place write of a logged sector (a BAT sector when
+                 * vdisk or QEMU wrote the log) */
+                vd_node_event(bs->file, VD_EV_BAT_UPDATE);
                 ret = vd_node_pwrite(bs->file, d.file_offset, VHDX_LOG_SECTOR, out, 0);
             } else if (len) {
                 ret = vd_node_pwrite_zeroes(bs->file, d.file_offset, len, 0);
@@ -810,8 +813,8 @@ static int vhdx_parse_log(vd_node *bs, vd_error **errp)
     const char *where;
     ret = vhdx_log_replay(bs, &seq, &where);
     if (ret < 0) {
-        return vd_error_setg_errno(errp, ret, "Could not replay the VHDX log of '%s'%s%s",
-                                   bs->filename, *where ? " (" : "", *where ? where : "");
+        return vd_error_setg_errno(errp, ret, "Could not replay the VHDX log of '%s'%s%s%s",
+                                   bs->filename, *where ? " (" : "", where, *where ? ")" : "");
     }
     s->log_replayed = true;
     return 0;
@@ -1389,7 +1392,6 @@ static int vhdx_alloc_write(vd_node *bs, uint64_t i, uint64_t in_block, uint64_t
     }
     uint8_t le[8];
     vd_st_le64(le, s->bat[i]);
-    vd_node_event(bs->file, VD_EV_BAT_UPDATE);
     /* as QEMU: a failed log write leaves the entry in memory */
     return vhdx_log_write_and_flush(bs, le, 8, s->bat_offset + i * 8);
 }

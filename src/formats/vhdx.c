@@ -1379,6 +1379,12 @@ static int vhdx_alloc_write(vd_node *bs, uint64_t i, uint64_t in_block, uint64_t
     }
     vd_node_event(bs->file, VD_EV_CLUSTER_ALLOC);
     ret = vd_node_truncate(bs->file, host + s->block_size, false, VD_PREALLOC_OFF, NULL);
+    if (ret == -ENOTSUP) {
+        /* a file that cannot be resized (a filter such as blklogwrites)
+         * grows by a zero write instead */
+        ret = vd_node_pwrite_zeroes(bs->file, (uint64_t)flen, host + s->block_size - (uint64_t)flen,
+                                    0);
+    }
     if (ret < 0) {
         return ret;
     }

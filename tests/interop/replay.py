@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Power-loss replay (tests/replay/replay.py) of qcow2 (plain,
-lazy_refcounts, compressed, snapshots, bitmaps, extended_l2), qed, vdi and
-vpc: every replayed state opens in vdisk and qemu-img, has no corruption,
+lazy_refcounts, compressed, snapshots, bitmaps, extended_l2), qed, vdi,
+vpc and vhdx (a state with a pending log is replayed by qemu-img check -r
+all and by vdisk's, which must agree): every replayed state opens in vdisk and qemu-img, has no corruption,
 and keeps every byte written before the last completed guest flush.
 
 States per variant: VDISK_REPLAY_STATES (default 4: `make check`);
@@ -66,6 +67,7 @@ VARIANTS = {
     "qed": ("qed", "", "zero", None),
     "vdi": ("vdi", "", "zero", None),
     "vpc": ("vpc", "subformat=dynamic", "zero", None),
+    "vhdx": ("vhdx", "block_size=1M", "zero", None),
 }
 
 

@@ -100,4 +100,7 @@ head -c 5000000 /dev/urandom > in.raw
 "$VDISK" convert -O vhdx in.raw c.vhdx || fail "convert raw -> vhdx"
 qemu-img check c.vhdx >/dev/null || fail "qemu-img check of a converted vhdx"
 qemu-img compare -f raw -F vhdx in.raw c.vhdx >/dev/null || fail "converted vhdx differs"
+# and QEMU's convert read by vdisk
+qemu-img convert -O vhdx -o subformat=fixed in.raw cq.vhdx
+"$VDISK" compare -f raw -F vhdx in.raw cq.vhdx >/dev/null || fail "vdisk reads QEMU's convert wrong"
 echo ok

@@ -10,6 +10,13 @@
  * (3 MiB + 64 KiB), and the rest is the BAT (2 MiB, at most 64 KiB), where
  * qemu-img puts them.  The file is 6 MiB, so BAT entries pointing at 4 and
  * 5 MiB hit data.
+ *
+ * Byte 0 bit 1 adds a metadata log: the header's log is then 1 MiB at
+ * 1 MiB with a non-zero log GUID, and 16 KiB of input (taken before the
+ * BAT) are its first four sectors, each "loge" sector getting the header's
+ * log GUID and, unless bit 0 is set, the CRC-32C of its entry (as long as
+ * it fits in those 16 KiB), so that the log search (open reads it even
+ * read-only) sees valid entries with hostile descriptors.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +78,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     take(f + 192 * 1024, &data, &size, 1024);
     take(f + 3 * MiB, &data, &size, 512);
     take(f + 3 * MiB + 64 * 1024, &data, &size, 512);
+    uint8_t *h = f + 64 * 1024;
+    if (flags & 2) {
+        static const uint8_t len_off[12] = {0, 0, 0x10, 0, 0, 0, 0x10, 0, 0, 0, 0, 0};
+        memcpy(h + 68, len_off, sizeof(len_off));
+        h[48] |= 1; /* a log GUID */
+        memcpy(f + 128 * 1024, h, 512);
+        f[128 * 1024 + 8] -= 1;
+        take(f + MiB, &data, &size, 16 * 1024);
+        for (size_t o = MiB; o < MiB + 16 * 1024; o += 4096) {
+            if (memcmp(f + o, "loge", 4)) {
+                continue;
+            }
+            memcpy(f + o + 32, h + 48, 16);
+            uint32_t len = (uint32_t)f[o + 8] | (uint32_t)f[o + 9] << 8 |
+                           (uint32_t)f[o + 10] << 16 | (uint32_t)f[o + 11] << 24;
+            if (!(flags & 1) && len && len <= MiB + 16 * 1024 - o) {
+                put_crc(f + o, len);
+            }
+        }
+    }
     take(f + 2 * MiB, &data, &size, 64 * 1024);
     /* recognisable data where blocks may point */
     for (size_t i = 4 * MiB; i < FILE_SIZE; i += 4096) {

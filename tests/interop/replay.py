@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Power-loss replay (tests/replay/replay.py) of qcow2 (plain,
 lazy_refcounts, compressed, snapshots, bitmaps, extended_l2, LUKS
-encryption), qed, vdi, vpc and luks: every replayed state opens in vdisk and qemu-img, has no corruption,
+encryption), qed, vdi, vpc, luks and vhdx (a state with a pending log is
+replayed by qemu-img check -r all and by vdisk's, which must agree): every
+replayed state opens in vdisk and qemu-img, has no corruption,
 and keeps every byte written before the last completed guest flush.
 
 States per variant: VDISK_REPLAY_STATES (default 4: `make check`);
@@ -71,6 +73,7 @@ VARIANTS = {
     "luks": ("luks", "key-secret=rsec,iter-time=10", "zero", None),
     "qcow2-luks": ("qcow2", "encrypt.format=luks,encrypt.key-secret=rsec,"
                    "encrypt.iter-time=10", QZ, None),
+    "vhdx": ("vhdx", "block_size=1M", "zero", None),
 }
 # the open option that names the secret, per encrypted variant
 ENC = {"luks": "key-secret", "qcow2-luks": "encrypt.key-secret"}

@@ -320,9 +320,11 @@ static int nbd_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         }
     }
 
+    /* x-dirty-bitmap is the whole meta context name, as in QEMU
+     * ("qemu:dirty-bitmap:NAME", "qemu:allocation-depth") */
     char *ctx = NULL;
     if (bitmap) {
-        ctx = vd_asprintf("qemu:dirty-bitmap:%s", bitmap);
+        ctx = vd_strdup(bitmap);
     }
     vd_nbd_client_cfg cfg = {
         .host = host,

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Power-loss replay (tests/replay/replay.py) of qcow2 (plain,
-lazy_refcounts, compressed, snapshots, bitmaps, extended_l2), qed, vdi and
-vpc: every replayed state opens in vdisk and qemu-img, has no corruption,
-and keeps every byte written before the last completed guest flush.
+lazy_refcounts, compressed, snapshots, bitmaps, extended_l2), qed, vdi,
+vpc and parallels: every replayed state opens in vdisk and qemu-img, has
+no corruption, and keeps every byte written before the last completed
+guest flush.  (A parallels state cut while the image was open has its
+in-use flag set: exactly that one corruption is allowed.)
 
 States per variant: VDISK_REPLAY_STATES (default 4: `make check`);
 `make check-replay` runs 200 per variant with 3 seeds.  VDISK_REPLAY_SEEDS
@@ -66,6 +68,7 @@ VARIANTS = {
     "qed": ("qed", "", "zero", None),
     "vdi": ("vdi", "", "zero", None),
     "vpc": ("vpc", "subformat=dynamic", "zero", None),
+    "parallels": ("parallels", "cluster_size=64k", "zero", None),
 }
 
 

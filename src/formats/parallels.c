@@ -654,6 +654,155 @@ static int prl_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
     return 0;
 }
 
+/*
+ * Discard (not in QEMU 7.2's parallels; QEMU 8.1 added one like it): whole
+ * clusters inside the range lose their BAT entry (written at the next
+ * flush) and their space in the file is discarded.  Freed space is never
+ * reused (new clusters go at the end of the data area), so a BAT on disk
+ * that still points at a discarded cluster reads either its old bytes or
+ * zeroes, never another cluster's data.  With a backing file (given in
+ * the options) nothing is done: the backing file's bytes would show
+ * through where the guest had data.
+ */
+static int prl_discard(vd_node *bs, uint64_t offset, uint64_t len)
+{
+    prl_state *s = bs->opaque;
+    if (bs->backing) {
+        return 0;
+    }
+    uint64_t first, end = offset + len;
+    if (vd_align_up_overflow(offset, s->cluster_size, &first)) {
+        return 0;
+    }
+    /* the last cluster may be partial: discarding to the end covers it */
+    if (end < s->total_sectors * 512) {
+        end = vd_align_down(end, s->cluster_size);
+    } else {
+        end = vd_div_round_up(end, s->cluster_size) * s->cluster_size;
+    }
+    int ret = 0;
+    pthread_mutex_lock(&s->lock);
+    for (uint64_t idx = first / s->cluster_size;
+         idx < end / s->cluster_size && idx < s->bat_size && ret == 0; idx++) {
+        uint64_t host = prl_cluster_host(s, idx);
+        if (!host) {
+            continue;
+        }
+        prl_bat_set(s, (uint32_t)idx, 0);
+        vd_node_event(bs->file, VD_EV_CLUSTER_FREE);
+        /* advisory below: a file that cannot discard keeps the bytes */
+        (void)vd_node_discard(bs->file, host, s->cluster_size);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/*
+ * Grow the disk (QEMU 7.2's parallels cannot resize).  The BAT gets the
+ * new entries in place, so they must fit between the BAT and the first
+ * data cluster: images qemu-img and vdisk create leave the rest of a
+ * cluster after the BAT (a 1 MiB cluster holds 262128 entries).  The new
+ * entries (zero) are written first, then the header with the new size.
+ */
+static int prl_truncate(vd_node *bs, uint64_t size, bool exact, vd_prealloc prealloc,
+                        vd_error **errp)
+{
+    prl_state *s = bs->opaque;
+    (void)exact;
+    if (prealloc != VD_PREALLOC_OFF) {
+        return vd_error_set(errp, ENOTSUP, "Unsupported preallocation mode '%s'",
+                            vd_prealloc_name(prealloc));
+    }
+    if (size % 512) {
+        return vd_error_set(errp, EINVAL, "Image size must be a multiple of 512 bytes");
+    }
+    uint64_t sectors = size / 512;
+    if (sectors < s->total_sectors) {
+        return vd_error_set(errp, ENOTSUP, "Cannot shrink a parallels image");
+    }
+    if (sectors == s->total_sectors) {
+        return 0;
+    }
+    if (!s->ext_magic2 && sectors > UINT32_MAX) {
+        return vd_error_set(errp, EFBIG,
+                            "A version 1 parallels image (WithoutFreeSpace) holds at most "
+                            "%llu bytes",
+                            (unsigned long long)UINT32_MAX * 512);
+    }
+    uint64_t entries = vd_div_round_up(sectors, s->tracks);
+    if (entries * 4 > PRL_MAX_BAT_BYTES) {
+        return vd_error_set(errp, EFBIG, "Catalog too large");
+    }
+    int ret = 0;
+    pthread_mutex_lock(&s->lock);
+    /* the data area starts at data_off (or right after the BAT when 0) and
+     * no cluster may lie below the new BAT's end */
+    uint64_t data_off = (uint64_t)vd_ld_le32(s->header + PRL_H_DATA_OFF) * 512;
+    if (data_off == 0) {
+        data_off = vd_div_round_up(PRL_HEADER + (uint64_t)s->bat_size * 4, 512) * 512;
+    }
+    uint64_t low = data_off;
+    for (uint32_t i = 0; i < s->bat_size; i++) {
+        uint64_t h = prl_cluster_host(s, i);
+        if (h && h < low) {
+            low = h;
+        }
+    }
+    uint64_t bat_end = PRL_HEADER + entries * 4;
+    if (entries > s->bat_size && bat_end > low) {
+        ret = vd_error_set(errp, ENOSPC,
+                           "Cannot grow this parallels image to %llu bytes: its BAT would "
+                           "need %llu entries, the data area at %llu leaves room for %llu",
+                           (unsigned long long)size, (unsigned long long)entries,
+                           (unsigned long long)low,
+                           (unsigned long long)((low - PRL_HEADER) / 4));
+        goto out;
+    }
+    if (entries > s->bat_size) {
+        uint32_t *nb = realloc(s->bat, (size_t)entries * 4 + 4);
+        if (!nb) {
+            ret = vd_error_set(errp, ENOMEM, "Could not allocate the parallels BAT");
+            goto out;
+        }
+        s->bat = nb;
+        uint32_t old = s->bat_size;
+        s->bat_size = (uint32_t)entries;
+        for (uint32_t i = old; i < s->bat_size; i++) {
+            prl_bat_set(s, i, 0);
+        }
+        ret = prl_write_bat(bs);
+        if (ret == 0) {
+            ret = vd_node_flush(bs->file);
+        }
+        if (ret < 0) {
+            /* the header still has the old count: the entries are unused */
+            s->bat_size = old;
+            s->bat_dirty_hi = VD_MIN(s->bat_dirty_hi, old ? old - 1 : 0);
+            if (old == 0) {
+                s->bat_dirty_lo = 1;
+                s->bat_dirty_hi = 0;
+            }
+            vd_error_setg_errno(errp, ret, "Could not write the parallels BAT");
+            goto out;
+        }
+        vd_st_le32(s->header + PRL_H_BAT_ENTRIES, s->bat_size);
+    }
+    if (vd_ld_le32(s->header + PRL_H_DATA_OFF) == 0) {
+        /* keep the data area where it is */
+        vd_st_le32(s->header + PRL_H_DATA_OFF, (uint32_t)(data_off / 512));
+    }
+    vd_st_le64(s->header + PRL_H_NB_SECTORS, sectors);
+    vd_st_le32(s->header + PRL_H_CYLINDERS, (uint32_t)VD_MIN(sectors / (16 * 32), UINT32_MAX));
+    s->total_sectors = sectors;
+    ret = prl_write_header(bs);
+    if (ret < 0) {
+        vd_error_setg_errno(errp, ret, "Could not write the parallels header");
+    }
+out:
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
 static int prl_flush(vd_node *bs)
 {
     prl_state *s = bs->opaque;
@@ -879,6 +1028,8 @@ const vd_driver vd_drv_parallels = {
     .pread = prl_pread,
     .pwrite = prl_pwrite,
     .flush = prl_flush,
+    .discard = prl_discard,
+    .truncate = prl_truncate,
     .block_status = prl_block_status,
     .check = prl_check,
     .bitmap_status = prl_bitmap_status,

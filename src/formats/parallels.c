@@ -834,6 +834,8 @@ static int prl_check(vd_node *bs, vd_check_res *res, unsigned fix, vd_error **er
         res->check_errors++;
         return vd_error_setg_errno(errp, (int)size, "Could not get the file size");
     }
+    /* QEMU sees file sizes in whole sectors */
+    size = (int64_t)vd_div_round_up((uint64_t)size, 512) * 512;
     pthread_mutex_lock(&s->lock);
     if (s->dirty) {
         vd_check_line("%s image was not closed correctly", fix_errors ? "Repairing" : "ERROR");

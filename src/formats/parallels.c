@@ -12,13 +12,18 @@
  *
  * Writing, as QEMU 7.2 does it: create (qemu-img's header, geometry and
  * data offset), allocating writes (a new cluster is appended at the end of
- * the data area, zeroed, written, then its BAT entry), the in-use flag set
- * while the image is open read-write and cleared at close, where the file
- * is cut to the end of the data; check (no repair), with qemu-img's
- * verdicts.  A dirty image (in-use set) opens read-write only for check; an
- * image with a Format Extension only read-only (QEMU ignores the extension
- * in read-write mode, which would leave its bitmaps stale).  No resize, no
- * discard, no backing files (QEMU allows one only through options).
+ * the data area and gets the data, the rest zeroes or the bytes of a
+ * backing file given in the options), the BAT entries written at flush and
+ * close -- after a flush of the data, so that a power cut never leaves an
+ * entry pointing at unwritten space --, the in-use flag set while the image
+ * is open read-write and cleared at close, where the file is cut to the end
+ * of the data; check and check -r with qemu-img's verdicts, lines and
+ * repairs.  Beyond QEMU 7.2: resize (grow, when the BAT has room before the
+ * data area) and discard of whole clusters.  A dirty image (in-use set)
+ * opens read-write only for check; an image with a Format Extension only
+ * read-only (QEMU ignores the extension in read-write mode, which would
+ * leave its bitmaps stale).  blkdebug events: header_update (in-use flag),
+ * cluster_alloc, write_aio, read_aio, bat_update, cluster_free.
  *
  * Hostile input: tracks of 0 or above INT32_MAX / 513 (QEMU's limits), a
  * BAT of more than 64 MiB or past the end of the file, Format Extension

@@ -660,7 +660,7 @@ static int prl_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *bu
 }
 
 /*
- * Discard (not in QEMU 7.2's parallels; QEMU 8.1 added one like it): whole
+ * Discard (not in QEMU 7.2's parallels; later QEMUs have one): whole
  * clusters inside the range lose their BAT entry (written at the next
  * flush) and their space in the file is discarded.  Freed space is never
  * reused (new clusters go at the end of the data area), so a BAT on disk

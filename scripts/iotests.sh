@@ -8,8 +8,8 @@
 #
 #   scripts/iotests.sh BUILD [FORMAT...] [-- TEST...]
 #
-# FORMAT is one of qcow2 raw qed vdi vpc qcow luks nbd (nbd = raw over the
-# NBD protocol); the default is all of them.  Environment:
+# FORMAT is one of qcow2 raw qed vdi vpc qcow luks nbd bochs cloop dmg
+# parallels (nbd = raw over the NBD protocol); the default is all of them.  Environment:
 #   IOTESTS_JOBS      parallel tests (default 2), run under nice
 #   IOTESTS_CACHE     where the unpacked QEMU source lives (default
 #                     /var/cache/vdisk-iotests, or $XDG_CACHE_HOME/vdisk-iotests
@@ -30,7 +30,7 @@ set -u
 BUILD=${1:?usage: iotests.sh BUILD [FORMAT...] [-- TEST...]}
 shift
 BUILD=$(cd "$BUILD" && pwd) || exit 1
-ALL_FORMATS="qcow2 raw qed vdi vpc qcow luks nbd"
+ALL_FORMATS="qcow2 raw qed vdi vpc qcow luks nbd bochs cloop dmg parallels"
 FORMATS=()
 ONLY_TESTS=()
 while [ $# -gt 0 ]; do
@@ -116,8 +116,9 @@ mkbin() {   # DIR IMG IO NBD
     ln -s "$2" "$d/qemu-img"
     ln -s "$3" "$d/qemu-io"
     ln -s "$4" "$d/qemu-nbd"
-    # The harness asks the system emulator for its default machine and its
-    # block drivers; the tests selected below never start it.
+    # The harness asks the system emulator for its default machine, its
+    # block drivers and (Python tests) its devices; the tests selected
+    # below never start it.
     local fmts
     fmts=$(/usr/bin/qemu-img --help | sed -n 's/^Supported formats://p')
     cat >"$d/qemu-system-stub" <<EOF
@@ -125,6 +126,7 @@ mkbin() {   # DIR IMG IO NBD
 case "\$*" in
     "-machine help") echo "Supported machines are:"; echo "pc-stub  Stub (default)" ;;
     *"format=help"*) echo "Supported formats:$fmts" ;;
+    *"-device help"*) echo 'name "virtio-blk-pci", bus PCI' ;;
     *) echo "qemu-system-stub: the iotests runner starts no VM" >&2; exit 1 ;;
 esac
 EOF

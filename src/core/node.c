@@ -362,7 +362,13 @@ static int open_backing(vd_node *bs, vd_opts *backing_opts, vd_error **errp)
         fmt = bs->backing_format;
     }
     free(bs->full_backing_filename);
-    bs->full_backing_filename = strdup(name ? name : bs->backing_file);
+    /* a backing file given only as options (the image names none): its
+     * file name, as the backing node will call itself */
+    const char *shown = name ? name : bs->backing_file;
+    if (!shown) {
+        shown = vd_opts_get(backing_opts, "file.filename");
+    }
+    bs->full_backing_filename = strdup(shown ? shown : "");
     unsigned flags = (bs->flags & (VD_NODE_FORCE_SHARE | VD_NODE_NO_IO)) & ~VD_NODE_RDWR;
     vd_error *err = NULL;
     vd_node *b = vd_node_open(name, fmt, backing_opts, flags, &err);

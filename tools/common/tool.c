@@ -299,7 +299,13 @@ vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
          * says "Could not open 'NAME': ..." a second time). */
         size_t plen = strlen(progname);
         if (plen >= 3 && strcmp(progname + plen - 3, "-io") == 0) {
-            tool_error("can't open device %s: %s", name, lib);
+            /* qemu-io names no device for --image-opts or "open -o"
+             * without a file name (iotest 226) */
+            if (!filename || image_opts) {
+                tool_error("can't open: %s", lib);
+            } else {
+                tool_error("can't open device %s: %s", name, lib);
+            }
         } else {
             tool_error("Could not open '%s': %s", name, lib);
         }

@@ -1024,6 +1024,7 @@ static int prl_bitmap_status(vd_node *bs, const char *name, uint64_t offset, uin
 
 const vd_driver vd_drv_parallels = {
     .name = "parallels",
+    .supports_backing = true, /* in the options only, as QEMU 7.2 */
     .kind = VD_DRV_FORMAT,
     .state_size = sizeof(prl_state),
     .create_opts = prl_create_opts,

@@ -89,3 +89,43 @@ with open(path, 'wb') as f:
         written += ln
 EOF
 }
+
+# bench_fmt_to_raw FMT SIZE RUNS: times `convert -f FMT -O raw` of a SIZE
+# image with scattered data (made by qemu-img) with vdisk and qemu-img,
+# alternating which goes first, page cache warm; checks both outputs are
+# identical and prints the bench_result line.  Returns 1 when they differ.
+bench_fmt_to_raw() {
+    local fmt=$1 size=$2 runs=$3 work i mv_ mq res=ok rc=0
+    work=$(mktemp -d "/tmp/vdisk-bench-$fmt.XXXXXX")
+    (
+        trap 'rm -rf "$work"' EXIT
+        cd "$work" || exit 1
+        echo "== $fmt -> raw: preparing a $size $fmt image with scattered data in $work" >&2
+        bench_sparse_raw in.raw "$size" 42 25
+        qemu-img convert -f raw -O "$fmt" in.raw "in.$fmt"
+        rm -f in.raw
+        cat "in.$fmt" >/dev/null
+        run_vdisk() { "$VDISK" convert -f "$fmt" -O raw "in.$fmt" out.vdisk; }
+        run_qemu() { qemu-img convert -f "$fmt" -O raw "in.$fmt" out.qemu; }
+        local tv=() tq=()
+        for i in $(seq 1 "$runs"); do
+            rm -f out.vdisk out.qemu
+            sync
+            if [ $((i % 2)) -eq 1 ]; then
+                tv+=("$(bench_time run_vdisk)")
+                tq+=("$(bench_time run_qemu)")
+            else
+                tq+=("$(bench_time run_qemu)")
+                tv+=("$(bench_time run_vdisk)")
+            fi
+            echo "   run $i: vdisk ${tv[-1]} s, qemu-img ${tq[-1]} s" >&2
+        done
+        mv_=$(bench_median "${tv[@]}")
+        mq=$(bench_median "${tq[@]}")
+        cmp -s out.qemu out.vdisk || { echo "   FAIL: raw outputs differ" >&2; res=FAIL; rc=1; }
+        printf "   %-28s vdisk %7ss  qemu-img %7ss  ratio %s %s\n" "convert-$fmt-to-raw" \
+            "$mv_" "$mq" "$(bench_ratio "$mv_" "$mq")" "$res" >&2
+        bench_result "convert $fmt->raw ($size, warm cache, median of $runs)" "$mv_" "$mq" "$res"
+        exit $rc
+    )
+}

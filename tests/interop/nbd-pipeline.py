@@ -183,8 +183,17 @@ try:
         if magic != SIMPLE_REPLY or err or c not in wrote:
             fail("bad write reply magic=%#x err=%d cookie=%d" % (magic, err, c))
     stream = b"".join(req(CMD_READ, c, off, len(d)) for c, (off, d) in wrote.items())
-    for pos in range(0, len(stream), 13):
-        s.sendall(stream[pos:pos + 13])
+
+    # The replies (up to 19 MiB) are read while the requests are still being
+    # sent: a server may stop reading requests while its replies wait, so a
+    # client that only sends would deadlock with it (the NBD protocol asks
+    # clients to read replies while they send).
+    def send_split():
+        for pos in range(0, len(stream), 13):
+            s.sendall(stream[pos:pos + 13])
+
+    sender = threading.Thread(target=send_split, daemon=True)
+    sender.start()
     for _ in range(len(wrote)):
         magic, err, c = struct.unpack(">IIQ", recv_all(s, 16))
         if magic != SIMPLE_REPLY or err or c not in wrote:
@@ -192,6 +201,7 @@ try:
         off, data = wrote.pop(c)
         if recv_all(s, len(data)) != data:
             fail("split write at %d did not read back" % off)
+    sender.join()
     print("raw client: 64 writes split at random points read back")
 
     # clients that send reads and never read the replies: each blocks a

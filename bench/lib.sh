@@ -1,6 +1,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # Shared helpers for the benchmarks (source it; bash).
 #   bench_init [BUILD]        sets VDISK (the vdisk binary), BENCH_SRC
+#   bench_args RUNS SIZE "$@" parses [-r RUNS] [-s SIZE] [BUILD] (the
+#                             defaults first), sets runs, size and
+#                             bench_build, then calls bench_init
 #   bench_time CMD...         runs CMD (also a shell function), prints its
 #                             wall time in seconds
 #   bench_time_cpu CMD...     runs CMD (a program), prints "WALL CPU"
@@ -24,6 +27,22 @@ bench_init() {
     [ -x "$VDISK" ] || { echo "missing $VDISK (build first)" >&2; exit 1; }
     command -v qemu-img >/dev/null || { echo "missing qemu-img (scripts/deps.sh test)" >&2; exit 1; }
     export VDISK BENCH_SRC
+}
+
+bench_args() {
+    runs=$1 size=$2
+    shift 2
+    local o OPTIND=1
+    while getopts "r:s:" o; do
+        case $o in
+            r) runs=$OPTARG ;;
+            s) size=$OPTARG ;;
+            *) echo "usage: $0 [-r RUNS] [-s SIZE] [BUILD]" >&2; exit 2 ;;
+        esac
+    done
+    shift $((OPTIND - 1))
+    bench_build=${1:-}
+    bench_init "$bench_build"
 }
 
 bench_time() {

@@ -10,23 +10,13 @@
 set -eu
 . "$(dirname "$0")/lib.sh"
 
-runs=5
-size=1G
-while getopts "r:s:" o; do
-    case $o in
-        r) runs=$OPTARG ;;
-        s) size=$OPTARG ;;
-        *) echo "usage: $0 [-r RUNS] [-s SIZE] [BUILD]" >&2; exit 2 ;;
-    esac
-done
-shift $((OPTIND - 1))
-bench_init "${1:-}"
+bench_args 5 1G "$@"
 here=$(dirname "$0")
 status=0
 
-"$here/convert.sh" -O qcow2 -r "$runs" -s "$size" "${1:-}" || status=1
-"$here/convert.sh" -O qcow2 -c -r "$runs" -s "$size" -x "-o compression_type=zlib" "${1:-}" || status=1
-"$here/convert.sh" -O qcow2 -c -r "$runs" -s "$size" -x "-o compression_type=zstd" "${1:-}" || status=1
+"$here/convert.sh" -O qcow2 -r "$runs" -s "$size" "$bench_build" || status=1
+"$here/convert.sh" -O qcow2 -c -r "$runs" -s "$size" -x "-o compression_type=zlib" "$bench_build" || status=1
+"$here/convert.sh" -O qcow2 -c -r "$runs" -s "$size" -x "-o compression_type=zstd" "$bench_build" || status=1
 
 # qcow2 -> raw
 bench_fmt_to_raw qcow2 "$size" "$runs" || status=1

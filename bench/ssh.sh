@@ -14,17 +14,7 @@ set -eu
 case $0 in /*) ;; *) exec bash "$PWD/$0" "$@" ;; esac
 . "$(dirname "$0")/lib.sh"
 
-runs=3
-size=1G
-while getopts "r:s:" o; do
-    case $o in
-        r) runs=$OPTARG ;;
-        s) size=$OPTARG ;;
-        *) echo "usage: $0 [-r RUNS] [-s SIZE] [BUILD]" >&2; exit 2 ;;
-    esac
-done
-shift $((OPTIND - 1))
-bench_init "${1:-}"
+bench_args 3 1G "$@"
 
 if [ -z "${VDISK_SSH_NS:-}" ]; then
     work=$(mktemp -d /tmp/vdisk-bench-ssh.XXXXXX)

@@ -9,21 +9,11 @@
 set -eu
 . "$(dirname "$0")/lib.sh"
 
-runs=5
-size=1G
-while getopts "r:s:" o; do
-    case $o in
-        r) runs=$OPTARG ;;
-        s) size=$OPTARG ;;
-        *) echo "usage: $0 [-r RUNS] [-s SIZE] [BUILD]" >&2; exit 2 ;;
-    esac
-done
-shift $((OPTIND - 1))
-bench_init "${1:-}"
+bench_args 5 1G "$@"
 here=$(dirname "$0")
 status=0
 
-"$here/convert.sh" -O vhdx -r "$runs" -s "$size" "${1:-}" || status=1
+"$here/convert.sh" -O vhdx -r "$runs" -s "$size" "$bench_build" || status=1
 
 # vhdx -> raw
 bench_fmt_to_raw vhdx "$size" "$runs" || status=1

@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 MESON ?= meson
 NINJA ?= ninja
 
-.PHONY: all deps deps-test demo check check-asan check-tsan check-replay fuzz fuzz-scale fuzz-smoke bench iotests install clean format
+.PHONY: all deps deps-test deps-bench demo check check-asan check-tsan check-replay fuzz fuzz-scale fuzz-smoke bench iotests install clean format
 
 
 all: deps $(BUILD)/build.ninja
@@ -18,6 +18,9 @@ deps:
 
 deps-test:
 	@sh scripts/deps.sh test
+
+deps-bench:
+	@sh scripts/deps.sh bench
 
 $(BUILD)/build.ninja:
 	$(MESON) setup $(BUILD) --prefix=$(PREFIX)
@@ -61,7 +64,7 @@ fuzz-smoke: deps
 	@sh tests/fuzz/build.sh build-fuzz
 	@sh tests/fuzz/run.sh build-fuzz 5
 
-bench: deps-test all
+bench: deps-bench all
 	@sh bench/run.sh
 
 # QEMU's own qemu-iotests with QEMU's tools and with vdisk's (long; not in check).

@@ -15,8 +15,8 @@
 # Output: the table on stdout, bench/results/latest.csv (committed when it
 # is worth keeping; README links it) and bench/results/latest.txt, both
 # with the date and the load average, since the machine is shared.
-# No plot is drawn: neither matplotlib nor gnuplot is installed here
-# (docs/performance.md).
+# bench/results/latest.png draws the ratios and targets (bench/plot.py,
+# python3-matplotlib from `scripts/deps.sh bench`; skipped without it).
 # Usage: bench/run.sh [BUILD]   (env: RUNS=3, SIZE=2G, DENSITIES="10 35",
 #                                ALL=1, RESULTS=dir)
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
@@ -82,7 +82,13 @@ txt=$results/latest.txt
         tail -n 6 "$f" | sed 's/^/    /'
     done
 } >"$txt"
+png=$results/latest.png
+if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
+    /usr/bin/python3 "$here/plot.py" "$csv" "$png" || failed=$((failed + 1))
+else
+    png="no plot: python3-matplotlib is missing (scripts/deps.sh bench)"
+fi
 echo
 cat "$txt"
-echo "(CSV: $csv; logs in $log)"
+echo "(CSV: $csv; plot: $png; logs in $log)"
 [ "$failed" -eq 0 ]

@@ -47,6 +47,26 @@ trap ssh_cleanup EXIT
 
 ssh_sftp_pids() { cat sftp.pids 2>/dev/null; }
 
+# ssh_alive: the session's sshd still listens; otherwise fail, with the end
+# of its log (a test that expects errors must not take "Connection refused"
+# from a dead server for the error it wanted)
+ssh_alive() {
+    [ -z "${SSH_SSHD_PID:-}" ] && return 0
+    kill -0 "$SSH_SSHD_PID" 2>/dev/null && return 0
+    fail "the session's sshd (pid $SSH_SSHD_PID, port ${SSH_PORT:-?}) is gone; sshd.log ends: $(tail -n 5 sshd.log 2>/dev/null)"
+}
+
+# ssh_stop_sshd: stop the session's sshd now (it is no longer ours to kill
+# at exit: its pid may belong to another process by then)
+ssh_stop_sshd() {
+    local p keep=()
+    kill "$SSH_SSHD_PID" 2>/dev/null || true
+    wait "$SSH_SSHD_PID" 2>/dev/null || true
+    for p in "${ssh_pids[@]}"; do [ "$p" = "$SSH_SSHD_PID" ] || keep+=("$p"); done
+    ssh_pids=("${keep[@]}")
+    SSH_SSHD_PID=
+}
+
 # same_error CMD_ARGS...: vdisk and qemu-img fail alike, with the same message
 same_error() {
     local v q rv=0 rq=0
@@ -54,6 +74,7 @@ same_error() {
     q=$(qemu-img "$@" 2>&1) || rq=$?
     [ "$rv" = 1 ] || fail "vdisk exit $rv for: $* -- $v"
     [ "$rq" -ne 0 ] || fail "qemu-img accepted: $*"
+    ssh_alive
     [ "$(echo "$v" | wc -l)" = 1 ] || fail "not one line: $v"
     [ "${v#vdisk: }" = "${q#qemu-img: }" ] || fail "messages differ for $*:
   vdisk:    $v

@@ -61,8 +61,7 @@ for victim in sftp sshd; do
 done
 
 # the listener gone: a clear connection error
-kill "$SSH_SSHD_PID"
-wait "$SSH_SSHD_PID" 2>/dev/null || true
+ssh_stop_sshd
 expect_fail "Failed to connect to '127.0.0.1:$SSH_PORT'" "$VDISK" info "$U/src.raw"
 expect_exit 1 "$VDISK" info "$U/src.raw"
 

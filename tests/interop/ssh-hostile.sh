@@ -16,6 +16,7 @@ one_line_error() {
     local want=$1 out rc=0
     shift
     out=$(bounded "$VDISK" "$@" 2>&1) || rc=$?
+    ssh_alive
     out=$(echo "$out" | cut -c 1-2000)
     [ "$rc" = 1 ] || fail "exit $rc for: ${*:0:300} -- $out"
     [ "$(echo "$out" | wc -l)" = 1 ] || fail "not one line for: ${*:0:300} -- $out"
@@ -91,4 +92,5 @@ fi
 
 # nothing was created by the refused commands
 for f in x p.raw never.raw; do [ ! -s "$f" ] || fail "$f created"; done
+ssh_alive
 echo ok

@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 MESON ?= meson
 NINJA ?= ninja
 
-.PHONY: all deps deps-test deps-bench demo check check-asan check-tsan check-replay fuzz fuzz-scale fuzz-smoke bench iotests install clean format
+.PHONY: all deps deps-test deps-bench demo check check-asan check-tsan check-replay check-nvme fuzz fuzz-scale fuzz-smoke bench iotests install clean format
 
 
 all: deps $(BUILD)/build.ninja
@@ -48,6 +48,12 @@ check-tsan: deps-test
 check-replay: deps-test all
 	@VDISK_TEST_TIMEOUT=14400 VDISK_REPLAY_STATES=200 VDISK_REPLAY_SEEDS="1 2 3" bash tests/run.sh $(BUILD) interop/replay
 	@VDISK_TEST_TIMEOUT=14400 VDISK_MATRIX_FULL=1 bash tests/run.sh $(BUILD) blkdebug-matrix
+
+# The NVMe driver through real VFIO in a TCG guest with an emulated NVMe
+# controller and intel-iommu (docs/nvme.md); downloads Debian's kernel.
+check-nvme: all
+	@sh scripts/deps.sh nvme
+	@bash scripts/check-nvme.sh $(BUILD)
 
 # tests/fuzz/build.sh configures build-fuzz (clang, -Dfuzz=true, ASan + UBSan,
 # static) once and builds only the fuzz targets.

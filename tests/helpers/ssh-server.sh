@@ -10,7 +10,8 @@
 #                    an agent holding the user key, ~/.ssh/known_hosts
 #   SSH_PORT, SSH_URL (ssh://127.0.0.1:PORT$PWD: append /FILE), SSH_HOME,
 #   SSH_IPV6 (1 when sshd listens on ::1 too)
-#   ssh_sftp_pids    pids of the sftp-server processes started so far
+#   ssh_sftp_pids    pids of the sftp-server processes of this test still running
+#   ssh_track PID    stop PID at exit (only if that pid is still that process)
 #   same_error ARGS  vdisk ARGS and qemu-img ARGS fail alike (exit 1, one
 #                    line, the same message after the program name)
 # Every process is stopped by its pid on exit.  Skips (77) when sshd or the
@@ -35,17 +36,43 @@ fi
 SSH_HOME=$(getent passwd "$(id -u)" | cut -d: -f6)
 [ "$SSH_HOME/.ssh" -ef "$PWD/home/.ssh" ] || fail "the home directory is not the private one"
 
+# Every process is recorded as "PID STARTTIME" and killed at exit only if
+# that pid still has that start time: a process that ended long ago may
+# have left its pid to another test's process (pid_max is 32768 here, and
+# make check forks fast), and killing it would kill, say, another test's
+# sshd.
 ssh_pids=()
+ssh_starttime() { # PID -> its start time (field 22 of /proc/PID/stat)
+    local st
+    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    st=${st##*) }
+    # shellcheck disable=SC2086
+    set -- $st
+    echo "${20}"
+}
+ssh_track() { # PID: stop it at exit (if it is still that process)
+    ssh_pids+=("$1:$(ssh_starttime "$1" || echo gone)")
+}
+ssh_is() { # PID:STARTTIME -> the process still runs
+    [ "$(ssh_starttime "${1%%:*}" || echo none)" = "${1#*:}" ]
+}
 ssh_cleanup() {
     local p
-    for p in "${ssh_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${ssh_pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    [ -f sftp.pids ] && for p in $(cat sftp.pids); do kill "$p" 2>/dev/null || true; done
+    for p in "${ssh_pids[@]}"; do ssh_is "$p" && kill "${p%%:*}" 2>/dev/null; done
+    for p in "${ssh_pids[@]}"; do wait "${p%%:*}" 2>/dev/null || true; done
+    for p in $(ssh_sftp_pids); do kill "$p" 2>/dev/null || true; done
     return 0
 }
 trap ssh_cleanup EXIT
 
-ssh_sftp_pids() { cat sftp.pids 2>/dev/null; }
+# ssh_sftp_pids: the sftp-server processes of this test still running
+# (sftp.pids holds "PID STARTTIME" lines written by sftp-wrap.sh)
+ssh_sftp_pids() {
+    local p t
+    [ -f sftp.pids ] || return 0
+    while read -r p t; do ssh_is "$p:$t" && echo "$p"; done < sftp.pids
+    return 0
+}
 
 # ssh_alive: the session's sshd still listens; otherwise fail, with the end
 # of its log (a test that expects errors must not take "Connection refused"
@@ -62,7 +89,7 @@ ssh_stop_sshd() {
     local p keep=()
     kill "$SSH_SSHD_PID" 2>/dev/null || true
     wait "$SSH_SSHD_PID" 2>/dev/null || true
-    for p in "${ssh_pids[@]}"; do [ "$p" = "$SSH_SSHD_PID" ] || keep+=("$p"); done
+    for p in "${ssh_pids[@]}"; do [ "${p%%:*}" = "$SSH_SSHD_PID" ] || keep+=("$p"); done
     ssh_pids=("${keep[@]}")
     SSH_SSHD_PID=
 }
@@ -96,6 +123,12 @@ ssh_sshd_settled() {
     [ "$st" -ne 1 ]
 }
 
+# ssh_wrap_record: the sh line an sftp wrapper runs first to record itself
+ssh_wrap_record() {
+    # shellcheck disable=SC2016
+    printf '%s\n' 's=$(cat /proc/$$/stat); s=${s##*) }; set -- $s; echo "$$ ${20}" >> '"'$PWD/sftp.pids'"
+}
+
 ssh_start() {
     rm -f hostkey hostkey.pub userkey userkey.pub sshd.pid
     ssh-keygen -q -t ed25519 -N '' -C vdisk-test-host -f hostkey
@@ -105,7 +138,7 @@ ssh_start() {
     # the sftp subsystem through a wrapper that records its pid
     cat > sftp-wrap.sh <<EOF
 #!/bin/sh
-echo \$\$ >> "$PWD/sftp.pids"
+$(ssh_wrap_record)
 exec ${SSH_SFTP_SERVER:-/usr/lib/openssh/sftp-server}
 EOF
     chmod +x sftp-wrap.sh
@@ -137,7 +170,7 @@ EOF
         st=0
         ssh_sshd_state "$pid" || st=$?
         if [ "$st" -eq 0 ]; then
-            ssh_pids+=("$pid")
+            ssh_track "$pid"
             SSH_SSHD_PID=$pid
             break
         fi
@@ -151,7 +184,7 @@ EOF
     SSH_PORT=$port
     rm -f agent.sock
     ssh-agent -D -a "$PWD/agent.sock" >/dev/null 2>agent.log &
-    ssh_pids+=($!)
+    ssh_track $!
     wait_for test -S agent.sock
     export SSH_AUTH_SOCK=$PWD/agent.sock
     ssh-add -q userkey 2>/dev/null || ssh-add userkey || fail "ssh-add"

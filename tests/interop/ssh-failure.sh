@@ -78,7 +78,7 @@ conns = []
 while True:
     conns.append(s.accept()[0])' &
 silent=$!
-ssh_pids+=("$silent")
+ssh_track "$silent"
 wait_for test -s silent.port
 rc=0
 out=$(timeout -k 5 60 "$VDISK" info "ssh://127.0.0.1:$(cat silent.port)/x?host_key_check=no" 2>&1) || rc=$?
@@ -92,7 +92,7 @@ ssh_start
 U=$SSH_URL
 cat > sftp-wrap.sh <<EOF
 #!/bin/sh
-echo \$\$ >> "$PWD/sftp.pids"
+$(ssh_wrap_record)
 exec /usr/bin/python3 "$VDISK_SRC/tests/helpers/sftp-noext.py"
 EOF
 qemu-img create -q -f raw f.raw 1M

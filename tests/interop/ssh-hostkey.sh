@@ -19,7 +19,7 @@ import base64, hashlib, sys
 blob = base64.b64decode(open(sys.argv[2]).read().split()[1])
 print(hashlib.new(sys.argv[1], blob).hexdigest())' "$1" hostkey.pub
 }
-sftp_count() { ssh_sftp_pids | wc -l; }
+sftp_count() { cat sftp.pids 2>/dev/null | wc -l; }  # sessions started so far
 
 # known_hosts (the default, and "yes")
 "$VDISK" info -f raw "$U/disk.raw" >/dev/null || fail "known_hosts: good key refused"

@@ -80,11 +80,11 @@ expect_exit 1 "$VDISK" compare -f qcow2 -F qcow2 "$U/q.qcow2" "$U/out.qcow2"
 # many requests at once on one session: vdisk-nbd serves an ssh image to
 # qemu-img convert with 16 requests in flight, reading and writing
 "$VDISK_NBD" -k "$PWD/r.sock" -f qcow2 -r -e 4 "$U/src.qcow2" &
-ssh_pids+=($!)
+ssh_track $!
 qemu-img create -q -f qcow2 nbdw.qcow2 8M
 "$VDISK_NBD" -k "$PWD/w.sock" -f qcow2 -e 4 "$U/nbdw.qcow2" &
 wpid=$!
-ssh_pids+=($wpid)
+ssh_track $wpid
 wait_for test -S r.sock
 wait_for test -S w.sock
 qemu-img convert -m 16 -W -f raw -O raw "nbd+unix:///?socket=$PWD/r.sock" nbdr.raw ||

@@ -7,7 +7,7 @@
 # binds the controller to vfio-pci and runs vdisk and vdisk-io on
 # nvme://ADDR/1; the host then checks the raw file with QEMU's tools.
 #
-#   scripts/check-nvme.sh BUILD
+#   scripts/check-nvme.sh BUILD     (build-asan: the same under ASan+UBSan)
 #
 # Opt-in (not in make check): it downloads Debian's kernel and busybox-static
 # packages (apt-get download, nothing is installed) and a TCG boot is slow.
@@ -22,7 +22,10 @@ TIMEOUT=${VDISK_NVME_TIMEOUT:-1800}
 
 die() { echo "check-nvme: $*" >&2; exit 1; }
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing (scripts/deps.sh nvme)"
-for t in vdisk vdisk-io; do [ -x "$BUILD/$t" ] || die "$BUILD/$t missing (make first)"; done
+for t in vdisk vdisk-io; do # make links build/vdisk...; a bare meson tree has tools/T/T
+    [ -x "$BUILD/$t" ] || [ ! -x "$BUILD/tools/$t/$t" ] || ln -sf "tools/$t/$t" "$BUILD/$t"
+    [ -x "$BUILD/$t" ] || die "$BUILD/$t missing (make first)"
+done
 
 # 1. the guest's kernel and busybox, from Debian's archive (cached)
 mkdir -p "$CACHE"
@@ -145,6 +148,8 @@ grep -q '^NVMETEST done' "$WORK/console.txt" || { tail -n 40 "$WORK/console.txt"
 fails=0
 grep '^NVMETEST' "$WORK/console.txt" | sed 's/^NVMETEST /guest: /'
 grep -q '^NVMETEST FAIL' "$WORK/console.txt" && fails=1
+grep -Eq 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$WORK/console.txt" &&
+    { echo "guest: FAIL a sanitizer report (an ASan/UBSan build tree)"; fails=1; }
 grep -q 'Pattern verification failed' "$WORK/console.txt" &&
     { echo "guest: FAIL a pattern did not read back"; fails=1; }
 host() { # host NAME CMD...

@@ -373,6 +373,13 @@ int vd_check(vd_image *img, unsigned fix, vd_check_result *res);
 typedef void (*vd_check_report_fn)(void *opaque, const char *line);
 int vd_check_reported(vd_image *img, unsigned fix, vd_check_result *res, vd_check_report_fn fn,
                       void *opaque);
+/* Where the lines of an automatic repair go: a qcow2 image left dirty (lazy
+ * refcounts, not closed) is checked and repaired when opened read-write
+ * without VD_OPEN_CHECK, and QEMU prints that repair's lines ("Repairing
+ * cluster 1 refcount=1 reference=0") on stderr.  The library never prints:
+ * without a handler the lines are dropped.  fn may be called from any thread
+ * that opens an image; fn NULL removes the handler. */
+void vd_set_repair_report(vd_check_report_fn fn, void *opaque);
 
 /* ----------------------------------------------------------------- measure */
 

@@ -608,9 +608,36 @@ void vd_info_free(vd_info *info)
 static _Thread_local vd_check_report_fn check_report_fn;
 static _Thread_local void *check_report_opaque;
 
+/* An automatic repair runs on this thread (vd_check_auto_begin). */
+static _Thread_local bool check_auto;
+/* The handler of automatic repairs' lines (vd_set_repair_report). */
+static pthread_mutex_t repair_lock = PTHREAD_MUTEX_INITIALIZER;
+static vd_check_report_fn repair_fn;
+static void *repair_opaque;
+
+void vd_set_repair_report(vd_check_report_fn fn, void *opaque)
+{
+    pthread_mutex_lock(&repair_lock);
+    repair_fn = fn;
+    repair_opaque = opaque;
+    pthread_mutex_unlock(&repair_lock);
+}
+
+bool vd_check_auto_begin(void)
+{
+    bool was = check_auto;
+    check_auto = true;
+    return was;
+}
+
+void vd_check_auto_end(bool was)
+{
+    check_auto = was;
+}
+
 void vd_check_line(const char *fmt, ...)
 {
-    if (!check_report_fn) {
+    if (!check_report_fn && !check_auto) {
         return;
     }
     char line[512];
@@ -618,7 +645,16 @@ void vd_check_line(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    check_report_fn(check_report_opaque, line);
+    if (check_report_fn) {
+        check_report_fn(check_report_opaque, line);
+        return;
+    }
+    /* held while calling: a handler being replaced is never called after */
+    pthread_mutex_lock(&repair_lock);
+    if (repair_fn) {
+        repair_fn(repair_opaque, line);
+    }
+    pthread_mutex_unlock(&repair_lock);
 }
 
 int vd_check_reported(vd_image *img, unsigned fix, vd_check_result *res, vd_check_report_fn fn,

@@ -46,6 +46,11 @@ typedef struct vd_error {
  * positive or negative errno.  Returns -abs(err) for `return vd_error_set()`. */
 /* One line of check output for vd_check_reported's callback (no newline). */
 void vd_check_line(const char *fmt, ...) VD_PRINTF(1, 2);
+/* Between these, on this thread, check lines (when no vd_check_reported
+ * callback takes them) go to vd_set_repair_report's handler: a format's
+ * automatic repair at open.  begin returns the state that end restores. */
+bool vd_check_auto_begin(void);
+void vd_check_auto_end(bool was);
 int vd_error_set(vd_error **errp, int err, const char *fmt, ...) VD_PRINTF(3, 4);
 /* As vd_error_set, appending ": strerror(err)". */
 int vd_error_setg_errno(vd_error **errp, int err, const char *fmt, ...) VD_PRINTF(3, 4);

@@ -928,7 +928,7 @@ out:
 
 static const vd_opt_desc prl_create_opts[] = {
     {"size", VD_OPT_SIZE, "Virtual disk size", NULL},
-    {"cluster_size", VD_OPT_SIZE, "Parallels image cluster size", "1M"},
+    {"cluster_size", VD_OPT_SIZE, "Parallels image cluster size", "1048576"},
     {NULL, 0, NULL, NULL},
 };
 

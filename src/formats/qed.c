@@ -1088,6 +1088,11 @@ static int qed_create(const char *filename, const vd_opts *opts, vd_error **errp
     if (ret < 0) {
         return ret;
     }
+    /* qemu-img create rounds the size up to whole sectors before the check
+     * below (as the other formats do) */
+    if (size <= UINT64_MAX - (QED_SECTOR - 1)) {
+        size = vd_div_round_up(size, QED_SECTOR) * QED_SECTOR;
+    }
     if (!qed_cluster_size_valid(cs)) {
         return vd_error_set(errp, EINVAL,
                             "QED cluster size must be within range [%u, %u] and power of 2",

@@ -25,12 +25,21 @@ static void tool_lib_warning(void *opaque, const char *msg)
     tool_warn("%s", msg);
 }
 
+/* An automatic repair's lines (a dirty qcow2 opened read-write), bare on
+ * stderr as QEMU's tools print them */
+static void tool_repair_line(void *opaque, const char *line)
+{
+    (void)opaque;
+    fprintf(stderr, "%s\n", line);
+}
+
 void tool_init(const char *name)
 {
     if (name && *name) {
         progname = name;
     }
     vd_set_warning_handler(tool_lib_warning, NULL);
+    vd_set_repair_report(tool_repair_line, NULL);
 }
 
 /*

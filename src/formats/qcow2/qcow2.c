@@ -1294,7 +1294,10 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         memset(&res, 0, sizeof(res));
         pthread_mutex_lock(&s->lock);
         s->needs_repair = false;
+        /* QEMU prints this repair's lines (iotest 039) */
+        bool was = vd_check_auto_begin();
         ret = qcow2_check_locked(s, &res, VD_CHECK_FIX_LEAKS | VD_CHECK_FIX_ERRORS, errp);
+        vd_check_auto_end(was);
         pthread_mutex_unlock(&s->lock);
         if (ret == 0 && (res.check_errors || res.corruptions)) {
             ret = vd_error_set(errp, EIO, "Could not repair the dirty image '%s'", bs->filename);

@@ -31,18 +31,7 @@ expect_fail "essiv" "$VDISK" create -f luks $OBJ \
 qemu-img info v1.luks | grep -q "virtual size: 4 MiB" || fail "resize"
 # measure as qemu-img (luks, and qcow2 with its LUKS header clusters)
 head -c 1M /dev/urandom > m.raw
-# QEMU times PBKDF2 with getrusage to size the LUKS header; on a loaded
-# machine it sometimes gives up ("Unable to get accurate CPU usage"): the
-# peer's failure, retried, not vdisk's.
-qemu_measure() {
-    local out i
-    for i in 1 2 3 4 5; do
-        out=$(qemu-img measure "$@" 2>&1) && { echo "$out"; return 0; }
-        case $out in *"accurate CPU usage"*) continue ;; esac
-        break
-    done
-    echo "$out"
-}
+qemu_measure() { qemu_pbkdf qemu-img measure "$@"; }
 for a in "luks -o key-secret=s0" "luks -o key-secret=s0,cipher-alg=aes-128,cipher-mode=cbc" \
     "qcow2 -o encrypt.format=luks,encrypt.key-secret=s0" \
     "qcow2 -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.cipher-alg=serpent-128,cluster_size=4096" \

@@ -270,6 +270,12 @@ void *vd_object_find(const char *id, const vd_object_type **type, bool ref);
 
 /* Secrets registered with --object secret. */
 int vd_secret_lookup(const char *id, uint8_t **data, size_t *len, vd_error **errp);
+/*
+ * A secret used as text (passphrases, passwords), as QEMU's
+ * qcrypto_secret_lookup_as_utf8: fails with "Data from secret ID is not
+ * valid UTF-8" unless its bytes are UTF-8 without a NUL.
+ */
+int vd_secret_lookup_utf8(const char *id, uint8_t **data, size_t *len, vd_error **errp);
 
 /* ------------------------------------------------------------ permissions */
 

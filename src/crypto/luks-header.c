@@ -682,7 +682,7 @@ static int lookup_secret(const vd_opts *opts, const char *key, uint8_t **pass, s
     if (!id) {
         return 0;
     }
-    return vd_secret_lookup(id, pass, len, errp);
+    return vd_secret_lookup_utf8(id, pass, len, errp);
 }
 
 static void free_secret(uint8_t *p, size_t len)

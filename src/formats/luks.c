@@ -84,7 +84,7 @@ static int luks_unlock_secret(vd_luks *l, const char *secret_id, vd_luks_io_fn *
     }
     uint8_t *pass;
     size_t len;
-    int r = vd_secret_lookup(secret_id, &pass, &len, errp);
+    int r = vd_secret_lookup_utf8(secret_id, &pass, &len, errp);
     if (r < 0) {
         return r;
     }
@@ -270,7 +270,7 @@ static int luks_create(const char *filename, const vd_opts *opts, vd_error **err
     }
     uint8_t *pass;
     size_t passlen;
-    r = vd_secret_lookup(sid, &pass, &passlen, errp);
+    r = vd_secret_lookup_utf8(sid, &pass, &passlen, errp);
     if (r < 0) {
         return r;
     }

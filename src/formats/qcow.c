@@ -847,7 +847,7 @@ static int qcow_create(const char *filename, const vd_opts *opts, vd_error **err
             return vd_error_set(errp, EINVAL, "Parameter 'encrypt.key-secret' is required for "
                                               "cipher");
         }
-        ret = vd_secret_lookup(sid, &pass, &passlen, errp);
+        ret = vd_secret_lookup_utf8(sid, &pass, &passlen, errp);
         if (ret < 0) {
             return ret;
         }
@@ -931,7 +931,7 @@ static int qcow_open_aes(qcow_state *s, vd_opts *opts, vd_error **errp)
     }
     uint8_t *pass;
     size_t passlen;
-    int r = vd_secret_lookup(sid, &pass, &passlen, errp);
+    int r = vd_secret_lookup_utf8(sid, &pass, &passlen, errp);
     if (r < 0) {
         return r;
     }

@@ -275,6 +275,12 @@ void *vd_object_find(const char *id, const vd_object_type **type, bool ref);
 
 /* Secrets registered with --object secret. */
 int vd_secret_lookup(const char *id, uint8_t **data, size_t *len, vd_error **errp);
+/*
+ * A secret used as text (passphrases, passwords), as QEMU's
+ * qcrypto_secret_lookup_as_utf8: fails with "Data from secret ID is not
+ * valid UTF-8" unless its bytes are UTF-8 without a NUL.
+ */
+int vd_secret_lookup_utf8(const char *id, uint8_t **data, size_t *len, vd_error **errp);
 
 /* ------------------------------------------------------------ permissions */
 
@@ -454,6 +460,12 @@ struct vd_driver {
      * vd_create_file() and opens it with vd_node_open_file().
      */
     int (*create)(const char *filename, const vd_opts *opts, vd_error **errp);
+    /*
+     * Delete the file filename names (after a failed create; as create,
+     * without the protocol prefix).  NULL: the protocol cannot (QEMU's
+     * bdrv_co_delete_file, which only its file protocol has).
+     */
+    int (*delete_file)(const char *filename, vd_error **errp);
 
     /* Virtual size in bytes, or -errno. */
     int64_t (*get_length)(vd_node *bs);
@@ -673,6 +685,14 @@ int vd_create_open_file(const char *filename, const vd_opts *opts, vd_node **fil
  * not hold yet as "what: strerror", close the file.  Returns ret.
  */
 int vd_create_close_file(vd_node *file, int ret, const char *what, vd_error **errp);
+/*
+ * Delete what a failed create left at filename, as QEMU's
+ * bdrv_co_delete_file_noerr: silently nothing when its protocol cannot
+ * delete files, a warning when deleting fails.  QEMU does it for luks and
+ * qcow2 (the image and its data file), even for a file that existed
+ * before the create: it was truncated anyway.
+ */
+void vd_create_delete_file(const char *filename);
 
 /*
  * Resolve a backing file name found in an image header relative to the

@@ -769,3 +769,20 @@ int vd_create_close_file(vd_node *file, int ret, const char *what, vd_error **er
     vd_node_close(file);
     return ret;
 }
+
+void vd_create_delete_file(const char *filename)
+{
+    const vd_driver *drv = filename ? vd_protocol_for(filename) : NULL;
+    if (!drv || !drv->delete_file) {
+        return;
+    }
+    const char *fn = filename;
+    if (vd_driver_find_protocol(filename) == drv && !drv->parse_filename) {
+        fn = strchr(filename, ':') + 1;
+    }
+    vd_error *err = NULL;
+    if (drv->delete_file(fn, &err) < 0) {
+        vd_warn("%s", err ? err->msg : "Could not delete the new image");
+    }
+    vd_error_free(err);
+}

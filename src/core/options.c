@@ -1411,3 +1411,60 @@ int vd_secret_lookup(const char *id, uint8_t **data, size_t *len, vd_error **err
     secret_unref(sec);
     return r;
 }
+
+/*
+ * Whether len bytes are text as glib's g_utf8_validate takes it with a
+ * length: well-formed UTF-8 (no overlong form, no surrogate, nothing past
+ * U+10FFFF, no truncated sequence) without a NUL byte.
+ */
+static bool is_utf8_text(const uint8_t *p, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        uint8_t c = p[i];
+        if (c == 0) {
+            return false;
+        }
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t more;
+        uint32_t cp, least;
+        if ((c & 0xe0) == 0xc0) {
+            more = 1, cp = c & 0x1fu, least = 0x80;
+        } else if ((c & 0xf0) == 0xe0) {
+            more = 2, cp = c & 0x0fu, least = 0x800;
+        } else if ((c & 0xf8) == 0xf0) {
+            more = 3, cp = c & 0x07u, least = 0x10000;
+        } else {
+            return false;
+        }
+        if (len - i - 1 < more) {
+            return false;
+        }
+        for (size_t k = 1; k <= more; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) {
+                return false;
+            }
+            cp = (cp << 6) | (p[i + k] & 0x3fu);
+        }
+        if (cp < least || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+            return false;
+        }
+        i += more + 1;
+    }
+    return true;
+}
+
+int vd_secret_lookup_utf8(const char *id, uint8_t **data, size_t *len, vd_error **errp)
+{
+    int r = vd_secret_lookup(id, data, len, errp);
+    if (r == 0 && !is_utf8_text(*data, *len)) {
+        wipe_free(*data, *len + 1);
+        *data = NULL;
+        *len = 0;
+        r = vd_error_set(errp, EINVAL, "Data from secret %s is not valid UTF-8", id);
+    }
+    return r;
+}

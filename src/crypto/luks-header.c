@@ -431,8 +431,8 @@ int vd_luks_unlock(vd_luks *l, vd_luks_io_fn *io, void *opaque, const uint8_t *p
 
 /* ---------------------------------------------------------------- create */
 
-int vd_luks_create_opts_parse(const vd_opts *opts, const char *prefix,
-                              vd_luks_create_opts *o, vd_error **errp)
+int vd_luks_create_opts_read(const vd_opts *opts, const char *prefix,
+                             vd_luks_create_opts *o, vd_error **errp)
 {
     char key[64];
     int v, r;
@@ -457,7 +457,17 @@ int vd_luks_create_opts_parse(const vd_opts *opts, const char *prefix,
     if (o->iter_time == 0) {
         return vd_error_set(errp, EINVAL, "Parameter '%s' must be at least 1", key);
     }
-    return vd_crypto_blk_check(o->cipher_alg, o->mode, o->ivgen, o->ivgen_hash, errp);
+    return 0;
+}
+
+int vd_luks_create_opts_parse(const vd_opts *opts, const char *prefix,
+                              vd_luks_create_opts *o, vd_error **errp)
+{
+    int r = vd_luks_create_opts_read(opts, prefix, o, errp);
+    if (r == 0) {
+        r = vd_crypto_blk_check(o->cipher_alg, o->mode, o->ivgen, o->ivgen_hash, errp);
+    }
+    return r;
 }
 
 /* Iterations for iter_time ms of PBKDF2 of this shape, divided by div. */
@@ -682,7 +692,7 @@ static int lookup_secret(const vd_opts *opts, const char *key, uint8_t **pass, s
     if (!id) {
         return 0;
     }
-    return vd_secret_lookup(id, pass, len, errp);
+    return vd_secret_lookup_utf8(id, pass, len, errp);
 }
 
 static void free_secret(uint8_t *p, size_t len)

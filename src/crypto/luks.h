@@ -119,7 +119,14 @@ typedef struct vd_luks_create_opts {
     uint64_t iter_time; /* ms */
 } vd_luks_create_opts;
 
-/* Read the create options of QEMU's luks (prefix "" or "encrypt."). */
+/*
+ * Read the create options of QEMU's luks (prefix "" or "encrypt."): _read
+ * only their syntax (QEMU's option parsing, before a create touches the
+ * file), _parse also whether the cipher combination works (QEMU checks
+ * that when it builds the header, vd_luks_create here).
+ */
+int vd_luks_create_opts_read(const vd_opts *opts, const char *prefix,
+                             vd_luks_create_opts *o, vd_error **errp);
 int vd_luks_create_opts_parse(const vd_opts *opts, const char *prefix,
                               vd_luks_create_opts *o, vd_error **errp);
 

@@ -84,7 +84,7 @@ static int luks_unlock_secret(vd_luks *l, const char *secret_id, vd_luks_io_fn *
     }
     uint8_t *pass;
     size_t len;
-    int r = vd_secret_lookup(secret_id, &pass, &len, errp);
+    int r = vd_secret_lookup_utf8(secret_id, &pass, &len, errp);
     if (r < 0) {
         return r;
     }
@@ -259,48 +259,54 @@ static int luks_create(const char *filename, const vd_opts *opts, vd_error **err
         r = vd_opts_get_enum(opts, "preallocation", prealloc_names, 0, &prealloc, errp);
     }
     if (r == 0) {
-        r = vd_luks_create_opts_parse(opts, "", &o, errp);
+        r = vd_luks_create_opts_read(opts, "", &o, errp);
     }
     if (r < 0) {
-        return r;
+        return r; /* the file is left alone, as QEMU's option parsing does */
     }
-    const char *sid = vd_opts_get(opts, "key-secret");
-    if (!sid) {
-        return vd_error_set(errp, EINVAL, "Parameter 'key-secret' is required for cipher");
-    }
-    uint8_t *pass;
-    size_t passlen;
-    r = vd_secret_lookup(sid, &pass, &passlen, errp);
-    if (r < 0) {
-        return r;
-    }
-    vd_luks *l = NULL;
-    r = vd_luks_create(&o, &l, errp);
-    if (r < 0) {
-        goto out_pass;
-    }
-    uint64_t end;
-    if (vd_add_overflow(l->payload_offset, size, &end)) {
-        r = vd_error_set(errp, EFBIG, "Image size is too large");
-        goto out_luks;
-    }
+    /*
+     * As QEMU's block/crypto.c: the file first, then the header, whose
+     * failures (no key-secret, a secret that is missing or not UTF-8, a
+     * cipher that does not work) delete the file, even one that existed.
+     */
     vd_node *file;
     r = vd_create_open_file(filename, opts, &file, errp);
     if (r < 0) {
-        goto out_luks;
+        return r;
+    }
+    uint8_t *pass = NULL;
+    size_t passlen = 0;
+    vd_luks *l = NULL;
+    const char *sid = vd_opts_get(opts, "key-secret");
+    if (!sid) {
+        r = vd_error_set(errp, EINVAL, "Parameter 'key-secret' is required for cipher");
+    } else {
+        r = vd_secret_lookup_utf8(sid, &pass, &passlen, errp);
+    }
+    if (r == 0) {
+        r = vd_luks_create(&o, &l, errp);
+    }
+    uint64_t end;
+    if (r == 0 && vd_add_overflow(l->payload_offset, size, &end)) {
+        r = vd_error_set(errp, EFBIG, "Image size is too large");
     }
     /* the whole file first (as QEMU: preallocation covers the header too),
      * then the header and key material */
-    r = vd_node_truncate(file, end, true, (vd_prealloc)prealloc, errp);
+    if (r == 0) {
+        r = vd_node_truncate(file, end, true, (vd_prealloc)prealloc, errp);
+    }
     if (r == 0) {
         r = vd_luks_write_new(l, pass, passlen, o.iter_time, luks_file_io, file, errp);
     }
     r = vd_create_close_file(file, r, "Could not flush the new image", errp);
-out_luks:
+    if (r < 0) {
+        vd_create_delete_file(filename);
+    }
     vd_luks_free(l);
-out_pass:
-    vd_memzero(pass, passlen);
-    free(pass);
+    if (pass) {
+        vd_memzero(pass, passlen);
+        free(pass);
+    }
     return r;
 }
 

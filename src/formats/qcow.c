@@ -838,22 +838,6 @@ static int qcow_create(const char *filename, const vd_opts *opts, vd_error **err
     if (enc_fmt && strcmp(enc_fmt, "aes")) {
         return vd_error_set(errp, EINVAL, "Unsupported encryption format '%s'", enc_fmt);
     }
-    if (encryption || enc_fmt) {
-        /* the key is only checked to exist: it is not stored */
-        uint8_t *pass;
-        size_t passlen;
-        const char *sid = vd_opts_get(opts, "encrypt.key-secret");
-        if (!sid) {
-            return vd_error_set(errp, EINVAL, "Parameter 'encrypt.key-secret' is required for "
-                                              "cipher");
-        }
-        ret = vd_secret_lookup(sid, &pass, &passlen, errp);
-        if (ret < 0) {
-            return ret;
-        }
-        vd_memzero(pass, passlen);
-        free(pass);
-    }
     if (size > UINT64_MAX - QCOW_SECTOR) {
         return vd_error_set(errp, EFBIG, "Image size is too large");
     }
@@ -903,6 +887,30 @@ static int qcow_create(const char *filename, const vd_opts *opts, vd_error **err
     if (ret < 0) {
         return ret;
     }
+    /*
+     * The key is only checked to exist: it is not stored.  As QEMU, with
+     * the file already created: a failure here leaves it empty (QEMU's
+     * qcow, unlike luks and qcow2, deletes nothing).
+     */
+    if (encryption || enc_fmt) {
+        uint8_t *pass;
+        size_t passlen;
+        const char *sid = vd_opts_get(opts, "encrypt.key-secret");
+        if (!sid) {
+            ret = vd_error_set(errp, EINVAL, "Parameter 'encrypt.key-secret' is required for "
+                                             "cipher");
+        } else {
+            ret = vd_secret_lookup_utf8(sid, &pass, &passlen, errp);
+            if (ret == 0) {
+                vd_memzero(pass, passlen);
+                free(pass);
+            }
+        }
+        if (ret < 0) {
+            vd_node_close(file);
+            return ret;
+        }
+    }
     ret = vd_node_pwrite(file, 0, sizeof(h), h, 0);
     if (ret == 0 && backing) {
         ret = vd_node_pwrite(file, QCOW_HEADER_SIZE, blen, backing, 0);
@@ -931,7 +939,7 @@ static int qcow_open_aes(qcow_state *s, vd_opts *opts, vd_error **errp)
     }
     uint8_t *pass;
     size_t passlen;
-    int r = vd_secret_lookup(sid, &pass, &passlen, errp);
+    int r = vd_secret_lookup_utf8(sid, &pass, &passlen, errp);
     if (r < 0) {
         return r;
     }

@@ -1167,6 +1167,20 @@ static int file_create(const char *filename, const vd_opts *opts, vd_error **err
  * large enough and zeroes its first sector, so that no stale format header
  * is probed later (QEMU's bdrv_co_create_opts_simple).
  */
+/* QEMU's raw_co_delete_file: regular files only (its message, ENOENT
+ * included, for anything else). */
+static int file_delete(const char *filename, vd_error **errp)
+{
+    struct stat st;
+    if (stat(filename, &st) < 0 || !S_ISREG(st.st_mode)) {
+        return vd_error_setg_errno(errp, ENOENT, "%s is not a regular file", filename);
+    }
+    if (unlink(filename) < 0) {
+        return vd_error_setg_errno(errp, errno, "Error when deleting file %s", filename);
+    }
+    return 0;
+}
+
 static int hdev_create(const char *filename, const vd_opts *opts, vd_error **errp)
 {
     static const char *const prealloc_names[] = {"off", "metadata", "falloc", "full", NULL};
@@ -1324,6 +1338,7 @@ const vd_driver vd_drv_file = {
     .open = file_open,
     .close = file_close,
     .create = file_create,
+    .delete_file = file_delete,
     .get_length = file_get_length,
     .get_allocated_size = file_get_allocated_size,
     .pread = file_pread,

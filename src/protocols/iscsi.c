@@ -737,7 +737,7 @@ static int iscsi_credentials(vd_opts *opts, const char *prefix, const char **use
     if (secret) {
         uint8_t *data;
         size_t len;
-        if (vd_secret_lookup(secret, &data, &len, errp) < 0) {
+        if (vd_secret_lookup_utf8(secret, &data, &len, errp) < 0) {
             return -EINVAL;
         }
         *password = malloc(len + 1);

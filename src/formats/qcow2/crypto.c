@@ -173,7 +173,7 @@ static int secret(const char *id, uint8_t **pass, size_t *len, vd_error **errp)
         return vd_error_set(errp, EINVAL, "Parameter 'encrypt.key-secret' is required for "
                                           "cipher");
     }
-    return vd_secret_lookup(id, pass, len, errp);
+    return vd_secret_lookup_utf8(id, pass, len, errp);
 }
 
 static void secret_free(uint8_t *p, size_t len)

@@ -177,6 +177,15 @@ int qcow2_data_file_create(const char *image, const char *name, uint64_t size,
     return ret;
 }
 
+void qcow2_data_file_delete(const char *image, const char *name)
+{
+    char *path = name[0] == '/' ? vd_strdup(name) : vd_path_combine(image, name);
+    if (path) {
+        vd_create_delete_file(path);
+    }
+    free(path);
+}
+
 /* Append the extension to a header being built (create). */
 int qcow2_data_file_put_ext(uint8_t *buf, size_t cap, size_t *pos, const char *name)
 {

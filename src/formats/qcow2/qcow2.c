@@ -1887,6 +1887,9 @@ int qcow2_parse_create_opts(const vd_opts *opts, qcow2_create_params *p, bool ne
     return 0;
 }
 
+static int qcow2_create_write(const char *filename, const vd_opts *opts,
+                              const qcow2_create_params *pp, vd_error **errp);
+
 static int qcow2_create(const char *filename, const vd_opts *opts, vd_error **errp)
 {
     qcow2_create_params p;
@@ -1913,12 +1916,37 @@ static int qcow2_create(const char *filename, const vd_opts *opts, vd_error **er
     }
     ret = vd_create_file(filename, fo, errp);
     vd_opts_free(fo);
-    if (ret == 0 && p.data_file) {
-        ret = qcow2_data_file_create(filename, p.data_file, p.size, p.prealloc, errp); /* datafile.c */
-    }
     if (ret < 0) {
         return ret;
     }
+    /*
+     * As QEMU's qcow2_co_create_opts: once the file exists, a failure
+     * deletes it and the data file (even ones that existed before).
+     */
+    if (p.data_file) {
+        ret = qcow2_data_file_create(filename, p.data_file, p.size, p.prealloc, errp); /* datafile.c */
+        if (ret < 0) {
+            vd_create_delete_file(filename);
+            return ret;
+        }
+    }
+    ret = qcow2_create_write(filename, opts, &p, errp);
+    if (ret < 0) {
+        vd_create_delete_file(filename);
+        if (p.data_file) {
+            qcow2_data_file_delete(filename, p.data_file); /* datafile.c */
+        }
+    }
+    return ret;
+}
+
+/* The metadata of a new image whose file (and data file) exist. */
+static int qcow2_create_write(const char *filename, const vd_opts *opts,
+                              const qcow2_create_params *pp, vd_error **errp)
+{
+    const qcow2_create_params p = *pp;
+    uint64_t cs = p.cluster_size;
+    int ret;
     vd_node *file = vd_node_open_file(filename, NULL, VD_NODE_RDWR | VD_NODE_RESIZE, errp);
     if (!file) {
         return -EIO;

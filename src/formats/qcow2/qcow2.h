@@ -483,6 +483,8 @@ int qcow2_data_file_create_opts(const vd_opts *opts, int version, const char *ba
 /* Create the data file (relative names next to image) of size bytes. */
 int qcow2_data_file_create(const char *image, const char *name, uint64_t size,
                            vd_prealloc prealloc, vd_error **errp);
+/* Delete it again after a failed create (vd_create_delete_file). */
+void qcow2_data_file_delete(const char *image, const char *name);
 /* ",\"data-file\":..,\"data-file-raw\":.." for info ("" without one). */
 char *qcow2_data_file_info_json(const qcow2_state *s);
 int qcow2_data_file_put_ext(uint8_t *buf, size_t cap, size_t *pos, const char *name);

@@ -9,6 +9,7 @@
  * image from being opened.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +20,17 @@
 #include "vdisk.h"
 
 #define CHUNK (1u << 20)
+#define PAGE 4096u
 
-static int fill_memfd(const uint8_t *data, size_t size)
+/* Whether the page at p (len bytes, at most PAGE) is all zeroes; a
+ * memcmp, not a loop, which coverage would trace byte by byte. */
+static bool page_is_zero(const uint8_t *p, size_t len)
+{
+    static const uint8_t zero[PAGE];
+    return memcmp(p, zero, len) == 0;
+}
+
+int vd_fuzz_memfd(const uint8_t *data, size_t size)
 {
     int fd = memfd_create("vdisk-fuzz", MFD_CLOEXEC);
     if (fd < 0) {
@@ -28,17 +38,40 @@ static int fill_memfd(const uint8_t *data, size_t size)
         perror("memfd_create");
         abort();
     }
+    /* sparse: pages of zeroes stay holes, which read the same and cost
+     * neither the copy nor the memory (targets that spread a small input
+     * over megabytes are mostly zeroes) */
+    if (ftruncate(fd, (off_t)size) < 0) {
+        perror("ftruncate of memfd");
+        abort();
+    }
     size_t done = 0;
     while (done < size) {
-        ssize_t n = write(fd, data + done, size - done);
-        if (n < 0 && errno == EINTR) {
+        size_t n = size - done < PAGE ? size - done : PAGE;
+        if (page_is_zero(data + done, n)) {
+            done += n;
             continue;
         }
-        if (n <= 0) {
-            perror("write to memfd");
-            abort();
+        /* the run of non-zero pages that starts here */
+        while (done + n < size) {
+            size_t m = size - done - n < PAGE ? size - done - n : PAGE;
+            if (page_is_zero(data + done + n, m)) {
+                break;
+            }
+            n += m;
         }
-        done += (size_t)n;
+        while (n) {
+            ssize_t w = pwrite(fd, data + done, n, (off_t)done);
+            if (w < 0 && errno == EINTR) {
+                continue;
+            }
+            if (w <= 0) {
+                perror("write to memfd");
+                abort();
+            }
+            done += (size_t)w;
+            n -= (size_t)w;
+        }
     }
     return fd;
 }
@@ -109,7 +142,7 @@ static void walk(vd_image *img, uint64_t length, uint8_t *buf)
 
 int vd_fuzz_image(const uint8_t *data, size_t size, const char *format)
 {
-    int fd = fill_memfd(data, size);
+    int fd = vd_fuzz_memfd(data, size);
     char name[64];
     snprintf(name, sizeof(name), "/proc/self/fd/%d", fd);
     vd_fuzz_image_path(name, format);

@@ -31,6 +31,9 @@
  * (what libFuzzer wants).
  */
 int vd_fuzz_image(const uint8_t *data, size_t size, const char *format);
+/* A memfd holding data (holes where it has whole 4 KiB pages of zeroes);
+ * the caller closes it.  Aborts when it cannot be made. */
+int vd_fuzz_memfd(const uint8_t *data, size_t size);
 /* The same on an image that already is a file (multi-file formats). */
 void vd_fuzz_image_path(const char *name, const char *format);
 

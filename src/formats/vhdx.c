@@ -192,6 +192,9 @@ typedef struct vhdx_state {
     uint32_t log_tail;
     uint64_t log_sequence;
     bool log_replayed; /* at open: check -r reports it as a fixed corruption */
+    /* a complete entry [log.read, log.write) whose replay failed: the next
+     * update replays it first */
+    bool log_pending;
 } vhdx_state;
 
 static uint32_t vhdx_crc_table[256];
@@ -742,10 +745,11 @@ static int vhdx_log_replay(vd_node *bs, vhdx_log_seq *seq, const char **where)
     ret = vd_node_flush(bs->file);
     if (ret == 0) {
         static const uint8_t zero[16];
-        s->log.read = s->log.write = 0;
         ret = vhdx_update_headers(bs, false, zero);
         if (ret < 0) {
             *where = "header update";
+        } else {
+            s->log.read = s->log.write = 0;
         }
     }
     seq->pos = pos;
@@ -826,11 +830,23 @@ static int vhdx_parse_log(vd_node *bs, vd_error **errp)
  * sector per 4 KiB sector it touches, merged with the sector's bytes on
  * disk -- written after a new log GUID, flushed, then replayed into place
  * and the log emptied.  Lock held.
+ *
+ * Unlike QEMU (which answers every later update with ENOTSUP once one
+ * failed between setting the log GUID and emptying the log), a failed
+ * update leaves the driver able to go on: an entry that was written
+ * completely stays pending and is replayed before the next one; an entry
+ * written partly (its checksum cannot match) is overwritten by the next,
+ * under the log GUID already in the headers.  *logged: this update's
+ * entry is complete in the log (on failure too: it is then pending, and
+ * the next update or the next open writes it into place).
  */
-static int vhdx_log_write_and_flush(vd_node *bs, const void *data, uint32_t len, uint64_t off)
+static int vhdx_log_write_and_flush(vd_node *bs, const void *data, uint32_t len, uint64_t off,
+                                    bool *logged)
 {
     vhdx_state *s = bs->opaque;
     int ret;
+
+    *logged = false;
 
     ret = vd_node_flush(bs->file);
     if (ret < 0) {
@@ -839,14 +855,28 @@ static int vhdx_log_write_and_flush(vd_node *bs, const void *data, uint32_t len,
     if (len > s->log_length) {
         return -EINVAL; /* no log */
     }
-    if (!vhdx_guid_zero(s->hdr[s->cur] + H_LOG_GUID)) {
-        return -ENOTSUP; /* every entry is flushed at once: cannot happen */
+    const char *where;
+    if (s->log_pending) {
+        if (!vhdx_guid_zero(s->hdr[s->cur] + H_LOG_GUID)) {
+            /* an earlier update's entry is complete: write it into place */
+            vhdx_log_seq old = {.valid = true, .pos = s->log, .count = 1};
+            ret = vhdx_log_replay(bs, &old, &where);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        /* else the replay failed in its second header write: the current
+         * header has an empty log already */
+        s->log.read = s->log.write;
+        s->log_pending = false;
     }
-    uint8_t guid[16];
-    vd_uuid_generate(guid);
-    ret = vhdx_update_headers(bs, false, guid);
-    if (ret < 0) {
-        return ret;
+    if (vhdx_guid_zero(s->hdr[s->cur] + H_LOG_GUID)) {
+        uint8_t guid[16];
+        vd_uuid_generate(guid);
+        ret = vhdx_update_headers(bs, false, guid);
+        if (ret < 0) {
+            return ret;
+        }
     }
     if (s->log_sequence == 0) {
         s->log_sequence = 1;
@@ -921,20 +951,23 @@ static int vhdx_log_write_and_flush(vd_node *bs, const void *data, uint32_t len,
         ret = -EINVAL;
     }
     if (ret < 0) {
+        s->log.write = start.write; /* the next entry goes over this one */
         return ret;
     }
     s->log_sequence++;
     s->log_tail = s->log.write;
+    s->log_pending = true;
+    *logged = true;
     ret = vd_node_flush(bs->file);
     if (ret < 0) {
         return ret;
     }
     vhdx_log_seq seq = {.valid = true, .pos = {start.read, s->log.write}, .count = 1};
-    const char *where;
     ret = vhdx_log_replay(bs, &seq, &where);
     if (ret < 0) {
         return ret;
     }
+    s->log_pending = false;
     /* QEMU keeps the replayed window: the next entry follows this one */
     s->log.read = s->log.write = seq.pos.read;
     return 0;
@@ -1398,8 +1431,16 @@ static int vhdx_alloc_write(vd_node *bs, uint64_t i, uint64_t in_block, uint64_t
     }
     uint8_t le[8];
     vd_st_le64(le, s->bat[i]);
-    /* as QEMU: a failed log write leaves the entry in memory */
-    return vhdx_log_write_and_flush(bs, le, 8, s->bat_offset + i * 8);
+    /* QEMU leaves the entry in memory whatever failed; vdisk only when its
+     * log entry is complete (then the file gets it when the log is
+     * replayed): a later update of the same BAT sector must not lose it,
+     * nor may a later write to the block go where the file does not say */
+    bool logged;
+    ret = vhdx_log_write_and_flush(bs, le, 8, s->bat_offset + i * 8, &logged);
+    if (ret < 0 && !logged) {
+        s->bat[i] = old;
+    }
+    return ret;
 }
 
 static int vhdx_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf,

@@ -1246,6 +1246,7 @@ static int vmdk_load_gt(vmdk_extent *e, uint64_t gt, uint64_t **out)
     if (!raw) {
         return -ENOMEM;
     }
+    vd_node_event(e->file, VD_EV_L2_LOAD);
     int ret = vd_node_pread(e->file, off, bytes, raw, 0);
     if (ret < 0) {
         free(raw);
@@ -1447,6 +1448,7 @@ static int vmdk_read_chunk(vd_node *bs, const vmdk_map *m, uint64_t offset, uint
         break;
     }
     if (!e->compressed) {
+        vd_node_event(e->file, VD_EV_READ_AIO);
         return vd_node_pread(e->file, m->host + m->in_grain, m->n, buf, 0);
     }
     uint8_t *g = vd_malloc(e->grain);
@@ -1454,6 +1456,7 @@ static int vmdk_read_chunk(vd_node *bs, const vmdk_map *m, uint64_t offset, uint
         return -ENOMEM;
     }
     size_t glen = 0;
+    vd_node_event(e->file, VD_EV_READ_COMPRESSED);
     int ret = vmdk_read_compressed(e, m->host, g, &glen);
     if (ret == 0 && m->in_grain + m->n > glen) {
         ret = -EIO;
@@ -1492,6 +1495,7 @@ static int vmdk_set_gte(vmdk_extent *e, const vmdk_map *m, uint32_t v)
 {
     uint8_t le[4];
     vd_st_le32(le, v);
+    vd_node_event(e->file, VD_EV_L2_UPDATE);
     int ret = vd_node_pwrite(e->file, m->gt_sector * VMDK_SECTOR + (uint64_t)m->gt_index * 4, 4,
                              le, 0);
     if (ret < 0) {
@@ -1528,7 +1532,11 @@ static int vmdk_reserve(vmdk_extent *e, uint64_t bytes, uint64_t *at)
     return 0;
 }
 
-/* Lock held.  Give grain directory entry m->gd_index a new (zeroed) table. */
+/*
+ * Lock held.  Give grain directory entry m->gd_index a new (zeroed) table.
+ * The zeroes reach the disk before the directory entry that points at them
+ * (a flush between, except in stream extents, which are not crash safe).
+ */
 static int vmdk_alloc_gt(vmdk_extent *e, vmdk_map *m)
 {
     uint64_t bytes = vd_div_round_up((uint64_t)e->gt_entries * 4, VMDK_SECTOR) * VMDK_SECTOR;
@@ -1539,7 +1547,11 @@ static int vmdk_alloc_gt(vmdk_extent *e, vmdk_map *m)
         if (ret < 0) {
             return ret;
         }
+        vd_node_event(e->file, VD_EV_L2_ALLOC_WRITE);
         ret = vd_node_pwrite_zeroes(e->file, at, bytes, 0);
+        if (ret == 0 && !e->compressed) {
+            ret = vd_node_flush(e->file);
+        }
         if (ret < 0) {
             return ret;
         }
@@ -1547,6 +1559,7 @@ static int vmdk_alloc_gt(vmdk_extent *e, vmdk_map *m)
         uint8_t le[4];
         vd_st_le32(le, sec);
         uint64_t dir = c == 0 ? e->gd_offset : e->rgd_offset;
+        vd_node_event(e->file, VD_EV_L1_UPDATE);
         ret = vd_node_pwrite(e->file, dir + (uint64_t)m->gd_index * 4, 4, le, 0);
         if (ret < 0) {
             return ret;
@@ -1561,6 +1574,9 @@ static int vmdk_alloc_gt(vmdk_extent *e, vmdk_map *m)
  * Lock held.  A first write into an unallocated (or zeroed) grain: the
  * whole grain is written at once, the caller's bytes over what shows
  * through from below (the backing file, or zeroes), then its table entry.
+ * A flush between the two: a disk cache must not keep the entry and lose
+ * the grain it points at (a grain past the end of the file, or one that
+ * reads as zeroes where the backing file had data).
  */
 static int vmdk_write_alloc(vd_node *bs, vmdk_map *m, uint64_t offset, const uint8_t *buf)
 {
@@ -1588,6 +1604,7 @@ static int vmdk_write_alloc(vd_node *bs, vmdk_map *m, uint64_t offset, const uin
             }
             s->cid_checked = true;
         }
+        vd_node_event(e->file, VD_EV_COW_READ);
         ret = vd_node_read_backing(bs, gstart, glen, g);
         if (ret < 0) {
             free(g);
@@ -1599,11 +1616,16 @@ static int vmdk_write_alloc(vd_node *bs, vmdk_map *m, uint64_t offset, const uin
     memset(g + glen, 0, e->grain - glen);
     memcpy(g + m->in_grain, buf, m->n);
     uint64_t at;
+    vd_node_event(e->file, VD_EV_CLUSTER_ALLOC);
     ret = vmdk_reserve(e, e->grain, &at);
     if (ret == 0) {
+        vd_node_event(e->file, VD_EV_WRITE_AIO);
         ret = vd_node_pwrite(e->file, at, e->grain, g, 0);
     }
     free(g);
+    if (ret == 0) {
+        ret = vd_node_flush(e->file);
+    }
     if (ret == 0) {
         ret = vmdk_set_gte(e, m, (uint32_t)(at / VMDK_SECTOR));
     }
@@ -1662,6 +1684,7 @@ static int vmdk_update_cid(vd_node *bs)
     }
     size_t nlen = strlen(nd);
     int ret;
+    vd_node_event(bs->file, VD_EV_HEADER_UPDATE);
     if (s->desc_space) {
         /* embedded: the same space, padded with zeroes */
         if (nlen > s->desc_space) {
@@ -1807,9 +1830,11 @@ static int vmdk_write_compressed_chunk(vd_node *bs, vmdk_map *m, uint64_t offset
     }
     uint64_t at = 0;
     if (ret == 0) {
+        vd_node_event(e->file, VD_EV_CLUSTER_ALLOC);
         ret = vmdk_reserve(e, (uint64_t)rlen, &at);
     }
     if (ret == 0) {
+        vd_node_event(e->file, VD_EV_WRITE_COMPRESSED);
         ret = vd_node_pwrite(e->file, at, (uint64_t)rlen, rec, 0);
     }
     if (ret == 0) {
@@ -1843,6 +1868,7 @@ static int vmdk_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *b
         if (e->compressed) {
             ret = vmdk_write_compressed_chunk(bs, &m, offset, p);
         } else if (m.where == VMDK_DATA) {
+            vd_node_event(e->file, VD_EV_WRITE_AIO);
             ret = vd_node_pwrite(e->file, m.host + m.in_grain, m.n, p, 0);
             if (ret == 0 && !s->cid_updated) {
                 pthread_mutex_lock(&s->lock);
@@ -1857,6 +1883,7 @@ static int vmdk_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *b
             again.n = m.n;
             if (ret == 0 && again.where == VMDK_DATA) {
                 pthread_mutex_unlock(&s->lock);
+                vd_node_event(e->file, VD_EV_WRITE_AIO);
                 ret = vd_node_pwrite(e->file, again.host + again.in_grain, m.n, p, 0);
                 pthread_mutex_lock(&s->lock);
             } else if (ret == 0) {
@@ -1957,6 +1984,7 @@ static int vmdk_write_footer(vmdk_extent *e)
     vd_st_le32(b + 12, MARKER_FOOTER);
     memcpy(b + 512, e->header, 512);
     uint64_t at = vd_div_round_up(e->next_alloc, VMDK_SECTOR) * VMDK_SECTOR;
+    vd_node_event(e->file, VD_EV_FOOTER_UPDATE);
     int ret = vd_node_pwrite(e->file, at, sizeof(b), b, 0);
     if (ret == 0) {
         int64_t len = vd_node_get_length(e->file);

@@ -1,12 +1,16 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Error-injection matrix in the style of qemu-iotest 026.
 
-For every format (qcow2, qed, vdi, vpc, parallels), every blkdebug event, errno EIO
+For every format (qcow2, qed, vdi, vpc, parallels, vmdk, vhdx), every blkdebug event, errno EIO
 and ENOSPC, once=on and once=off: a write workload runs through vdisk-io
 over blkdebug:CONFIG:IMAGE.  Then:
   - every request that failed reported the injected errno;
   - after the image is closed, `qemu-img check` finds no corruption
-    (leaks are fine) and `vdisk check` agrees;
+    (leaks are fine) and `vdisk check` agrees; a vhdx image whose metadata
+    write failed after its log entry was written keeps a pending log, which
+    the read-only check refuses ("needs to be replayed"): that is the
+    designed recovery, so `qemu-img check -r all` replays it first and the
+    checks and read-backs below then run on the replayed image;
   - with once=on, every write that reported success reads back (qemu-io
     read -P; with the error always on, the flush that would make a write
     durable fails too); an event of the open itself must fail the open;
@@ -19,7 +23,7 @@ Without it (make check) each format runs every second event it announces
 (VDISK_MATRIX_STRIDE=1: all of them), one case per event, taking
 EIO/ENOSPC x once/always in turn.
 
-Env: VDISK_MATRIX_FORMATS (default "qcow2 qed vdi vpc parallels"),
+Env: VDISK_MATRIX_FORMATS (default "qcow2 qed vdi vpc parallels vmdk vhdx"),
 VDISK_MATRIX_EVENTS (restrict to these names).  Prints a summary line per
 format.
 """
@@ -62,6 +66,18 @@ FORMAT_EVENTS = {
     # header_update: the in-use flag at open and close; bat_update: the BAT
     # entries written at flush and close
     "parallels": "header_update cluster_alloc bat_update write_aio read_aio".split() + CORE,
+    # monolithicSparse (zeroed_grain=on): header_update is the descriptor's
+    # new CID at the first write; l2_alloc_write, l1_update (a new grain
+    # table), write_compressed, read_compressed and footer_update
+    # (streamOptimized) and cow_read (a backing file) do not fire here.
+    # Ordered so that make check's stride of 2 takes the ones that do.
+    "vmdk": """l2_update l2_alloc_write write_aio write_compressed cluster_alloc l1_update
+        header_update read_compressed l2_load cow_read read_aio footer_update""".split() + CORE,
+    # header_update: the headers (a new log GUID at the first write, and
+    # clean at close); bat_update: the in-place write of a logged BAT sector
+    # (first: make check then runs it with EIO once, which left every later
+    # allocating write failing with ENOTSUP before the fix)
+    "vhdx": "bat_update cluster_alloc header_update write_aio".split() + CORE,
 }
 
 ERRNOS = {5: ("EIO", "Input/output error"), 28: ("ENOSPC", "No space left on device")}
@@ -96,7 +112,8 @@ def run(cmd, **kw):
 
 def create(fmt, path):
     opts = {"qcow2": ["-o", "cluster_size=512"], "vpc": ["-o", "subformat=dynamic"],
-            "parallels": ["-o", "cluster_size=64k"]}
+            "parallels": ["-o", "cluster_size=64k"], "vmdk": ["-o", "zeroed_grain=on"],
+            "vhdx": ["-o", "block_size=1M"]}
     r = run(["qemu-img", "create", "-q", "-f", fmt] + opts.get(fmt, []) + [path, "256M"])
     if r.returncode:
         sys.exit("FAIL: qemu-img create: " + r.stdout)
@@ -145,6 +162,24 @@ def accept_unclean(fmt, img, once, chk):
     return None
 
 
+def replay_vhdx_log(fmt, img, chk):
+    """A vhdx image left with a pending metadata log (its in-place write
+    failed after the log entry was written): QEMU's read-only check refuses
+    it; `qemu-img check -r all` replays the log.  Returns (check result to
+    use instead of chk, failure text or None)."""
+    if fmt != "vhdx" or chk.returncode == 0 or "needs to be replayed" not in chk.stdout:
+        return chk, None
+    # vdisk's read-only check must refuse it the same way
+    vchk = run([VDISK, "check", "-f", fmt, img])
+    if vchk.returncode == 0 or "needs to be replayed" not in vchk.stdout:
+        return chk, "vdisk check of a pending log exit %d: %s" % (vchk.returncode,
+                                                                  vchk.stdout[-300:])
+    r = run(["qemu-img", "check", "-r", "all", "-f", fmt, img])
+    if r.returncode not in (0, 3):
+        return chk, "qemu-img check -r all exit %d: %s" % (r.returncode, r.stdout[-300:])
+    return run(["qemu-img", "check", "-f", fmt, img]), None
+
+
 def session(tool, fmt, cfg, img, cmds):
     args = [tool, "-f", fmt]
     for c in cmds:
@@ -160,7 +195,8 @@ def session(tool, fmt, cfg, img, cmds):
 
 
 def main():
-    formats = os.environ.get("VDISK_MATRIX_FORMATS", "qcow2 qed vdi vpc parallels").split()
+    formats = os.environ.get("VDISK_MATRIX_FORMATS",
+                             "qcow2 qed vdi vpc parallels vmdk vhdx").split()
     only = os.environ.get("VDISK_MATRIX_EVENTS", "").split()
     # make check: each format's own events, one errno per event (alternating);
     # VDISK_MATRIX_FULL=1: every event name x both errnos, and qemu-io's
@@ -173,7 +209,7 @@ def main():
         base = "base." + fmt
         create(fmt, base)
         cmds = [c for c, _ in workload(fmt)]
-        cases = fired = 0
+        cases = fired = replayed = 0
         # make check takes every VDISK_MATRIX_STRIDE-th (default 2nd) event
         stride = int(os.environ.get("VDISK_MATRIX_STRIDE", "2"))
         events = only or (QEMU_EVENTS + VDISK_EVENTS if full else FORMAT_EVENTS[fmt][::stride])
@@ -217,6 +253,12 @@ def main():
                         if l.startswith("wrote") and v:
                             ok_writes.append(v)
                     chk = run(["qemu-img", "check", "-f", fmt, img])
+                    chk0 = chk
+                    chk, why = replay_vhdx_log(fmt, img, chk)
+                    if why:
+                        failures.append("%s: %s" % (tag, why))
+                        continue
+                    replayed += chk is not chk0
                     if chk.returncode == 2 and fmt == "parallels":
                         # vdisk's check must see the same unclean flag
                         vchk = run([VDISK, "check", "-f", fmt, img])
@@ -264,7 +306,9 @@ def main():
                             diffs.setdefault(ev, []).append(
                                 "%s once=%s vdisk=%s qemu=%s" % (ename, once, mine, theirs))
         summary.append("%s: %d events, %d cases (event x errno x once/always), %d with "
-                       "an injected error" % (fmt, len(events), cases, fired))
+                       "an injected error%s" % (fmt, len(events), cases, fired,
+                                                ", %d with a log replayed" % replayed
+                                                if fmt == "vhdx" else ""))
     for s in summary:
         print(s)
     if diffs:

@@ -1,12 +1,14 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Power-loss replay (tests/replay/replay.py) of qcow2 (plain,
 lazy_refcounts, compressed, snapshots, bitmaps, extended_l2, LUKS
-encryption), qed, vdi, vpc, luks, parallels and vhdx (a vhdx state with a
-pending log is replayed by qemu-img check -r all and by vdisk's, which must
-agree): every replayed state opens in vdisk and qemu-img, has no corruption,
-and keeps every byte written before the last completed guest flush.  (A
-parallels state cut while the image was open has its in-use flag set:
-exactly that one corruption is allowed.)
+encryption), qed, vdi, vpc, luks, parallels, vmdk (monolithicSparse: a new
+grain's data is flushed before its grain table entry, without which a state
+fails with "cluster offset ... points after EOF") and vhdx (a vhdx state
+with a pending log is replayed by qemu-img check -r all and by vdisk's,
+which must agree): every replayed state opens in vdisk and qemu-img, has
+no corruption, and keeps every byte written before the last completed
+guest flush.  (A parallels state cut while the image was open has its
+in-use flag set: exactly that one corruption is allowed.)
 
 States per variant: VDISK_REPLAY_STATES (default 4: `make check`);
 `make check-replay` runs 200 per variant with 3 seeds.  VDISK_REPLAY_SEEDS
@@ -77,6 +79,9 @@ VARIANTS = {
                    "encrypt.iter-time=10", QZ, None),
     "vhdx": ("vhdx", "block_size=1M", "zero", None),
     "parallels": ("parallels", "cluster_size=64k", "zero", None),
+    # monolithicSparse; zeroed_grain: whole-grain zero writes are table
+    # entries only
+    "vmdk": ("vmdk", "zeroed_grain=on", "zero", None),
 }
 # the open option that names the secret, per encrypted variant
 ENC = {"luks": "key-secret", "qcow2-luks": "encrypt.key-secret"}

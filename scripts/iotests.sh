@@ -9,7 +9,7 @@
 #   scripts/iotests.sh BUILD [FORMAT...] [-- TEST...]
 #
 # FORMAT is one of qcow2 raw qed vdi vpc qcow luks nbd bochs cloop dmg
-# parallels (nbd = raw over the NBD protocol); the default is all of them.  Environment:
+# parallels vmdk vhdx (nbd = raw over the NBD protocol); the default is all of them.  Environment:
 #   IOTESTS_JOBS      parallel tests (default 2), run under nice
 #   IOTESTS_CACHE     where the unpacked QEMU source lives (default
 #                     /var/cache/vdisk-iotests, or $XDG_CACHE_HOME/vdisk-iotests
@@ -30,7 +30,7 @@ set -u
 BUILD=${1:?usage: iotests.sh BUILD [FORMAT...] [-- TEST...]}
 shift
 BUILD=$(cd "$BUILD" && pwd) || exit 1
-ALL_FORMATS="qcow2 raw qed vdi vpc qcow luks nbd bochs cloop dmg parallels"
+ALL_FORMATS="qcow2 raw qed vdi vpc qcow luks nbd bochs cloop dmg parallels vmdk vhdx"
 FORMATS=()
 ONLY_TESTS=()
 while [ $# -gt 0 ]; do

@@ -289,13 +289,16 @@ static int vhdx_read_headers(vd_node *bs, vhdx_state *s, vd_error **errp)
     }
     int cur;
     if (valid[0] && valid[1]) {
-        if (seq[0] == seq[1]) {
+        /* Equal sequence numbers are invalid, except for two identical
+         * headers: Microsoft's Disk2VHD writes those (QEMU accepts them too,
+         * iotest 070) */
+        if (seq[0] == seq[1] && memcmp(s->hdr[0], s->hdr[1], VHDX_HEADER_SIZE) != 0) {
             return vd_error_set(errp, EINVAL,
                                 "No valid VHDX header found (both headers have sequence "
                                 "number %llu)",
                                 (unsigned long long)seq[0]);
         }
-        cur = seq[0] > seq[1] ? 0 : 1;
+        cur = seq[0] >= seq[1] ? 0 : 1;
     } else if (valid[0] || valid[1]) {
         cur = valid[0] ? 0 : 1;
     } else {

@@ -1,6 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: BSD-3-Clause
-# Hostile VHDX images (truncated headers, bad CRCs, equal sequence numbers,
+# Hostile VHDX images (truncated headers, bad CRCs, equal sequence numbers
+# (valid only when both headers are identical, as Disk2VHD writes them),
 # region table entries past the end of the file, absurd BAT sizes, block
 # sizes of 0 or not a power of two, bad sector and disk sizes, a parent, a
 # pending log, BAT entries past the end or in bad states): a clean error or
@@ -91,6 +92,10 @@ for k, (e, _) in enumerate(items.values()):
     mk("itemlen%d" % k, [(e + 20, "<I", 0)])
 for i, v in enumerate([(1 << 20) * 1000 | 6, 6, 7, 4, 5, (1 << 64) - 1, (1 << 20) | 6]):
     mk("batent%d" % i, [(bat, "<Q", v)])
+# two identical headers (same sequence number), as Disk2VHD writes them
+d = bytearray(g)
+d[H2:H2 + 4096] = d[H1:H1 + 4096]
+open("twin.vhdx", "wb").write(d)
 PY
 hostile_sweep vhdx 70
 for f in sig crcboth crcrt seqeq ver2 rtcount1 batoff2 batlen1 bs0 bs3 parent dsize0 \
@@ -99,10 +104,19 @@ for f in sig crcboth crcrt seqeq ver2 rtcount1 batoff2 batlen1 bs0 bs3 parent ds
 done
 "$VDISK" convert -O raw crc1.vhdx v.raw || fail "one valid header must do"
 same_content v.raw q.raw
+# identical headers are valid (QEMU's iotest 070: a Disk2VHD image); vdisk's
+# next metadata update moves on to the other header
+"$VDISK" convert -O raw twin.vhdx v.raw || fail "two identical headers must open"
+same_content v.raw q.raw
+cp twin.vhdx tw.vhdx
+"$VDISK_IO" -c "write -P 5 6M 64k" tw.vhdx >/dev/null || fail "write to twin headers"
+qemu-img check -q tw.vhdx || fail "qemu-img check after a write to twin headers"
+qemu-io -r -f vhdx -c "read -P 5 6M 64k" -c "read -P 7 0 1536k" tw.vhdx | grep -c "^read" |
+    grep -qx 2 || fail "QEMU reads the twin-header image wrongly after vdisk's write"
 # a log GUID with no valid entry in the log: both open it
 "$VDISK" info log.vhdx >/dev/null || fail "an empty log must open"
 expect_fail "differencing" "$VDISK" info parent.vhdx
 same_verdict_as_qemu vhdx sig.vhdx crc1.vhdx crcboth.vhdx seqeq.vhdx ver2.vhdx bs0.vhdx bs3.vhdx \
     parent.vhdx dsize0.vhdx batent0.vhdx batent6.vhdx lsect4k.vhdx psect1.vhdx itemlen0.vhdx \
-    trunc1.vhdx log.vhdx
+    trunc1.vhdx log.vhdx twin.vhdx
 echo ok

@@ -510,6 +510,14 @@ static int vmdk_sparse_geometry(vd_node *bs, vmdk_extent *e, uint64_t capacity,
                                 uint64_t granularity, uint64_t gt_entries, vd_error **errp)
 {
     const char *fn = e->file->filename;
+    /* QEMU's bounds and words first (iotest 059), then vdisk's tighter ones */
+    if (granularity > 0x200000) {
+        return vd_error_set(errp, EFBIG, "Invalid granularity, image may be corrupt");
+    }
+    if (granularity && gt_entries && gt_entries <= 4096 &&
+        vd_div_round_up(capacity, gt_entries * granularity) > 32u * 1024 * 1024) {
+        return vd_error_set(errp, EFBIG, "L1 size too big");
+    }
     if (granularity == 0 || granularity > VMDK_MAX_GRAIN / VMDK_SECTOR) {
         return vd_error_set(errp, EINVAL,
                             "VMDK extent '%s': invalid grain size of %llu sectors (1 to %u "
@@ -600,7 +608,7 @@ static int vmdk_open_vmdk4(vd_node *bs, vmdk_extent *e, bool top, vd_error **err
         /* a stream: the footer at the end has the real header */
         uint8_t footer[512];
         if (!vmdk_has_footer(e, footer)) {
-            return vd_error_set(errp, EINVAL, "'%s': invalid footer", fn);
+            return vd_error_set(errp, EINVAL, "Invalid footer");
         }
         memcpy(h, footer, 512);
         capacity = vd_ld_le64(h + H_CAPACITY);
@@ -609,18 +617,27 @@ static int vmdk_open_vmdk4(vd_node *bs, vmdk_extent *e, bool top, vd_error **err
     uint32_t flags = vd_ld_le32(h + H_FLAGS);
     e->compressed = vd_ld_le16(h + H_COMPRESS) == VMDK_COMPRESS_DEFLATE;
     if (e->version > 3) {
-        return vd_error_set(errp, ENOTSUP, "'%s': unsupported VMDK version %u", fn, e->version);
+        return vd_error_set(errp, ENOTSUP, "Unsupported VMDK version %u", e->version);
     }
     if (e->version == 3 && !e->compressed) {
         /* version 3 adds changed block tracking, which a writer would have
          * to keep up to date: read-only, as QEMU */
         if (bs->flags & VD_NODE_RDWR) {
-            return vd_error_set(errp, EINVAL, "'%s': VMDK version 3 must be read only", fn);
+            return vd_error_set(errp, EINVAL, "VMDK version 3 must be read only");
         }
         e->read_only = true;
     }
     if (vd_ld_le32(h + H_NUM_GTES) > 512) {
-        return vd_error_set(errp, EINVAL, "'%s': L2 table size too big", fn);
+        return vd_error_set(errp, EINVAL, "L2 table size too big");
+    }
+    /* QEMU keeps grain table entries x grain size in 32 bits */
+    if ((uint32_t)(vd_ld_le32(h + H_NUM_GTES) * vd_ld_le64(h + H_GRANULARITY)) == 0) {
+        return vd_error_set(errp, EINVAL, "L1 entry size is invalid");
+    }
+    uint64_t grain_off = vd_ld_le64(h + H_GRAIN_OFFSET);
+    if (grain_off > vd_div_round_up(e->file_len, VMDK_SECTOR)) {
+        return vd_error_set(errp, EINVAL, "File truncated, expecting at least %lld bytes",
+                            (long long)(grain_off * VMDK_SECTOR));
     }
     ret = vmdk_sparse_geometry(bs, e, capacity, vd_ld_le64(h + H_GRANULARITY),
                                vd_ld_le32(h + H_NUM_GTES), errp);
@@ -629,11 +646,6 @@ static int vmdk_open_vmdk4(vd_node *bs, vmdk_extent *e, bool top, vd_error **err
     }
     e->has_marker = flags & VMDK4_FLAG_MARKER;
     e->zero_grain = flags & VMDK4_FLAG_ZERO_GRAIN;
-    uint64_t grain_off = vd_ld_le64(h + H_GRAIN_OFFSET);
-    if (grain_off > e->file_len / VMDK_SECTOR) {
-        return vd_error_set(errp, EINVAL, "'%s': file truncated, expecting at least %llu bytes",
-                            fn, (unsigned long long)grain_off * VMDK_SECTOR);
-    }
     uint64_t gd = vd_ld_le64(h + H_GD_OFFSET), rgd = vd_ld_le64(h + H_RGD_OFFSET);
     if (gd > UINT64_MAX / VMDK_SECTOR || rgd > UINT64_MAX / VMDK_SECTOR) {
         return vd_error_set(errp, EINVAL, "'%s': grain directory offset out of range", fn);
@@ -830,8 +842,13 @@ static char *vmdk_extent_path(vd_node *bs, const char *name, vd_error **errp)
     if (name[0] == '/') {
         return vd_strdup(name);
     }
+    /* the descriptor's directory, through filters (blkdebug:...:x.vmdk
+     * names its extents relative to x.vmdk, as QEMU's bdrv_dirname) */
     const vd_node *f = bs->file;
-    if (!f->exact_filename || strcmp(f->drv->name, "file") != 0) {
+    while (f && f->drv->is_filter && f->file) {
+        f = f->file;
+    }
+    if (!f || !f->exact_filename || strcmp(f->drv->name, "file") != 0) {
         vd_error_set(errp, EINVAL,
                      "Cannot use relative extent paths with VMDK descriptor file '%s'",
                      bs->filename);
@@ -870,7 +887,15 @@ static vd_node *vmdk_open_extent_file(vd_node *bs, const char *path, bool rdonly
     return n;
 }
 
-static int vmdk_add_desc_extent(vd_node *bs, const vmdk_desc_extent *x, vd_error **errp)
+/* QEMU's words for an extent line it cannot use: the line itself (bounded) */
+static int vmdk_invalid_line(const char *line, const char *end, vd_error **errp)
+{
+    return vd_error_set(errp, EINVAL, "Invalid extent line: %.*s",
+                        (int)VD_MIN(end - line, 1024), line);
+}
+
+static int vmdk_add_desc_extent(vd_node *bs, const vmdk_desc_extent *x, const char *line,
+                                const char *end, vd_error **errp)
 {
     vmdk_state *s = bs->opaque;
     bool flat = !strcmp(x->type, "FLAT") || !strcmp(x->type, "VMFS");
@@ -884,13 +909,9 @@ static int vmdk_add_desc_extent(vd_node *bs, const vmdk_desc_extent *x, vd_error
     if (x->sectors == 0) {
         return 0; /* as QEMU */
     }
-    if (!strcmp(x->type, "FLAT") && !x->has_offset) {
-        return vd_error_set(errp, EINVAL, "Invalid extent line in '%s': FLAT needs an offset",
-                            bs->filename);
-    }
-    if (!flat && x->has_offset) {
-        return vd_error_set(errp, EINVAL, "Invalid extent line in '%s': %s takes no offset",
-                            bs->filename, x->type);
+    /* FLAT needs an offset; VMFS, SPARSE and the others take none */
+    if (!strcmp(x->type, "FLAT") != x->has_offset) {
+        return vmdk_invalid_line(line, end, errp);
     }
     if (x->sectors > (uint64_t)INT64_MAX / VMDK_SECTOR ||
         x->offset > (uint64_t)INT64_MAX / VMDK_SECTOR) {
@@ -908,8 +929,7 @@ static int vmdk_add_desc_extent(vd_node *bs, const vmdk_desc_extent *x, vd_error
         e->size = x->sectors * VMDK_SECTOR;
     } else {
         if (!x->name) {
-            return vd_error_set(errp, EINVAL, "Invalid extent line in '%s': no file name",
-                                bs->filename);
+            return vmdk_invalid_line(line, end, errp);
         }
         char *path = vmdk_extent_path(bs, x->name, errp);
         if (!path) {
@@ -1001,11 +1021,10 @@ static int vmdk_open_desc_text(vd_node *bs, const char *desc, vd_error **errp)
         vmdk_desc_extent x;
         int r = vmdk_parse_extent_line(p, end, &x);
         if (r < 0) {
-            return vd_error_set(errp, EINVAL, "Invalid extent line in '%s': %.*s", bs->filename,
-                                (int)VD_MIN(end - p, 200), p);
+            return vmdk_invalid_line(p, end, errp);
         }
         if (r > 0) {
-            int ret = vmdk_add_desc_extent(bs, &x, errp);
+            int ret = vmdk_add_desc_extent(bs, &x, p, end, errp);
             free(x.name);
             if (ret < 0) {
                 return ret;

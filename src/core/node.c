@@ -225,12 +225,27 @@ static vd_node *open_protocol(const vd_driver *drv, const char *filename, vd_opt
                 goto fail;
             }
         } else if (!vd_opts_get(opts, "filename")) {
-            /* "file:name" names a plain file */
+            /* "file:name" names a plain file; when name itself has a colon
+             * before its first slash it becomes "./name", so that it never
+             * reads as a protocol prefix again (QEMU's words in info and
+             * for relative backing names, iotest 126) */
             const char *colon = strchr(filename, ':');
             if (colon && vd_driver_find_protocol(filename) == drv) {
                 filename = colon + 1;
+                if (filename[strcspn(filename, ":/")] == ':') {
+                    char *dotted = vd_asprintf("./%s", filename);
+                    if (!dotted) {
+                        vd_error_set(errp, ENOMEM, "out of memory");
+                        goto fail;
+                    }
+                    vd_opts_set(opts, "filename", dotted);
+                    free(dotted);
+                    filename = NULL;
+                }
             }
-            vd_opts_set(opts, "filename", filename);
+            if (filename) {
+                vd_opts_set(opts, "filename", filename);
+            }
         }
     }
     const char *fn = vd_opts_get(opts, "filename");
@@ -375,8 +390,8 @@ static int open_backing(vd_node *bs, vd_opts *backing_opts, vd_error **errp)
     free(name);
     if (!b) {
         int e = err ? err->err : EIO;
-        vd_error_set(errp, e, "Could not open backing file '%s' of '%s': %s",
-                     bs->full_backing_filename, bs->filename, err ? err->msg : "error");
+        /* QEMU's words (iotest 069); the inner message names the file */
+        vd_error_set(errp, e, "Could not open backing file: %s", err ? err->msg : "error");
         vd_error_free(err);
         return -e;
     }

@@ -229,7 +229,9 @@ int cmd_create(int argc, char **argv)
         vd_image *b = full ? vd_open(full, backing_fmt, NULL, VD_OPEN_FORCE_SHARE) : NULL;
         free(full);
         if (!b) {
-            tool_error("%s: Could not open backing image: %s", filename, vd_get_error());
+            /* QEMU's words: the error, then a hint line (iotest 111) */
+            tool_error("%s: %s", filename, vd_get_error());
+            fputs("Could not open backing image.\n", stderr);
             goto out;
         }
         if (!backing_fmt) {

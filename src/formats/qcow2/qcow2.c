@@ -795,7 +795,7 @@ static int parse_cache_options(qcow2_state *s, vd_opts *opts, uint64_t *l2_cache
                                 "refcount-cache-size may not be set at the same time");
         } else if (l2_set && l2_max > combined) {
             return vd_error_set(errp, EINVAL, "l2-cache-size may not exceed cache-size");
-        } else if (*rc_cache_size > combined) {
+        } else if (rc_set && *rc_cache_size > combined) {
             return vd_error_set(errp, EINVAL, "refcount-cache-size may not exceed cache-size");
         }
         if (l2_set) {

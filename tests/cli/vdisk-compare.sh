@@ -43,6 +43,18 @@ for p in "${pairs[@]}"; do
     [ "$qout" = "$vout" ] || fail "compare $p: '$vout', qemu-img '$qout'"
 done
 
+# a read error: exit 4 and QEMU's words (the errno's text; iotest 074)
+printf '[inject-error]\nevent = "read_aio"\nerrno = "5"\n' > bd.conf
+for p in "blkdebug:bd.conf:a.qcow2 a.raw" "a.raw blkdebug:bd.conf:a.qcow2"; do
+    qrc=0; vrc=0
+    # shellcheck disable=SC2086
+    qerr=$(qemu-img compare $p 2>&1 >/dev/null) || qrc=$?
+    # shellcheck disable=SC2086
+    verr=$("$VDISK" compare $p 2>&1 >/dev/null) || vrc=$?
+    [ "$qrc" = "$vrc" ] || fail "compare $p: exit $vrc, qemu-img $qrc"
+    [ "${qerr#qemu-img: }" = "${verr#vdisk: }" ] || fail "compare $p: '$verr', qemu-img '$qerr'"
+done
+
 # vdisk's own copies compare equal with qemu-img's compare, and the reverse
 "$VDISK" convert -O qcow2 a.raw v.qcow2
 qemu-img compare -q a.raw v.qcow2 || fail "qemu-img: vdisk's copy differs"

@@ -61,8 +61,9 @@ static int compare_check_empty(vd_image *img, uint64_t offset, uint64_t bytes,
                                const char *filename, uint8_t *buf, bool quiet)
 {
     if (vd_pread(img, buf, bytes, offset) < 0) {
+        /* QEMU's words: the errno's text only (iotest 074) */
         tool_error("Error while reading offset %" PRIu64 " of %s: %s", offset, filename,
-                   vd_get_error());
+                   strerror(vd_get_errno()));
         return 4;
     }
     int64_t idx = compare_find_nonzero(buf, bytes);
@@ -190,13 +191,13 @@ int cmd_compare(int argc, char **argv)
 
     int64_t size1 = vd_get_length(img1);
     if (size1 < 0) {
-        tool_error("Can't get size of %s: %s", filename1, vd_get_error());
+        tool_error("Can't get size of %s: %s", filename1, strerror(vd_get_errno()));
         ret = 4;
         goto out;
     }
     int64_t size2 = vd_get_length(img2);
     if (size2 < 0) {
-        tool_error("Can't get size of %s: %s", filename2, vd_get_error());
+        tool_error("Can't get size of %s: %s", filename2, strerror(vd_get_errno()));
         ret = 4;
         goto out;
     }
@@ -250,13 +251,13 @@ int cmd_compare(int argc, char **argv)
                 }
                 if (vd_pread(img1, buf1, chunk, offset) < 0) {
                     tool_error("Error while reading offset %" PRIu64 " of %s: %s", offset,
-                               filename1, vd_get_error());
+                               filename1, strerror(vd_get_errno()));
                     ret = 4;
                     goto out;
                 }
                 if (vd_pread(img2, buf2, chunk, offset) < 0) {
                     tool_error("Error while reading offset %" PRIu64 " of %s: %s", offset,
-                               filename2, vd_get_error());
+                               filename2, strerror(vd_get_errno()));
                     ret = 4;
                     goto out;
                 }

@@ -20,6 +20,19 @@ for t in "qemu-img info missing.qcow2" "qemu-io -c quit missing.qcow2" \
     [ "$got" = "$want" ] || fail "$t: vdisk says '$got', QEMU '$want'"
 done
 
+# No legacy AES warning under QEMU's names (qemu-io prints none; iotest
+# 134); vdisk-io warns.
+qemu-img create -q -f qcow2 --object secret,id=s0,data=pw \
+    -o encrypt.format=aes,encrypt.key-secret=s0 aes.qcow2 1M
+want=$(qemu-io --object secret,id=s0,data=pw -c "read 0 512" \
+    --image-opts driver=qcow2,encrypt.key-secret=s0,file.filename=aes.qcow2 2>&1 | sed 1q)
+got=$(bin/qemu-io --object secret,id=s0,data=pw -c "read 0 512" \
+    --image-opts driver=qcow2,encrypt.key-secret=s0,file.filename=aes.qcow2 2>&1 | sed 1q)
+[ "$got" = "$want" ] || fail "AES image under qemu-io: '$got', QEMU '$want'"
+"$VDISK_IO" --object secret,id=s0,data=pw -c "read 0 512" \
+    --image-opts driver=qcow2,encrypt.key-secret=s0,file.filename=aes.qcow2 2>&1 |
+    grep -q "which is flawed" || fail "no AES warning from vdisk-io"
+
 # The interactive prompt and the version line's program name.
 truncate -s 1M d.raw
 got=$(printf 'quit\n' | bin/qemu-io -f raw d.raw 2>&1)

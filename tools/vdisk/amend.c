@@ -111,9 +111,12 @@ int cmd_amend(int argc, char **argv)
     }
     tool_progress_end();
     if (r < 0) {
-        if (vd_get_errno() == ENOTSUP) {
-            tool_error("Format driver '%s' does not support option amendment: %s",
-                       vd_image_format(img), vd_get_error());
+        /* QEMU's words: the format's own refusal as it is; the prefix only
+         * for a format that cannot amend at all (iotest 061) */
+        const vd_driver_info *di = vd_driver_get_info(vd_image_format(img));
+        if (vd_get_errno() == ENOTSUP && (!di || !di->can_amend)) {
+            tool_error("Format driver '%s' does not support option amendment",
+                       vd_image_format(img));
         } else {
             tool_error("%s", vd_get_error());
         }

@@ -98,8 +98,7 @@ int qcow2_data_file_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         }
     } else {
         vd_opts_free(sub);
-        return vd_error_set(errp, EINVAL, "Could not open data file: 'data-file' is required "
-                            "for this image");
+        return vd_error_set(errp, EINVAL, "'data-file' is required for this image");
     }
     unsigned flags = bs->flags & (VD_NODE_RDWR | VD_NODE_FORCE_SHARE | VD_NODE_RESIZE |
                                   VD_NODE_NO_SHARE | VD_NODE_EXPORT);

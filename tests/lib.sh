@@ -64,6 +64,18 @@ qemu_pbkdf() {
     done
     echo "$out"; return 75
 }
+# same_open_error FILE...: vdisk and qemu-img both refuse to open each FILE
+# with the same message (after the program name): QEMU's words where its
+# iotests match them
+same_open_error() {
+    local f v q
+    for f in "$@"; do
+        v=$("$VDISK" info "$f" 2>&1) && fail "$f opens"
+        q=$(qemu-img info "$f" 2>&1) && fail "$f opens in QEMU"
+        [ "${v#*: }" = "${q#*: }" ] || fail "$f: vdisk says '$v', qemu-img '$q'"
+    done
+    return 0
+}
 same_content() { cmp -s "$1" "$2" || fail "content differs: $1 $2"; }
 
 # bounded CMD...: run CMD with at most 256 MiB of memory and 20 s: the

@@ -119,20 +119,13 @@ expect_fail "L1 size too big" "$VDISK" info cap1.vmdk
 expect_fail "L1 entry size is invalid" "$VDISK" info gran0.vmdk
 # QEMU's words where its iotest 059 matches them: the message after the
 # program name is qemu-img's
-qemu_words() { # FILE: both refuse it with the same message
-    local v q
-    v=$("$VDISK" info "$1" 2>&1) && fail "$1 opens"
-    q=$(qemu-img info "$1" 2>&1) && fail "$1 opens in QEMU"
-    [ "${v#*: }" = "${q#*: }" ] || fail "$1: vdisk says '$v', qemu-img '$q'"
-}
-for f in ver1 gran0 gran2 gran3 gtes0 gtes1 grainoff0 s_gdend; do
-    qemu_words $f.vmdk
-done
+same_open_error ver1.vmdk gran0.vmdk gran2.vmdk gran3.vmdk gtes0.vmdk gtes1.vmdk \
+    grainoff0.vmdk s_gdend.vmdk
 # a VMFS extent takes no offset (QEMU: "Invalid extent line: LINE"; QEMU
 # names the empty line instead when one comes right before: its sscanf
 # skips newlines; vdisk always names the extent line)
 printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="vmfs"\n\n# Extent description\nRW 2048 VMFS "flat.raw" 1\n' > vmfsoff.vmdk
-qemu_words vmfsoff.vmdk
+same_open_error vmfsoff.vmdk
 # relative extent names resolve through a filter above the descriptor
 # (blkdebug), as QEMU's; the descriptor is in a directory of its own
 mkdir -p sub && qemu-img create -q -f vmdk -o subformat=monolithicFlat sub/mf.vmdk 1M

@@ -619,8 +619,8 @@ static int read_extensions(qcow2_state *s, const uint8_t *hdr, uint64_t start, u
     uint64_t off = start;
     while (off < end) {
         if (end - off < 8) {
-            return vd_error_set(errp, EINVAL, "qcow2_read_extension: ERROR: "
-                                "pread fail from offset %llu", (unsigned long long)off);
+            /* QEMU reads the extension header past the end, then refuses */
+            return vd_error_set(errp, EINVAL, "Header extension too large");
         }
         uint32_t magic = vd_ld_be32(hdr + off);
         uint32_t len = vd_ld_be32(hdr + off + 4);
@@ -1029,7 +1029,7 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         goto fail;
     }
     if (!table_ok(s, s->refcount_table_offset, s->refcount_table_clusters, s->cluster_size)) {
-        ret = vd_error_set(errp, EINVAL, "Invalid reference count table offset");
+        ret = vd_error_set(errp, EINVAL, "Reference count table offset invalid");
         goto fail;
     }
     /* tables are read whole at open: bound them by the file, not only by
@@ -1042,11 +1042,11 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
 
     /* snapshot table bounds */
     if (s->nb_snapshots > QCOW2_MAX_SNAPSHOTS) {
-        ret = vd_error_set(errp, EINVAL, "Too many snapshots");
+        ret = vd_error_set(errp, EINVAL, "Snapshot table too large");
         goto fail;
     }
     if (!table_ok(s, s->snapshots_offset, s->nb_snapshots, 40)) {
-        ret = vd_error_set(errp, EINVAL, "Invalid snapshot table offset");
+        ret = vd_error_set(errp, EINVAL, "Snapshot table offset invalid");
         goto fail;
     }
 
@@ -1065,7 +1065,7 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         goto fail;
     }
     if (s->l1_size && !table_ok(s, s->l1_table_offset, s->l1_size, 8)) {
-        ret = vd_error_set(errp, EINVAL, "Invalid L1 table offset");
+        ret = vd_error_set(errp, EINVAL, "Active L1 table offset invalid");
         goto fail;
     }
     if (s->l1_size && s->l1_table_offset + (uint64_t)s->l1_size * 8 > (uint64_t)file_len) {

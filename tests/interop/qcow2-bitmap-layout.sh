@@ -76,8 +76,12 @@ for who in qemu vdisk; do
     qemu-img create -q -f qcow2 -o cluster_size=1M,preallocation=metadata p-$who.qcow2 100M
     qemu-io -c "discard 0 10M" -c "discard 90M 10M" -c "write 90M 10M" -c "write 0 10M" \
         p-$who.qcow2 >/dev/null
+    # du counts blocks the file system may still be allocating (delayed
+    # allocation under load): sync the file first
+    sync p-$who.qcow2
     before=$(du -B1 p-$who.qcow2 | cut -f1)
     "$IMG" resize -q --shrink p-$who.qcow2 5M
+    sync p-$who.qcow2
     echo $((before - $(du -B1 p-$who.qcow2 | cut -f1))) >delta-$who
 done
 [ "$(cat delta-qemu)" = "$(cat delta-vdisk)" ] ||

@@ -985,11 +985,7 @@ int vd_create(const char *filename, const char *format, const vd_opts *opts)
         goto out;
     }
     if (drv->kind == VD_DRV_PROTOCOL) {
-        const char *fn = filename;
-        if (vd_driver_find_protocol(filename) == drv && !drv->parse_filename) {
-            fn = strchr(filename, ':') + 1;
-        }
-        ret = drv->create(fn, o, &err);
+        ret = drv->create(vd_protocol_local_name(drv, filename), o, &err);
     } else {
         ret = drv->create(filename, o, &err);
     }

@@ -693,6 +693,9 @@ int vd_create_close_file(vd_node *file, int ret, const char *what, vd_error **er
  * before the create: it was truncated anyway.
  */
 void vd_create_delete_file(const char *filename);
+/* The name a protocol driver without parse_filename is given: filename
+ * without its "proto:" prefix when it has one naming drv. */
+const char *vd_protocol_local_name(const vd_driver *drv, const char *filename);
 
 /*
  * Resolve a backing file name found in an image header relative to the

@@ -731,11 +731,7 @@ int vd_create_file(const char *filename, const vd_opts *opts, vd_error **errp)
             vd_opts_set(o, k, vd_opts_value(opts, i));
         }
     }
-    const char *fn = filename;
-    if (vd_driver_find_protocol(filename) == drv && !drv->parse_filename) {
-        fn = strchr(filename, ':') + 1;
-    }
-    int ret = drv->create(fn, o, errp);
+    int ret = drv->create(vd_protocol_local_name(drv, filename), o, errp);
     vd_opts_free(o);
     return ret;
 }
@@ -791,13 +787,17 @@ void vd_create_delete_file(const char *filename)
     if (!drv || !drv->delete_file) {
         return;
     }
-    const char *fn = filename;
-    if (vd_driver_find_protocol(filename) == drv && !drv->parse_filename) {
-        fn = strchr(filename, ':') + 1;
-    }
     vd_error *err = NULL;
-    if (drv->delete_file(fn, &err) < 0) {
+    if (drv->delete_file(vd_protocol_local_name(drv, filename), &err) < 0) {
         vd_warn("%s", err ? err->msg : "Could not delete the new image");
     }
     vd_error_free(err);
+}
+
+const char *vd_protocol_local_name(const vd_driver *drv, const char *filename)
+{
+    if (vd_driver_find_protocol(filename) == drv && !drv->parse_filename) {
+        return strchr(filename, ':') + 1;
+    }
+    return filename;
 }

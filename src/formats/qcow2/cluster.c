@@ -810,7 +810,7 @@ int qcow2_pwrite(vd_node *bs, uint64_t offset, uint64_t len, const void *buf, un
 
 /* ------------------------------------------------------- zero / discard */
 
-int qcow2_cluster_zeroize(qcow2_state *s, uint64_t offset, uint64_t bytes, unsigned flags)
+static int cluster_zeroize(qcow2_state *s, uint64_t offset, uint64_t bytes, unsigned flags)
 {
     if (s->extended_l2) {
         return qcow2_sc_zeroize(s, offset, bytes, flags); /* subcluster.c */
@@ -858,8 +858,8 @@ int qcow2_cluster_zeroize(qcow2_state *s, uint64_t offset, uint64_t bytes, unsig
     return 0;
 }
 
-int qcow2_cluster_discard(qcow2_state *s, uint64_t offset, uint64_t bytes,
-                          qcow2_discard_type type, bool full_discard)
+static int cluster_discard(qcow2_state *s, uint64_t offset, uint64_t bytes,
+                           qcow2_discard_type type, bool full_discard)
 {
     if (s->extended_l2) {
         return qcow2_sc_cluster_discard(s, offset, bytes, type, full_discard); /* subcluster.c */
@@ -911,6 +911,24 @@ int qcow2_cluster_discard(qcow2_state *s, uint64_t offset, uint64_t bytes,
         offset += n * cs;
     }
     return 0;
+}
+
+/* the freed clusters of one request are punched merged at its end */
+int qcow2_cluster_zeroize(qcow2_state *s, uint64_t offset, uint64_t bytes, unsigned flags)
+{
+    qcow2_discard_queue_begin(s);
+    int ret = cluster_zeroize(s, offset, bytes, flags);
+    qcow2_discard_queue_end(s);
+    return ret;
+}
+
+int qcow2_cluster_discard(qcow2_state *s, uint64_t offset, uint64_t bytes,
+                          qcow2_discard_type type, bool full_discard)
+{
+    qcow2_discard_queue_begin(s);
+    int ret = cluster_discard(s, offset, bytes, type, full_discard);
+    qcow2_discard_queue_end(s);
+    return ret;
 }
 
 /* Zero [offset, offset+len) inside one cluster by writing zero bytes. */

@@ -412,6 +412,9 @@ static void free_state(qcow2_state *s)
     free(s->l1_table);
     free(s->refcount_table);
     s->l1_table = s->refcount_table = NULL;
+    free(s->discq);
+    s->discq = NULL;
+    s->discq_n = s->discq_cap = 0;
     free(s->backing_file);
     free(s->backing_format);
     s->backing_file = s->backing_format = NULL;

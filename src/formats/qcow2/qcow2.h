@@ -233,6 +233,11 @@ typedef struct qcow2_state {
     /* options */
     bool use_lazy_refcounts;
     bool discard_passthrough[QCOW2_DISCARD_MAX];
+    /* host ranges freed while a discard or zero request runs, punched
+     * merged at its end (as QEMU's s->discards): refcount.c */
+    struct qcow2_range { uint64_t start, end; } *discq;
+    size_t discq_n, discq_cap;
+    unsigned discq_depth;
     unsigned overlap_check;
 
     /* state (L) */
@@ -364,6 +369,13 @@ int64_t qcow2_alloc_bytes(qcow2_state *s, uint32_t size);
 void qcow2_free_clusters(qcow2_state *s, uint64_t offset, uint64_t len,
                          qcow2_discard_type type);
 void qcow2_free_any_cluster(qcow2_state *s, uint64_t l2_entry, qcow2_discard_type type);
+/*
+ * Between begin and end, discards of freed host clusters queue and merge;
+ * end (and any allocation meanwhile, so a cluster is never punched after its
+ * reuse) passes them down as few large requests.  Nests.
+ */
+void qcow2_discard_queue_begin(qcow2_state *s);
+void qcow2_discard_queue_end(qcow2_state *s);
 /*
  * Host bytes [start, end) are read or written outside the lock: a free of
  * clusters there (discard, overwrite of a compressed cluster) waits until

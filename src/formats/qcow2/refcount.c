@@ -269,8 +269,13 @@ static int write_reftable_entry(qcow2_state *s, uint64_t ti)
  * First index of n contiguous free clusters at or after the allocation
  * hint.  Clusters no refcount block covers are free.
  */
+static void discq_flush(qcow2_state *s);
+
 static int find_free(qcow2_state *s, uint64_t n, uint64_t *out)
 {
+    /* a cluster freed by the running request may be handed out again:
+     * punch the queued ranges before anyone writes there */
+    discq_flush(s);
     uint64_t i = s->free_cluster_index;
     uint64_t start = i, run = 0;
     uint64_t limit = 1ull << (63 - s->cluster_bits);
@@ -588,10 +593,87 @@ typedef struct discard_batch {
     uint64_t start, end;
 } discard_batch;
 
+static int range_cmp(const void *a, const void *b)
+{
+    const struct qcow2_range *x = a, *y = b;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* pass the queued discards down, merged, in ascending order */
+static void discq_flush(qcow2_state *s)
+{
+    size_t n = s->discq_n;
+    if (n == 0) {
+        return;
+    }
+    s->discq_n = 0;
+    qsort(s->discq, n, sizeof(s->discq[0]), range_cmp);
+    uint64_t start = s->discq[0].start, end = s->discq[0].end;
+    for (size_t i = 1; i <= n; i++) {
+        if (i < n && s->discq[i].start <= end) {
+            end = VD_MAX(end, s->discq[i].end);
+            continue;
+        }
+        (void)vd_node_discard(s->bs->file, start, end - start);
+        if (i < n) {
+            start = s->discq[i].start;
+            end = s->discq[i].end;
+        }
+    }
+}
+
+static void discq_add(qcow2_state *s, uint64_t start, uint64_t end)
+{
+    /* frees mostly come in host order: try the newest ranges first */
+    for (size_t i = s->discq_n, k = 0; i-- > 0 && k < 8; k++) {
+        struct qcow2_range *r = &s->discq[i];
+        if (r->end == start) {
+            r->end = end;
+            return;
+        }
+        if (r->start == end) {
+            r->start = start;
+            return;
+        }
+    }
+    if (s->discq_n == s->discq_cap) {
+        size_t cap = s->discq_cap ? s->discq_cap * 2 : 64;
+        struct qcow2_range *q = cap <= 65536 ? realloc(s->discq, cap * sizeof(*q)) : NULL;
+        if (!q) {
+            /* full (or no memory): pass the queue down now */
+            discq_flush(s);
+            if (s->discq_cap == 0) {
+                (void)vd_node_discard(s->bs->file, start, end - start);
+                return;
+            }
+        } else {
+            s->discq = q;
+            s->discq_cap = cap;
+        }
+    }
+    s->discq[s->discq_n++] = (struct qcow2_range){start, end};
+}
+
+void qcow2_discard_queue_begin(qcow2_state *s)
+{
+    s->discq_depth++;
+}
+
+void qcow2_discard_queue_end(qcow2_state *s)
+{
+    if (s->discq_depth > 0 && --s->discq_depth == 0) {
+        discq_flush(s);
+    }
+}
+
 static void discard_flush(qcow2_state *s, discard_batch *d)
 {
     if (d->end > d->start) {
-        (void)vd_node_discard(s->bs->file, d->start, d->end - d->start);
+        if (s->discq_depth > 0) {
+            discq_add(s, d->start, d->end);
+        } else {
+            (void)vd_node_discard(s->bs->file, d->start, d->end - d->start);
+        }
     }
     d->start = d->end = 0;
 }

@@ -76,6 +76,27 @@ same_open_error() {
     done
     return 0
 }
+# same_output STEM CMD...: run CMD (qemu-img or qemu-io ...) with QEMU's tool
+# and with vdisk's; the outputs (program names and qemu-io's timing lines
+# taken out) must be equal.  SAME_MASK: one more sed expression for both
+same_output() {
+    local stem=$1 q v; shift
+    local mask='s/^qemu-img: //; s/^qemu-io: //; s/^vdisk: //; s/^vdisk-io: //
+        s/^\([^,]*\), [0-9]* ops; .*/\1, X ops/'
+    mask="$mask
+${SAME_MASK:-}"
+    q=$("$@" 2>&1 | sed "$mask") || true
+    local cmd=("$@")
+    case ${cmd[0]} in
+    qemu-img) cmd[0]=$VDISK ;;
+    qemu-io) cmd[0]=$VDISK_IO ;;
+    esac
+    v=$("${cmd[@]}" 2>&1 | sed "$mask") || true
+    [ "$q" = "$v" ] || fail "$stem: qemu says
+$q
+vdisk says
+$v"
+}
 same_content() { cmp -s "$1" "$2" || fail "content differs: $1 $2"; }
 
 # bounded CMD...: run CMD with at most 256 MiB of memory and 20 s: the

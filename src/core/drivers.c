@@ -34,6 +34,7 @@ extern const vd_driver vd_drv_preallocate;
 extern const vd_driver vd_drv_blkdebug;
 extern const vd_driver vd_drv_blklogwrites;
 extern const vd_driver vd_drv_copy_on_read;
+extern const vd_driver vd_drv_quorum;
 /* formats */
 extern const vd_driver vd_drv_luks;
 extern const vd_driver vd_drv_qcow2;
@@ -76,6 +77,7 @@ const vd_driver *const vd_drivers[] = {
     &vd_drv_blkdebug,
     &vd_drv_blklogwrites,
     &vd_drv_copy_on_read,
+    &vd_drv_quorum,
     /* formats, raw last */
     &vd_drv_luks,
     &vd_drv_qcow2,

@@ -218,6 +218,14 @@ int vd_opts_validate(const vd_opts *opts, const vd_opt_desc *const *tables,
                      const char *const *child_prefixes, const char *what,
                      vd_error **errp);
 /* Parse a json:{...} filename (with the "json:" prefix) into flat opts. */
+/*
+ * QEMU's json: filename of a node that no plain name describes: the options
+ * (flattened keys nested again, numbered members as arrays) with "driver"
+ * first; child_key/child_json (a "json:{...}" or plain filename, may be NULL)
+ * add a child's description under that key.  Malloc'ed, NULL without memory.
+ */
+char *vd_opts_json_filename(const vd_opts *opts, const char *driver, const char *child_key,
+                            const char *child_json);
 int vd_opts_parse_json_filename(vd_opts *opts, const char *filename, vd_error **errp);
 /* Same as vd_opts_parse but with an error message. */
 int vd_opts_parse_err(vd_opts *opts, const char *str, const char *implied_key,
@@ -625,6 +633,11 @@ enum {
      * raw formats and filters pass their file's answer on.
      */
     VD_DRV_BLOCK_INFO = 1u << 3,
+    /*
+     * The node has no one directory (quorum): names relative to it cannot
+     * be resolved (QEMU's "Cannot generate a base directory for X nodes").
+     */
+    VD_DRV_NO_DIRNAME = 1u << 4,
 };
 
 /* Whether the node can store persistent bitmaps (api.c: bitmap_add and

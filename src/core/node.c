@@ -211,6 +211,35 @@ static void inherit_opts(vd_opts *child, const vd_opts *parent)
     }
 }
 
+/*
+ * QEMU's json: filename for a node no plain name describes (a filter or
+ * quorum opened from options alone, a format above such a node), without
+ * the generic keys the core passes down to children.
+ */
+static char *json_filename(const vd_opts *opts, const char *driver, const char *child_key,
+                           const char *child_name)
+{
+    vd_opts *o = vd_opts_new();
+    if (!o) {
+        return NULL;
+    }
+    for (size_t i = 0; opts && i < vd_opts_count(opts); i++) {
+        const char *k = vd_opts_key(opts, i);
+        bool generic = false;
+        for (size_t j = 0; inherited_opts[j] && !generic; j++) {
+            size_t kl = strlen(k), gl = strlen(inherited_opts[j]);
+            generic = kl >= gl && !strcmp(k + kl - gl, inherited_opts[j]) &&
+                      (kl == gl || k[kl - gl - 1] == '.');
+        }
+        if (!generic) {
+            vd_opts_set(o, k, vd_opts_value(opts, i));
+        }
+    }
+    char *fn = vd_opts_json_filename(o, driver, child_key, child_name);
+    vd_opts_free(o);
+    return fn;
+}
+
 static vd_node *open_protocol(const vd_driver *drv, const char *filename, vd_opts *opts,
                               unsigned flags, vd_error **errp)
 {
@@ -262,6 +291,15 @@ static vd_node *open_protocol(const vd_driver *drv, const char *filename, vd_opt
     bs->options = vd_opts_clone(opts);
     if (drv->open(bs, opts, errp) < 0) {
         goto fail;
+    }
+    if (!fn && !filename && !strcmp(bs->filename, drv->name) &&
+        (drv->is_filter || (drv->flags & VD_DRV_NO_DIRNAME))) {
+        /* opened from options alone and no plain name says what it is */
+        char *json = json_filename(bs->options, drv->name, NULL, NULL);
+        if (json) {
+            free(bs->filename);
+            bs->filename = json;
+        }
     }
     return bs;
 
@@ -356,6 +394,12 @@ char *vd_resolve_backing_name(const vd_node *bs, const char *name, vd_error **er
     }
     if (name[0] != '/' && f->exact_filename && (f->drv->flags & VD_DRV_PLAIN_FILENAME)) {
         return vd_path_combine(f->exact_filename, name);
+    }
+    if (name[0] != '/' && (f->drv->flags & VD_DRV_NO_DIRNAME)) {
+        /* QEMU's words: info then says "cannot determine actual path" */
+        vd_error_set(errp, EINVAL, "Cannot generate a base directory for %s nodes",
+                     f->drv->name);
+        return NULL;
     }
     return strdup(name);
 }
@@ -516,7 +560,13 @@ static vd_node *open_format(const vd_driver *drv, const char *filename, vd_opts 
     bs->file = file;
     if (file) {
         file->parent = bs;
-        bs->filename = strdup(file->filename);
+        if (!strncmp(file->filename, "json:", 5)) {
+            /* described by options only: so is the format node (QEMU) */
+            bs->filename = json_filename(opts, drv->name, "file", file->filename);
+        }
+        if (!bs->filename) {
+            bs->filename = strdup(file->filename);
+        }
         file = NULL;
     } else {
         bs->filename = strdup(filename ? filename : drv->name);

@@ -495,6 +495,146 @@ static bool json_is_backing_key(const char *key)
     return !strcmp(key, "backing") || (n > 8 && !strcmp(key + n - 8, ".backing"));
 }
 
+/* obj's member key, created as an object when missing; NULL when the
+ * member exists with another type (a clash of "a" and "a.b"). */
+static json_object *json_sub_object(json_object *obj, const char *key)
+{
+    json_object *sub = NULL;
+    if (json_object_object_get_ex(obj, key, &sub)) {
+        return json_object_is_type(sub, json_type_object) ? sub : NULL;
+    }
+    sub = json_object_new_object();
+    if (sub && json_object_object_add(obj, key, sub) < 0) {
+        return NULL;
+    }
+    return sub;
+}
+
+/* objects whose members are exactly "0".."n-1" become arrays (quorum's
+ * children), as QEMU's json: filenames show lists */
+static json_object *json_arrays(json_object *obj)
+{
+    if (!json_object_is_type(obj, json_type_object)) {
+        return json_object_get(obj);
+    }
+    size_t n = (size_t)json_object_object_length(obj);
+    bool numbered = n > 0;
+    for (size_t i = 0; numbered && i < n; i++) {
+        char k[24];
+        snprintf(k, sizeof(k), "%zu", i);
+        numbered = json_object_object_get_ex(obj, k, NULL);
+    }
+    json_object *out = numbered ? json_object_new_array() : json_object_new_object();
+    if (!out) {
+        return NULL;
+    }
+    if (numbered) {
+        for (size_t i = 0; i < n; i++) {
+            char k[24];
+            json_object *v;
+            snprintf(k, sizeof(k), "%zu", i);
+            json_object_object_get_ex(obj, k, &v);
+            json_object_array_add(out, json_arrays(v));
+        }
+    } else {
+        json_object_object_foreach(obj, k, v)
+        {
+            json_object_object_add(out, k, json_arrays(v));
+        }
+    }
+    return out;
+}
+
+/* QEMU's qobject_to_json layout: {"a": 1, "b": [2, 3]} */
+static void json_emit(FILE *b, json_object *v)
+{
+    if (json_object_is_type(v, json_type_object)) {
+        const char *sep = "";
+        fputs("{", b);
+        json_object_object_foreach(v, k, m)
+        {
+            json_object *ks = json_object_new_string(k);
+            fputs(sep, b);
+            fputs(json_object_to_json_string_ext(
+                      ks, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE), b);
+            json_object_put(ks);
+            fputs(": ", b);
+            json_emit(b, m);
+            sep = ", ";
+        }
+        fputs("}", b);
+    } else if (json_object_is_type(v, json_type_array)) {
+        fputs("[", b);
+        for (size_t i = 0; i < json_object_array_length(v); i++) {
+            fputs(i ? ", " : "", b);
+            json_emit(b, json_object_array_get_idx(v, i));
+        }
+        fputs("]", b);
+    } else {
+        fputs(json_object_to_json_string_ext(
+                  v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE), b);
+    }
+}
+
+char *vd_opts_json_filename(const vd_opts *opts, const char *driver, const char *child_key,
+                            const char *child_json)
+{
+    json_object *root = json_object_new_object();
+    char *ret = NULL;
+    if (!root) {
+        return NULL;
+    }
+    json_object_object_add(root, "driver", json_object_new_string(driver));
+    for (size_t i = 0; opts && i < vd_opts_count(opts); i++) {
+        const char *key = vd_opts_key(opts, i), *val = vd_opts_value(opts, i);
+        if (!val || !strcmp(key, "driver") || (child_key && !strcmp(key, child_key))) {
+            continue;
+        }
+        char *path = strdup(key);
+        if (!path) {
+            goto out;
+        }
+        json_object *at = root;
+        char *part = path, *dot;
+        while (at && (dot = strchr(part, '.'))) {
+            *dot = '\0';
+            at = json_sub_object(at, part);
+            part = dot + 1;
+        }
+        if (at && !json_object_object_get_ex(at, part, NULL)) {
+            json_object_object_add(at, part, json_object_new_string(val));
+        }
+        free(path);
+    }
+    if (child_key && child_json) {
+        json_object *child = NULL;
+        if (!strncmp(child_json, "json:", 5)) {
+            child = json_tokener_parse(child_json + 5);
+        }
+        if (!child) {
+            child = json_object_new_string(child_json);
+        }
+        json_object_object_add(root, child_key, child);
+    }
+    json_object *shaped = json_arrays(root);
+    if (shaped) {
+        size_t len = 0;
+        FILE *b = open_memstream(&ret, &len);
+        if (b) {
+            fputs("json:", b);
+            json_emit(b, shaped);
+            if (fclose(b) != 0) {
+                free(ret);
+                ret = NULL;
+            }
+        }
+        json_object_put(shaped);
+    }
+out:
+    json_object_put(root);
+    return ret;
+}
+
 /*
  * Flatten obj into out under key (NULL at the top).  The shapes follow
  * qdict_flatten plus QemuOpts' conversion of scalars: objects give

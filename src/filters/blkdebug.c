@@ -458,6 +458,37 @@ static void blkdebug_free_rules(bd_state *s)
     s->nb_rules = 0;
 }
 
+/*
+ * QEMU's name for a blkdebug node opened from options that only name a
+ * config file and a plain image: "blkdebug:CONFIG:IMAGE" (any other option
+ * leaves the core's json: name).
+ */
+static void blkdebug_plain_name(vd_node *bs, const char *config)
+{
+    static const char *const plain[] = {"driver", "config", "x-image", "filename",
+                                        "discard", "force-share", "read-only",
+                                        "cache.direct", "cache.no-flush", NULL};
+    if (strcmp(bs->filename, "blkdebug") != 0 || !bs->file->exact_filename ||
+        !(bs->file->drv->flags & VD_DRV_PLAIN_FILENAME)) {
+        return;
+    }
+    for (size_t i = 0; i < vd_opts_count(bs->options); i++) {
+        const char *k = vd_opts_key(bs->options, i);
+        bool ok = !strncmp(k, "image.", 6);
+        for (size_t j = 0; plain[j] && !ok; j++) {
+            ok = !strcmp(k, plain[j]);
+        }
+        if (!ok) {
+            return;
+        }
+    }
+    char *fn = vd_asprintf("blkdebug:%s:%s", config ? config : "", bs->file->exact_filename);
+    if (fn) {
+        free(bs->filename);
+        bs->filename = fn;
+    }
+}
+
 static int blkdebug_open(vd_node *bs, vd_opts *opts, vd_error **errp)
 {
     bd_state *s = bs->opaque;
@@ -539,6 +570,7 @@ static int blkdebug_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     bs->has_zero_init = bs->file->has_zero_init;
     bs->supports_fua = bs->file->supports_fua;
     pthread_mutex_init(&s->lock, NULL);
+    blkdebug_plain_name(bs, config);
     return 0;
 
 fail:

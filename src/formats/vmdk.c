@@ -849,9 +849,12 @@ static char *vmdk_extent_path(vd_node *bs, const char *name, vd_error **errp)
         f = f->file;
     }
     if (!f || !f->exact_filename || strcmp(f->drv->name, "file") != 0) {
+        /* QEMU's words, with its bdrv_dirname error (iotest 059) */
         vd_error_set(errp, EINVAL,
-                     "Cannot use relative extent paths with VMDK descriptor file '%s'",
-                     bs->filename);
+                     "Cannot use relative paths with VMDK descriptor file '%s': "
+                     "Cannot generate a base directory for %s nodes",
+                     bs->file ? bs->file->filename : bs->filename,
+                     f ? f->drv->name : "unknown");
         return NULL;
     }
     return vd_path_combine(f->exact_filename, name);

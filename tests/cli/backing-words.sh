@@ -10,37 +10,20 @@
 #    "./NAME": info shows it so and relative backing names resolve against it.
 . "$(dirname "$0")/../lib.sh"
 need qemu-img qemu-io
-VIO=$VDISK_IO
-# same OUTFILE-STEM CMD...: run CMD with QEMU's tool and vdisk's, compare
-# the output with the program names taken out
-same() {
-    local stem=$1 q v; shift
-    q=$("$@" 2>&1 | sed 's/^qemu-img: //; s/^qemu-io: //') || true
-    local cmd=("$@")
-    case ${cmd[0]} in
-    qemu-img) cmd[0]=$VDISK ;;
-    qemu-io) cmd[0]=$VIO ;;
-    esac
-    v=$("${cmd[@]}" 2>&1 | sed 's/^vdisk: //; s/^vdisk-io: //') || true
-    [ "$q" = "$v" ] || fail "$stem: qemu says
-$q
-vdisk says
-$v"
-}
 for fmt in qcow2 qed qcow vmdk; do
     qemu-img create -q -f $fmt b.$fmt 1M
     qemu-img create -q -f $fmt -b b.$fmt -F $fmt t.$fmt
     rm b.$fmt
-    same "$fmt missing backing (qemu-io)" qemu-io -c quit t.$fmt
-    same "$fmt missing backing (info)" qemu-img info t.$fmt
-    same "$fmt create -b missing" qemu-img create -f $fmt -b "$PWD/none.$fmt" -F $fmt n.$fmt
+    same_output "$fmt missing backing (qemu-io)" qemu-io -c quit t.$fmt
+    same_output "$fmt missing backing (info)" qemu-img info t.$fmt
+    same_output "$fmt create -b missing" qemu-img create -f $fmt -b "$PWD/none.$fmt" -F $fmt n.$fmt
     [ ! -e n.$fmt ] || fail "$fmt: create with a missing backing file left n.$fmt"
     rm -f t.$fmt
 
     qemu-img create -q -f $fmt base.$fmt 1M
     qemu-img create -q -f $fmt -b base.$fmt -F $fmt "file:image:top.$fmt"
     [ -f "image:top.$fmt" ] || fail "$fmt: file:image:top.$fmt was not created as image:top.$fmt"
-    same "$fmt info file:image:top" qemu-img info "file:image:top.$fmt"
+    same_output "$fmt info file:image:top" qemu-img info "file:image:top.$fmt"
     "$VDISK" info "file:image:top.$fmt" | grep -qx "image: ./image:top.$fmt" ||
         fail "$fmt: file:image:top.$fmt is not shown as ./image:top.$fmt"
     rm -f "image:top.$fmt" base.$fmt

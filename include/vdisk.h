@@ -208,6 +208,16 @@ vd_image *vd_image_backing(vd_image *img);
 /* The file child (protocol) of img, owned by img (NULL and ENOENT when none). */
 vd_image *vd_image_file(vd_image *img);
 
+/*
+ * The options to reopen img with, as QEMU's bdrv_reopen joins them: old (the
+ * options img was opened with) updated by changes, where the format's rules
+ * drop old options a change replaces (qcow2: a new overlap-check template
+ * drops the old per-structure ones, a new cache-size the old partial cache
+ * sizes).  Fails (NULL, EINVAL: "Cannot change the option 'driver'") when
+ * changes name another driver or node-name for a node than it has.  The
+ * result is the caller's to free.
+ */
+vd_opts *vd_reopen_options(vd_image *img, const vd_opts *old, const vd_opts *changes);
 const char *vd_image_filename(const vd_image *img);
 const char *vd_image_format(const vd_image *img); /* driver name */
 /* True when the format was probed and the result is raw. */
@@ -376,7 +386,9 @@ int vd_check_reported(vd_image *img, unsigned fix, vd_check_result *res, vd_chec
 /* Where the lines of an automatic repair go: a qcow2 image left dirty (lazy
  * refcounts, not closed) is checked and repaired when opened read-write
  * without VD_OPEN_CHECK, and QEMU prints that repair's lines ("Repairing
- * cluster 1 refcount=1 reference=0") on stderr.  The library never prints:
+ * cluster 1 refcount=1 reference=0") on stderr; so do a format's notices
+ * that an image is corrupt ("qcow2: Marking image as corrupt: ...; further
+ * corruption events will be suppressed").  The library never prints:
  * without a handler the lines are dropped.  fn may be called from any thread
  * that opens an image; fn NULL removes the handler. */
 void vd_set_repair_report(vd_check_report_fn fn, void *opaque);

@@ -184,6 +184,64 @@ vd_node *vd_image_node(vd_image *img)
     return img ? img->node : NULL;
 }
 
+/* The node at a child path ("", "file", "backing.file", ...), or NULL. */
+static vd_node *node_at(vd_node *bs, const char *path, size_t len)
+{
+    while (bs && len > 0) {
+        const char *dot = memchr(path, '.', len);
+        size_t n = dot ? (size_t)(dot - path) : len;
+        if (n == 4 && !strncmp(path, "file", 4)) {
+            bs = bs->file;
+        } else if (n == 7 && !strncmp(path, "backing", 7)) {
+            bs = bs->backing;
+        } else {
+            return NULL;
+        }
+        path += n + (dot ? 1 : 0);
+        len -= n + (dot ? 1 : 0);
+    }
+    return bs;
+}
+
+vd_opts *vd_reopen_options(vd_image *img, const vd_opts *old, const vd_opts *changes)
+{
+    if (!check_img(img)) {
+        return NULL;
+    }
+    for (size_t i = 0; changes && i < vd_opts_count(changes); i++) {
+        const char *k = vd_opts_key(changes, i), *v = vd_opts_value(changes, i);
+        const char *last = strrchr(k, '.');
+        last = last ? last + 1 : k;
+        if (!strcmp(last, "node-name")) {
+            const char *was = old ? vd_opts_get(old, k) : NULL;
+            if (!was || !v || strcmp(was, v)) {
+                vd_set_public_error(EINVAL, "Cannot change the option 'node-name'");
+                return NULL;
+            }
+        } else if (!strcmp(last, "driver")) {
+            vd_node *n = node_at(img->node, k, (size_t)(last - k) - (last > k ? 1 : 0));
+            if (n && v && strcmp(n->drv->name, v)) {
+                vd_set_public_error(EINVAL, "Cannot change the option 'driver'");
+                return NULL;
+            }
+        }
+    }
+    vd_opts *out = old ? vd_opts_clone(old) : vd_opts_new();
+    if (!out) {
+        vd_set_public_error(ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (changes && img->node->drv->join_options) {
+        img->node->drv->join_options(out, changes);
+    }
+    if (changes && vd_opts_merge(out, changes) < 0) {
+        vd_opts_free(out);
+        vd_set_public_error(ENOMEM, "out of memory");
+        return NULL;
+    }
+    return out;
+}
+
 const char *vd_image_filename(const vd_image *img)
 {
     return img && img->node ? img->node->filename : NULL;
@@ -620,6 +678,20 @@ void vd_set_repair_report(vd_check_report_fn fn, void *opaque)
     pthread_mutex_lock(&repair_lock);
     repair_fn = fn;
     repair_opaque = opaque;
+    pthread_mutex_unlock(&repair_lock);
+}
+
+void vd_report_line(const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&repair_lock);
+    if (repair_fn) {
+        repair_fn(repair_opaque, line);
+    }
     pthread_mutex_unlock(&repair_lock);
 }
 

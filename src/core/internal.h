@@ -50,6 +50,9 @@ void vd_check_line(const char *fmt, ...) VD_PRINTF(1, 2);
  * callback takes them) go to vd_set_repair_report's handler: a format's
  * automatic repair at open.  begin returns the state that end restores. */
 bool vd_check_auto_begin(void);
+/* A line QEMU prints bare on stderr outside any check (qcow2's "Marking
+ * image as corrupt: ..."), to vd_set_repair_report's handler. */
+void vd_report_line(const char *fmt, ...) VD_PRINTF(1, 2);
 void vd_check_auto_end(bool was);
 int vd_error_set(vd_error **errp, int err, const char *fmt, ...) VD_PRINTF(3, 4);
 /* As vd_error_set, appending ": strerror(err)". */
@@ -608,6 +611,10 @@ struct vd_driver {
     /* Plain writes must be whole compressed clusters (vmdk streamOptimized):
      * convert then writes as with -c (QEMU's needs_compressed_writes). */
     bool (*needs_compressed_writes)(vd_node *bs);
+    /* Reopen: drop from old (the node's own options, no child prefixes)
+     * what changes replaces beyond the keys it names (QEMU's
+     * bdrv_join_options); called before changes are merged in. */
+    void (*join_options)(vd_opts *old, const vd_opts *changes);
 };
 
 /* vd_driver.flags */

@@ -252,6 +252,8 @@ static const char *tool_shown_name(const char *name, char *buf, size_t size)
     return buf;
 }
 
+bool tool_open_plain_errors;
+
 vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
                     const vd_opts *extra, unsigned flags, bool quiet)
 {
@@ -307,7 +309,9 @@ vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
          * before the block layer's own message (which for a missing file
          * says "Could not open 'NAME': ..." a second time). */
         size_t plen = strlen(progname);
-        if (plen >= 3 && strcmp(progname + plen - 3, "-io") == 0) {
+        if (tool_open_plain_errors) {
+            tool_error("%s", lib);
+        } else if (plen >= 3 && strcmp(progname + plen - 3, "-io") == 0) {
             /* qemu-io names no device for --image-opts or "open -o"
              * without a file name (iotest 226) */
             if (!filename || image_opts) {

@@ -52,6 +52,9 @@ const char *tool_human_size(uint64_t bytes);
  * qemu-img's warning about probing raw unless quiet); extra opts may be NULL.
  * Prints an error naming the file and returns NULL on failure.
  */
+/* While set, tool_open prints a failure as the library's message alone
+ * (qemu-io's reopen does), not after "can't open device NAME: ". */
+extern bool tool_open_plain_errors;
 vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
                     const vd_opts *extra, unsigned flags, bool quiet);
 

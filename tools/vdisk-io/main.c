@@ -417,26 +417,25 @@ const vio_cmd vio_cmd_reopen = {
 
 static int reopen_f(int argc, char **argv)
 {
-    vd_opts *opts = vio.opts ? vd_opts_clone(vio.opts) : vd_opts_new();
+    vd_opts *changes = vd_opts_new(), *opts = NULL, *old = NULL, *base = NULL;
     unsigned flags = vio.open_flags;
-    bool writethrough = vio.writethrough, has_rw = false;
+    bool writethrough = vio.writethrough, has_rw = false, has_cache = false;
     int c, ret = -EINVAL;
 
-    if (!opts) {
+    if (!changes) {
         return -ENOMEM;
     }
     while ((c = getopt(argc, argv, "c:o:rw")) != -1) {
         switch (c) {
         case 'c':
             /* a new cache mode replaces the old one's keys */
-            vd_opts_set(opts, "cache.direct", NULL);
-            vd_opts_set(opts, "cache.no-flush", NULL);
-            if (!parse_cache(optarg, opts, &writethrough)) {
+            if (!parse_cache(optarg, changes, &writethrough)) {
                 goto out;
             }
+            has_cache = true;
             break;
         case 'o':
-            if (vd_opts_parse(opts, optarg, NULL) < 0) {
+            if (vd_opts_parse(changes, optarg, NULL) < 0) {
                 vio_error("%s", vd_get_error());
                 goto out;
             }
@@ -459,19 +458,89 @@ static int reopen_f(int argc, char **argv)
         ret = vio_usage(&vio_cmd_reopen);
         goto out;
     }
+    /* QEMU's checks and words (iotest 133) */
+    if (has_rw && vd_opts_get(changes, "read-only")) {
+        vio_error("Cannot set both -r/-w and 'read-only'");
+        goto out;
+    }
+    if (has_cache && (vd_opts_get(changes, "cache.direct") ||
+                      vd_opts_get(changes, "cache.no-flush"))) {
+        /* parse_cache set them itself: only the user's -o may not */
+        vd_opts *user = vd_opts_new();
+        bool both = false;
+        for (int i = 1; user && i < argc; i++) {
+            if (!strcmp(argv[i], "-o") && i + 1 < argc &&
+                vd_opts_parse(user, argv[i + 1], NULL) == 0) {
+                both = both || vd_opts_get(user, "cache.direct") ||
+                       vd_opts_get(user, "cache.no-flush");
+            }
+        }
+        vd_opts_free(user);
+        if (both) {
+            vio_error("Cannot set both -c and the cache options");
+            goto out;
+        }
+    }
+    const char *ro = vd_opts_get(changes, "read-only");
+    if (ro) {
+        if (strcmp(ro, "on") && strcmp(ro, "off")) {
+            vio_error("Parameter 'read-only' expects 'on' or 'off'");
+            goto out;
+        }
+        flags = !strcmp(ro, "on") ? flags & ~(unsigned)VD_OPEN_RDWR : flags | VD_OPEN_RDWR;
+        vd_opts_set(changes, "read-only", NULL);
+    }
+    base = vio.opts ? vd_opts_clone(vio.opts) : vd_opts_new();
+    if (!base) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    if (has_cache) {
+        /* the new mode's keys replace the old ones */
+        vd_opts_set(base, "cache.direct", NULL);
+        vd_opts_set(base, "cache.no-flush", NULL);
+    }
+    /* the options the image was opened with: the --image-opts string too,
+     * for the unchangeable ones (driver, node-name) */
+    old = vd_opts_new();
+    if (!old) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    if (vio.image_opts && vio.name) {
+        (void)vd_opts_parse(old, vio.name, NULL);
+    }
+    if (vio.opts) {
+        (void)vd_opts_merge(old, vio.opts);
+    }
+    vd_opts *checked = vd_reopen_options(vio.img, old, changes);
+    if (!checked) {
+        vio_error("%s", vd_get_error());
+        goto out;
+    }
+    vd_opts_free(checked);
+    opts = vd_reopen_options(vio.img, base, changes);
+    if (!opts) {
+        vio_error("%s", vd_get_error());
+        goto out;
+    }
     if (!(flags & VD_OPEN_RDWR)) {
         flags &= ~(unsigned)VD_OPEN_RESIZE;
     }
 
     vio_aio_drain();
     vd_close(vio.img);
+    tool_open_plain_errors = true;
     vio.img = tool_open(vio.name, vio.fmt, vio.image_opts, opts, flags, true);
+    tool_open_plain_errors = false;
     if (vio.img) {
         vd_opts_free(vio.opts);
         vio.opts = opts;
+        opts = NULL;
         vio.open_flags = flags;
         vio.writethrough = writethrough;
-        return 0;
+        ret = 0;
+        goto out;
     }
     ret = -(vd_get_errno() ? vd_get_errno() : EINVAL);
     /* keep working on the image as it was */
@@ -480,7 +549,10 @@ static int reopen_f(int argc, char **argv)
         forget_image();
     }
 out:
+    vd_opts_free(changes);
     vd_opts_free(opts);
+    vd_opts_free(old);
+    vd_opts_free(base);
     return ret;
 }
 

@@ -411,6 +411,11 @@ int qcow2_get_l2_for_write(qcow2_state *s, uint64_t offset, uint64_t **slice, ui
     if (n < 0) {
         return (int)n;
     }
+    if (n == 0) {
+        /* the refcounts say the header's cluster is free (QEMU's words) */
+        qcow2_signal_corruption(s, true, "Preventing invalid allocation of L2 table at offset 0");
+        return -EIO;
+    }
     uint64_t new_off = (uint64_t)n;
     ret = vd_cache_flush(s->refcount_cache);
     if (ret < 0) {

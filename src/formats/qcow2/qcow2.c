@@ -10,6 +10,7 @@
  * amend.c, datafile.c and subcluster.c.  cache-clean-interval is honoured without a timer thread: caches
  * are trimmed by the next metadata operation after the interval elapsed.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -52,7 +53,9 @@ static const vd_opt_desc qcow2_open_opts[] = {
     {"l2-cache-size", VD_OPT_SIZE, "Maximum L2 table cache size", NULL},
     {"l2-cache-entry-size", VD_OPT_SIZE, "Size of each entry in the L2 cache", NULL},
     {"refcount-cache-size", VD_OPT_SIZE, "Maximum refcount block cache size", NULL},
-    {"cache-clean-interval", VD_OPT_NUMBER, "Clean unused cache entries after this time (in seconds)", "600"},
+    /* a string here: qcow2_open reads it, so that a negative value gets
+     * QEMU's "too big" (QEMU wraps it to an unsigned one) */
+    {"cache-clean-interval", VD_OPT_STRING, "Clean unused cache entries after this time (in seconds)", "600"},
     {"encrypt.key-secret", VD_OPT_STRING, "ID of secret providing qcow2 AES key or LUKS passphrase", NULL},
     {"encrypt.format", VD_OPT_STRING, "Encryption format", NULL},
     {"data-file", VD_OPT_STRING, "Node reference or filename of the external data file", NULL},
@@ -137,12 +140,30 @@ static int qcow2_probe(const uint8_t *buf, size_t len, const char *filename)
 
 void qcow2_signal_corruption(qcow2_state *s, bool fatal, const char *fmt, ...)
 {
-    (void)fmt;
-    if (!fatal || s->bs->read_only || s->broken) {
+    /* as QEMU: an image that cannot be written is only reported; the
+     * notice goes out once (a fatal one after non-fatal ones still does) */
+    fatal = fatal && !s->bs->read_only;
+    if (s->broken || (s->signaled_corruption && !fatal)) {
         return;
     }
-    /* QEMU marks the image corrupt and makes it unusable; the message
-     * cannot be printed by the library, the failing request gets EIO */
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (fatal) {
+        vd_report_line("qcow2: Marking image as corrupt: %s; further corruption events will "
+                       "be suppressed", msg);
+    } else {
+        vd_report_line("qcow2: Image is corrupt: %s; further non-fatal corruption events "
+                       "will be suppressed", msg);
+    }
+    s->signaled_corruption = true;
+    if (!fatal) {
+        return;
+    }
+    /* QEMU marks the image corrupt and makes it unusable: the failing
+     * request and every later one get EIO */
     s->broken = true;
     s->incompatible_features |= QCOW2_INCOMPAT_CORRUPT;
     if (s->version >= 3) {
@@ -1162,16 +1183,21 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
 
     int mode;
     const char *tmpl = vd_opts_get(opts, "overlap-check.template");
-    if (tmpl && vd_opts_get(opts, "overlap-check") &&
-        strcmp(tmpl, vd_opts_get(opts, "overlap-check"))) {
+    const char *ol = vd_opts_get(opts, "overlap-check");
+    if (tmpl && ol && strcmp(tmpl, ol)) {
         ret = vd_error_set(errp, EINVAL, "Conflicting values for qcow2 options "
                            "'overlap-check' ('%s') and 'overlap-check.template' ('%s')",
-                           vd_opts_get(opts, "overlap-check"), tmpl);
+                           ol, tmpl);
         goto fail;
     }
-    if (vd_opts_get_enum(opts, tmpl ? "overlap-check.template" : "overlap-check",
-                         overlap_modes, 2, &mode, errp) < 0) {
-        ret = -EINVAL;
+    const char *ol_mode = tmpl ? tmpl : ol ? ol : "cached";
+    for (mode = 0; overlap_modes[mode] && strcmp(overlap_modes[mode], ol_mode); mode++) {
+    }
+    if (!overlap_modes[mode]) {
+        /* QEMU's words, for either key (iotest 137) */
+        ret = vd_error_set(errp, EINVAL, "Unsupported value '%s' for qcow2 option "
+                           "'overlap-check'. Allowed are any of the following: none, "
+                           "constant, cached, all", ol_mode);
         goto fail;
     }
     static const unsigned templates[] = {0, QCOW2_OL_CONSTANT, QCOW2_OL_CACHED, QCOW2_OL_ALL};
@@ -1192,6 +1218,12 @@ static int qcow2_open(vd_node *bs, vd_opts *opts, vd_error **errp)
         s->overlap_check = on ? (s->overlap_check | (1u << i)) : (s->overlap_check & ~(1u << i));
     }
     uint64_t interval;
+    const char *ci = vd_opts_get(opts, "cache-clean-interval");
+    if (ci && ci[0] == '-' && ci[1] >= '0' && ci[1] <= '9') {
+        /* QEMU reads it as an unsigned number: -1 wraps to a huge one */
+        ret = vd_error_set(errp, EINVAL, "Cache clean interval too big");
+        goto fail;
+    }
     if (vd_opts_get_u64(opts, "cache-clean-interval", DEFAULT_CACHE_CLEAN_INTERVAL, &interval,
                         errp) < 0) {
         ret = -EINVAL;
@@ -2047,8 +2079,32 @@ out:
     return ret;
 }
 
+/*
+ * Reopen (QEMU's qcow2_join_options): a new overlap-check template replaces
+ * every old overlap-check option; a new total cache size replaces the old
+ * partial ones; and an old total size gives way when the partial sizes
+ * would otherwise make all three set.
+ */
+static void qcow2_join_options(vd_opts *old, const vd_opts *changes)
+{
+    if (vd_opts_get(changes, "overlap-check") || vd_opts_get(changes, "overlap-check.template")) {
+        vd_opts_set(old, "overlap-check", NULL);
+        vd_opts_remove_prefix(old, "overlap-check");
+    }
+    if (vd_opts_get(changes, "cache-size")) {
+        vd_opts_set(old, "l2-cache-size", NULL);
+        vd_opts_set(old, "refcount-cache-size", NULL);
+    } else if (vd_opts_get(old, "cache-size") &&
+               (vd_opts_get(old, "l2-cache-size") || vd_opts_get(changes, "l2-cache-size")) &&
+               (vd_opts_get(old, "refcount-cache-size") ||
+                vd_opts_get(changes, "refcount-cache-size"))) {
+        vd_opts_set(old, "cache-size", NULL);
+    }
+}
+
 const vd_driver vd_drv_qcow2 = {
     .name = "qcow2",
+    .join_options = qcow2_join_options,
     .kind = VD_DRV_FORMAT,
     .state_size = sizeof(qcow2_state),
     .create_opts = qcow2_create_opts,

@@ -243,6 +243,7 @@ typedef struct qcow2_state {
     /* state (L) */
     bool dirty_lazy;      /* we set the dirty bit for lazy refcounts */
     bool needs_repair;    /* opened read-write with the dirty bit set */
+    bool signaled_corruption; /* the corruption notice went out */
     bool broken;          /* fatal corruption found: no more I/O */
     bool data_unflushed;  /* (L) guest data linked into L2 since s->data was last synced */
     bool corrupt_ro;      /* corrupt bit set at open: writes refused */

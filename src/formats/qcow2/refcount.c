@@ -341,6 +341,11 @@ static int alloc_refblock(qcow2_state *s, uint64_t ti, int depth)
     if (ret < 0) {
         return ret;
     }
+    if (b == 0) {
+        qcow2_signal_corruption(s, true,
+                                "Preventing invalid allocation of refcount block at offset 0");
+        return -EIO;
+    }
     uint64_t bti = b >> s->refcount_block_bits;
     uint64_t boff = b << s->cluster_bits;
     if (bti >= s->refcount_table_size) {

@@ -607,8 +607,10 @@ int vd_get_info(vd_image *img, vd_info **out)
     int64_t len = vd_node_get_length(bs);
     info->virtual_size = len > 0 ? (uint64_t)len : 0;
     info->actual_size = -1;
-    vd_node *f = bs->file ? bs->file : bs;
-    if (f->drv->get_allocated_size) {
+    /* as QEMU: a node's own answer, else a format's file's; protocols and
+     * filters opened as protocols (blkdebug) have none */
+    vd_node *f = bs->drv->get_allocated_size || bs->drv->kind == VD_DRV_PROTOCOL ? bs : bs->file;
+    if (f && f->drv->get_allocated_size) {
         int64_t a = f->drv->get_allocated_size(f);
         info->actual_size = a >= 0 ? a : -1;
     }

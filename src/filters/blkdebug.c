@@ -468,8 +468,10 @@ static void blkdebug_plain_name(vd_node *bs, const char *config)
     static const char *const plain[] = {"driver", "config", "x-image", "filename",
                                         "discard", "force-share", "read-only",
                                         "cache.direct", "cache.no-flush", NULL};
-    if (strcmp(bs->filename, "blkdebug") != 0 || !bs->file->exact_filename ||
-        !(bs->file->drv->flags & VD_DRV_PLAIN_FILENAME)) {
+    const char *child = bs->file->exact_filename ? bs->file->exact_filename
+                                                 : bs->file->filename;
+    if (strcmp(bs->filename, "blkdebug") != 0 || !child || !strncmp(child, "json:", 5) ||
+        bs->file->drv->kind != VD_DRV_PROTOCOL) {
         return;
     }
     for (size_t i = 0; i < vd_opts_count(bs->options); i++) {
@@ -482,7 +484,7 @@ static void blkdebug_plain_name(vd_node *bs, const char *config)
             return;
         }
     }
-    char *fn = vd_asprintf("blkdebug:%s:%s", config ? config : "", bs->file->exact_filename);
+    char *fn = vd_asprintf("blkdebug:%s:%s", config ? config : "", child);
     if (fn) {
         free(bs->filename);
         bs->filename = fn;

@@ -376,7 +376,8 @@ static int nbd_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     int r = vd_nbd_client_connect(&cfg, &s->client, errp);
     vd_nbd_tls_creds_free(creds);
     if (r < 0) {
-        vd_error_prepend(errp, "Could not open '%s': ", name ? name : bs->filename);
+        /* the tools lead with "Could not open 'NAME': " themselves (QEMU's
+         * words, iotest 162) */
         free(name);
         return r;
     }

@@ -72,6 +72,14 @@ static int null_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     }
     bs->has_zero_init = false;
     bs->supports_fua = true; /* nothing to make durable */
+    if (!strcmp(bs->filename, bs->drv->name)) {
+        /* opened from options: QEMU's name for it (iotest 162) */
+        char *name = vd_asprintf("%s://", bs->drv->name);
+        if (name) {
+            free(bs->filename);
+            bs->filename = name;
+        }
+    }
     return 0;
 }
 

@@ -94,6 +94,8 @@ same_output "info over blkdebug" qemu-img info "json:{'driver':'qcow2','file':{'
 v=$("$VDISK" info "json:{'driver':'qcow2','file':{'driver':'blkdebug','image':{'driver':'file','filename':'t.qcow2'},'set-state':[{'event':'read_aio','new_state':42}]}}" | head -n 1)
 case $v in 'image: json:{"driver": "qcow2", "file": {"driver": "blkdebug"'*'"set-state": [{"event": "read_aio", "new_state": "42"}]}}') ;;
 *) fail "json: name of a blkdebug with rules: $v" ;; esac
+touch 42
+same_output "blkdebug over null-co" qemu-img info 'json:{"driver": "blkdebug", "config": 42, "image.driver": "null-co"}'
 qemu-img create -q -f vmdk -o subformat=monolithicFlat d.vmdk 1M
 cp d.vmdk d.vmdk.orig
 SAME_MASK="s/'json:[^']*'/JSON/g" same_output "vmdk relative extents over quorum" qemu-img info "json:{\"driver\": \"vmdk\", \"file\": {\"driver\": \"quorum\", \"children\": [{\"driver\": \"file\", \"filename\": \"$PWD/d.vmdk\"}, {\"driver\": \"file\", \"filename\": \"$PWD/d.vmdk.orig\"}], \"vote-threshold\": 1}}"

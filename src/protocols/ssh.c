@@ -278,6 +278,17 @@ int vd_ssh_parse_opts(vd_opts *opts, vd_ssh_cfg *cfg, vd_error **errp)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->mode = VD_SSH_HKC_KNOWN_HOSTS;
+    const char *lp = vd_opts_get(opts, "port");
+    if (lp) {
+        /* the legacy key is a number in QEMU (server.port may name a
+         * service): its words for "0.42" (iotest 162) */
+        char *end = NULL;
+        errno = 0;
+        (void)strtoull(lp, &end, 0);
+        if (!*lp || *end || errno) {
+            return vd_error_set(errp, EINVAL, "Parameter 'port' expects a number");
+        }
+    }
     if (ssh_legacy_key(opts, "host", "server.host", errp) < 0 ||
         ssh_legacy_key(opts, "port", "server.port", errp) < 0) {
         return -EINVAL;

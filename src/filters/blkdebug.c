@@ -491,6 +491,8 @@ static void blkdebug_plain_name(vd_node *bs, const char *config)
     }
 }
 
+static void blkdebug_event(vd_node *bs, vd_event ev);
+
 static int blkdebug_open(vd_node *bs, vd_opts *opts, vd_error **errp)
 {
     bd_state *s = bs->opaque;
@@ -573,6 +575,9 @@ static int blkdebug_open(vd_node *bs, vd_opts *opts, vd_error **errp)
     bs->supports_fua = bs->file->supports_fua;
     pthread_mutex_init(&s->lock, NULL);
     blkdebug_plain_name(bs, config);
+    /* rules on the event "none" apply from the start (as QEMU's, which
+     * iotest 251 uses with iotype= to fail chosen reads and block status) */
+    blkdebug_event(bs, VD_EV_NONE);
     return 0;
 
 fail:

@@ -84,6 +84,9 @@ once = "on"
 CFG
 same raw s.cfg "write -P 1 0 4k" "write -P 2 4k 4k" "flush" "write -P 3 8k 4k" "write -P 4 12k 4k"
 # iotype: only reads fail
+# event "none": active from the start (iotest 251), for reads of one sector
+same raw "opts:file.inject-error.0.event=none,file.inject-error.0.iotype=read,file.inject-error.0.errno=5,file.inject-error.0.sector=1" \
+    "read 0 512" "read 512 512" "read 512 512" "write 512 512" "read 1024 512"
 same raw "opts:file.inject-error.0.event=pwritev,file.inject-error.0.iotype=read,file.inject-error.0.errno=5" \
     "write -P 1 0 4k" "read -P 1 0 4k" "write -P 2 4k 4k"
 # several rules from options, in both orders of definition

@@ -33,11 +33,6 @@ typedef struct codec_tls {
     bool inf_ok;
     ZSTD_CCtx *cctx;
     ZSTD_DCtx *dctx;
-    /* the output of this thread's multi-cluster writes, kept between
-     * calls: a fresh multi-MiB buffer per call costs a page fault per
-     * page it is written to */
-    uint8_t *out;
-    size_t out_size;
 } codec_tls;
 
 static pthread_key_t codec_key;
@@ -52,7 +47,6 @@ static void codec_free(void *p)
     }
     ZSTD_freeCCtx(t->cctx);
     ZSTD_freeDCtx(t->dctx);
-    free(t->out);
     free(t);
 }
 
@@ -312,10 +306,6 @@ static void compress_all(cjob *jobs, size_t n, int type)
 
 /* ---------------------------------------------------------------- write */
 
-/* the largest per-thread output buffer kept between calls (convert's
- * chunks are 2 MiB; larger calls allocate their own) */
-#define OUT_KEEP_MAX ((size_t)4 << 20)
-
 int qcow2_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const void *buf)
 {
     qcow2_state *s = bs->opaque;
@@ -338,26 +328,10 @@ int qcow2_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const vo
     }
     size_t n = (size_t)vd_div_round_up(len, cs);
     cjob *jobs = calloc(n, sizeof(*jobs));
-    uint8_t *out = NULL;
+    uint8_t *out = malloc(n * cs);
     uint8_t *last = NULL;
     uint64_t *coff = calloc(n, sizeof(*coff));
-    codec_tls *t = codec_get();
-    if (!jobs || !coff || !t) {
-        ret = -ENOMEM;
-        goto out_free;
-    }
-    if (n * cs <= OUT_KEEP_MAX) {
-        if (t->out_size < n * cs) {
-            free(t->out);
-            t->out_size = 0;
-            if (!(t->out = malloc(n * cs))) {
-                ret = -ENOMEM;
-                goto out_free;
-            }
-            t->out_size = n * cs;
-        }
-        out = t->out; /* this thread's until the call returns */
-    } else if (!(out = malloc(n * cs))) {
+    if (!jobs || !out || !coff) {
         ret = -ENOMEM;
         goto out_free;
     }
@@ -534,9 +508,7 @@ int qcow2_pwrite_compressed(vd_node *bs, uint64_t offset, uint64_t len, const vo
 
 out_free:
     free(jobs);
-    if (!t || out != t->out) {
-        free(out);
-    }
+    free(out);
     free(last);
     free(coff);
     return ret;

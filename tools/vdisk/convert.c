@@ -5,8 +5,9 @@
  * about what to copy (block status of the sources, -S sparse detection,
  * zero-initialised targets, -B backing files), same exit codes.
  *
- * Speed: N worker threads (-m, default 8) each take the next chunk (at
- * most 2 MiB) under a lock, read it without the lock and write it.  Without
+ * Speed: N worker threads (-m; default 8, or one per core, 2 to 8, when
+ * every image is a local file: convert_default_workers) each take the next
+ * chunk (at most 2 MiB) under a lock, read it without the lock and write it.  Without
  * -W the writes are issued in source order (a ticket per chunk), reads
  * still overlap.  Compressed output (-c) compresses in every worker at once
  * (its writes are not kept in order: compression happens inside them):

@@ -224,7 +224,7 @@ if command -v strace >/dev/null; then
         strace -f -qq -e trace=clone,clone3 -o st.out "$@" >/dev/null 2>&1 || fail "under strace: $*"
         grep -cE '^[0-9]+ +clone3?\(' st.out
     }
-    ncpu=$(nproc)
+    ncpu=$(getconf _NPROCESSORS_ONLN) # what convert asks (nproc follows affinity)
     want=$((ncpu < 2 ? 2 : (ncpu > 8 ? 8 : ncpu)))
     rm -f w.raw
     t=$(threads "$VDISK" convert -f raw -O raw c.raw w.raw)

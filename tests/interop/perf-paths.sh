@@ -224,7 +224,7 @@ if command -v strace >/dev/null; then
         strace -f -qq -e trace=clone,clone3 -o st.out "$@" >/dev/null 2>&1 || fail "under strace: $*"
         grep -cE '^[0-9]+ +clone3?\(' st.out
     }
-    ncpu=$(getconf _NPROCESSORS_ONLN) # what convert asks (nproc follows affinity)
+    ncpu=$(nproc) # the cores this process may use, as convert counts them
     want=$((ncpu < 2 ? 2 : (ncpu > 8 ? 8 : ncpu)))
     rm -f w.raw
     t=$(threads "$VDISK" convert -f raw -O raw c.raw w.raw)
@@ -233,6 +233,11 @@ if command -v strace >/dev/null; then
     rm -f w.raw
     t=$(threads "$VDISK" convert -m 5 -f raw -O raw c.raw w.raw)
     [ "$t" -eq 5 ] || fail "convert -m 5 started $t threads"
+    if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+        rm -f w.raw
+        t=$(threads taskset -c 0 "$VDISK" convert -f raw -O raw c.raw w.raw)
+        [ "$t" -eq 2 ] || fail "convert on one allowed core started $t threads, expected 2"
+    fi
     if command -v qemu-nbd >/dev/null; then
         qemu-nbd -k "$PWD/w.sock" -f raw -r -t c.raw &
         nbd_pid=$!

@@ -19,6 +19,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -729,7 +730,10 @@ static int convert_default_workers(const convert_state *s, int wanted)
     if (!convert_all_local(s->target, 0)) {
         return wanted;
     }
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    /* the cores this process may run on (taskset, cgroup cpusets) */
+    cpu_set_t set;
+    long ncpu = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+                                                            : sysconf(_SC_NPROCESSORS_ONLN);
     int n = ncpu < 2 ? 2 : (ncpu > wanted ? wanted : (int)ncpu);
     return n < wanted ? n : wanted;
 }

@@ -5,8 +5,9 @@
  * about what to copy (block status of the sources, -S sparse detection,
  * zero-initialised targets, -B backing files), same exit codes.
  *
- * Speed: N worker threads (-m, default 8) each take the next chunk (at
- * most 2 MiB) under a lock, read it without the lock and write it.  Without
+ * Speed: N worker threads (-m; default 8, or one per core, 2 to 8, when
+ * every image is a local file: convert_default_workers) each take the next
+ * chunk (at most 2 MiB) under a lock, read it without the lock and write it.  Without
  * -W the writes are issued in source order (a ticket per chunk), reads
  * still overlap.  Compressed output (-c) compresses in every worker at once
  * (its writes are not kept in order: compression happens inside them):
@@ -18,12 +19,14 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cmds.h"
 #include "img.h"
@@ -686,6 +689,55 @@ static int convert_do_copy(convert_state *s, int num_workers, bool progress)
     return 0;
 }
 
+/*
+ * Whether every node under img (its file children and backing chain)
+ * ends in the local file protocol: then a worker never waits on a
+ * network, only on the page cache or the disk.
+ */
+static bool convert_all_local(vd_image *img, int depth)
+{
+    if (!img || depth > 64) {
+        return false;
+    }
+    vd_image *file = vd_image_file(img);
+    vd_image *backing = vd_image_backing(img);
+    if (backing && !convert_all_local(backing, depth + 1)) {
+        return false;
+    }
+    if (file) {
+        return convert_all_local(file, depth + 1);
+    }
+    const char *drv = vd_image_format(img);
+    return drv && !strcmp(drv, "file");
+}
+
+/*
+ * The number of worker threads when -m is not given.  qemu-img's 8
+ * coroutines share one thread; 8 threads copying cached local files on
+ * fewer cores only compete: the same pages are copied, but their eight
+ * 2 MiB buffers no longer fit the caches, the buffered writes contend
+ * for the target's inode lock, and the CPU time of a convert was about
+ * twice that of 2 threads on 2 cores (docs/performance.md).  Threads
+ * waiting on a network hide its latency, so those converts keep 8.
+ */
+static int convert_default_workers(const convert_state *s, int wanted)
+{
+    for (int i = 0; i < s->src_num; i++) {
+        if (!convert_all_local(s->src[i], 0)) {
+            return wanted;
+        }
+    }
+    if (!convert_all_local(s->target, 0)) {
+        return wanted;
+    }
+    /* the cores this process may run on (taskset, cgroup cpusets) */
+    cpu_set_t set;
+    long ncpu = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+                                                            : sysconf(_SC_NPROCESSORS_ONLN);
+    int n = ncpu < 2 ? 2 : (ncpu > wanted ? wanted : (int)ncpu);
+    return n < wanted ? n : wanted;
+}
+
 /* ------------------------------------------------------------- -o help */
 
 static bool convert_has_help_option(const char *list)
@@ -885,6 +937,7 @@ int cmd_convert(int argc, char **argv)
     bool force_share = false, explicit_min_sparse = false, copy_range = false;
     bool bitmaps = false, skip_broken = false, target_is_zero = false;
     int num_workers = 8;
+    bool workers_given = false;
     uint64_t rate_limit = 0;
     int ret = 1;
     convert_state s = {
@@ -1025,6 +1078,7 @@ int cmd_convert(int argc, char **argv)
                 goto out;
             }
             num_workers = (int)v;
+            workers_given = true;
             break;
         }
         case 'W':
@@ -1404,6 +1458,9 @@ int cmd_convert(int argc, char **argv)
     for (int i = 0; i < MAX_WORKERS; i++) {
         pthread_cond_init(&s.wait_cond[i], NULL);
         s.wait_sector[i] = UINT64_MAX;
+    }
+    if (!workers_given) {
+        num_workers = convert_default_workers(&s, num_workers);
     }
     int r = convert_do_copy(&s, num_workers, progress);
     for (int i = 0; i < MAX_WORKERS; i++) {

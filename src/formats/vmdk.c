@@ -713,6 +713,10 @@ static int vmdk_open_sesparse(vd_node *bs, vmdk_extent *e, vd_error **errp)
 {
     uint8_t h[512], v[512];
     const char *fn = e->file->filename;
+    if (bs->flags & VD_NODE_RDWR) {
+        /* as QEMU: only a read-only open (qemu-io -r, convert's source) */
+        return vd_error_set(errp, EPERM, "No write support for seSparse images available");
+    }
     int ret = vd_node_pread(e->file, 0, 512, h, 0);
     if (ret < 0) {
         return vd_error_setg_errno(errp, ret, "Could not read the header of '%s'", fn);
@@ -743,8 +747,8 @@ static int vmdk_open_sesparse(vd_node *bs, vmdk_extent *e, vd_error **errp)
         return vd_error_set(errp, EINVAL, "'%s': bad seSparse volatile header magic", fn);
     }
     if (vd_ld_le64(v + 24)) {
-        return vd_error_set(errp, ENOTSUP,
-                            "'%s': image is dirty, replaying its journal is not supported", fn);
+        /* QEMU's words */
+        return vd_error_set(errp, ENOTSUP, "Image is dirty, Replaying journal not supported");
     }
     if (!vd_buffer_is_zero(v + 32, 480)) {
         return vd_error_set(errp, ENOTSUP, "'%s': non-zero seSparse volatile header padding",

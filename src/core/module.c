@@ -109,12 +109,12 @@ static void add_dir(const char *d, size_t n)
  * built in (so build/vdisk finds build/src/protocols/vdisk-*.so). */
 static bool running_from_build_tree(void)
 {
-    char exe[PATH_MAX];
-    if (!realpath("/proc/self/exe", exe)) {
-        return false;
+    char exe[PATH_MAX], root[PATH_MAX];
+    if (!realpath("/proc/self/exe", exe) || !realpath(VD_BUILD_ROOT, root)) {
+        return false; /* no build tree (any more) */
     }
-    size_t n = strlen(VD_BUILD_ROOT);
-    return !strncmp(exe, VD_BUILD_ROOT, n) && exe[n] == '/';
+    size_t n = strlen(root);
+    return !strncmp(exe, root, n) && exe[n] == '/';
 }
 
 static void find_dirs(void)

@@ -71,6 +71,38 @@ if [ ${#built[@]} -ge 2 ]; then
     expect_fail "is not a $a driver" "$VDISK" info "${url[$a]}"
     rm "empty/vdisk-$a.so"
 fi
+# an embedder: a program outside the build tree linked with the static
+# library (no -rdynamic) and one with the shared library load a module
+# through VDISK_MODULE_DIR; the module needs nothing from the program
+if command -v cc >/dev/null && [ -e "$moddir/vdisk-ssh.so" ]; then
+    cat > embed.c <<'C'
+#include <stdio.h>
+#include <string.h>
+#include <vdisk.h>
+int main(int argc, char **argv)
+{
+    vd_image *img = vd_open(argv[1], "raw", NULL, 0);
+    if (img) {
+        return 2;
+    }
+    printf("%s\n", vd_get_error());
+    return strstr(vd_get_error(), "Unknown protocol") ? 1 : 0;
+}
+C
+    libs=$(pkg-config --libs zlib libzstd libdeflate json-c liburing gnutls nettle libargon2)
+    # shellcheck disable=SC2086
+    cc -o embed-static embed.c -I"$VDISK_SRC/include" "$VDISK_BUILD/libvdisk.a" $libs -lbz2 -lm -lpthread ||
+        fail "cannot link a program with libvdisk.a"
+    cc -o embed-shared embed.c -I"$VDISK_SRC/include" -L"$VDISK_BUILD" -lvdisk \
+        -Wl,-rpath,"$VDISK_BUILD" || fail "cannot link a program with libvdisk.so"
+    for p in ./embed-static ./embed-shared; do
+        out=$(VDISK_MODULE_DIR=$moddir $p "${url[ssh]}") || fail "$p: module not loaded: $out"
+        case "$out" in *"Connection refused"*) ;; *) fail "$p: not the ssh driver's error: $out" ;; esac
+        out=$($p "${url[ssh]}") && fail "$p found a module in $VDISK_MODULE_DIR: $out"
+        case "$out" in *"module vdisk-ssh.so not found"*) ;; *) fail "$p: $out" ;; esac
+    done
+fi
+
 # an unreadable directory list: the message says where it looked
 VDISK_MODULE_DIR=/nonexistent:$PWD/empty expect_fail "looked in /nonexistent, $PWD/empty" \
     "$VDISK" info "${url[${built[0]}]}"

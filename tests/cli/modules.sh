@@ -90,10 +90,14 @@ int main(int argc, char **argv)
 }
 C
     libs=$(pkg-config --libs zlib libzstd libdeflate json-c liburing gnutls nettle libargon2)
+    # a sanitized build tree (make check-asan) links its runtime too
+    [ -z "${VDISK_SANITIZED:-}" ] || libs="-fsanitize=address,undefined $libs"
     # shellcheck disable=SC2086
     cc -o embed-static embed.c -I"$VDISK_SRC/include" "$VDISK_BUILD/libvdisk.a" $libs -lbz2 -lm -lpthread ||
         fail "cannot link a program with libvdisk.a"
-    cc -o embed-shared embed.c -I"$VDISK_SRC/include" -L"$VDISK_BUILD" -lvdisk \
+    # shellcheck disable=SC2086
+    cc -o embed-shared embed.c ${VDISK_SANITIZED:+-fsanitize=address,undefined} \
+        -I"$VDISK_SRC/include" -L"$VDISK_BUILD" -lvdisk \
         -Wl,-rpath,"$VDISK_BUILD" || fail "cannot link a program with libvdisk.so"
     for p in ./embed-static ./embed-shared; do
         out=$(VDISK_MODULE_DIR=$moddir $p "${url[ssh]}") || fail "$p: module not loaded: $out"

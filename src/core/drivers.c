@@ -8,7 +8,6 @@
  * names, files and prefixes.
  */
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 #include "internal.h"

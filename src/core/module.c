@@ -167,9 +167,13 @@ const vd_driver *vd_module_load(const char *file, const char *driver, char *msg,
                  dirs_text[0] ? dirs_text : "no directory");
         return NULL;
     }
-    /* RTLD_LOCAL: nothing of a module's libraries leaks into later lookups;
-     * never unloaded (its libraries' threads and atexit handlers) */
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+    /* RTLD_GLOBAL, as QEMU's modules (GModule's default): libglusterfs
+     * dlopens its translators, which take libgfxdr's and libgfrpc's
+     * symbols from the global scope (under RTLD_LOCAL a call through one
+     * of them jumped to address 0 in build-asan).  The module itself
+     * exports vd_module_entry only, taken with dlsym on its handle.
+     * Never unloaded (its libraries' threads and atexit handlers). */
+    void *h = dlopen(path, RTLD_NOW | RTLD_GLOBAL | RTLD_NODELETE);
     if (!h) {
         snprintf(msg, msglen, "module %s cannot be loaded: %s", path, dlerror());
         free(path);

@@ -167,12 +167,12 @@ const vd_driver *vd_module_load(const char *file, const char *driver, char *msg,
                  dirs_text[0] ? dirs_text : "no directory");
         return NULL;
     }
-    /* RTLD_GLOBAL, as QEMU's modules (GModule's default): libglusterfs
-     * dlopens its translators, which take libgfxdr's and libgfrpc's
-     * symbols from the global scope (under RTLD_LOCAL a call through one
-     * of them jumped to address 0 in build-asan).  The module itself
-     * exports vd_module_entry only, taken with dlsym on its handle.
-     * Never unloaded (its libraries' threads and atexit handlers). */
+    /* RTLD_GLOBAL, as QEMU's modules (GModule's default): what a module's
+     * library dlopens in turn (libglusterfs's translators, ceph's plugins)
+     * sees its symbols in the global scope, as when it was linked in.  The
+     * module itself exports vd_module_entry only, taken with dlsym on its
+     * handle.  Never unloaded (its libraries' threads and atexit
+     * handlers). */
     void *h = dlopen(path, RTLD_NOW | RTLD_GLOBAL | RTLD_NODELETE);
     if (!h) {
         snprintf(msg, msglen, "module %s cannot be loaded: %s", path, dlerror());

@@ -59,31 +59,29 @@ static const char *kind_name(vd_driver_kind k)
 
 static void fill_info(const vd_driver *d, vd_driver_info *in)
 {
-    {
-        in->name = d->name;
-        in->kind = kind_name(d->kind);
-        in->can_create = d->create != NULL;
-        in->can_compress = d->pwrite_compressed != NULL;
-        in->has_bitmaps = d->bitmap_add != NULL;
-        in->has_snapshots = d->snapshot_list != NULL;
-        in->read_only = d->pwrite == NULL;
-        in->supports_backing = d->supports_backing;
-        in->can_amend = d->amend != NULL;
-        in->can_check = d->check != NULL;
-        in->can_measure = d->measure != NULL;
-        in->can_resize = d->truncate != NULL || d->is_filter || d->kind == VD_DRV_FILTER;
-        in->is_raw = (d->flags & VD_DRV_RAW_FORMAT) != 0;
-        in->protocols = d->protocols ? d->protocols : no_protocols;
-        in->create_opts = d->create ? with_size(d->create_opts) : no_opts;
-        if (!d->amend) {
-            in->amend_opts = no_opts;
-        } else if (d->amend_opts) {
-            in->amend_opts = d->amend_opts;
-        } else {
-            in->amend_opts = in->create_opts;
-        }
-        in->open_opts = d->open_opts ? d->open_opts : no_opts;
+    in->name = d->name;
+    in->kind = kind_name(d->kind);
+    in->can_create = d->create != NULL;
+    in->can_compress = d->pwrite_compressed != NULL;
+    in->has_bitmaps = d->bitmap_add != NULL;
+    in->has_snapshots = d->snapshot_list != NULL;
+    in->read_only = d->pwrite == NULL;
+    in->supports_backing = d->supports_backing;
+    in->can_amend = d->amend != NULL;
+    in->can_check = d->check != NULL;
+    in->can_measure = d->measure != NULL;
+    in->can_resize = d->truncate != NULL || d->is_filter || d->kind == VD_DRV_FILTER;
+    in->is_raw = (d->flags & VD_DRV_RAW_FORMAT) != 0;
+    in->protocols = d->protocols ? d->protocols : no_protocols;
+    in->create_opts = d->create ? with_size(d->create_opts) : no_opts;
+    if (!d->amend) {
+        in->amend_opts = no_opts;
+    } else if (d->amend_opts) {
+        in->amend_opts = d->amend_opts;
+    } else {
+        in->amend_opts = in->create_opts;
     }
+    in->open_opts = d->open_opts ? d->open_opts : no_opts;
 }
 
 static void build_infos(void)

@@ -645,6 +645,12 @@ enum {
      * be resolved (QEMU's "Cannot generate a base directory for X nodes").
      */
     VD_DRV_NO_DIRNAME = 1u << 4,
+    /*
+     * Stands for a driver whose module (drivers.c, module.h) is missing or
+     * cannot be loaded: opening or creating through it fails with the
+     * reason (vd_module_missing_error).
+     */
+    VD_DRV_MODULE_MISSING = 1u << 5,
 };
 
 /* Whether the node can store persistent bitmaps (api.c: bitmap_add and
@@ -667,6 +673,12 @@ const vd_driver *vd_driver_find_protocol(const char *filename);
 const vd_driver *vd_protocol_for(const char *filename);
 /* The first format flagged VD_DRV_RAW_FORMAT (vd_create's default). */
 const vd_driver *vd_driver_raw_format(void);
+/* For a driver flagged VD_DRV_MODULE_MISSING: "Unknown protocol 'ssh':
+ * module vdisk-ssh.so not found (...)" in errp; returns -ENOTSUP. */
+int vd_module_missing_error(const vd_driver *drv, vd_error **errp);
+/* The driver modules' names, in --help order after the linked-in
+ * protocols, whether or not their file is there (NULL past the end). */
+const char *vd_driver_module_name(size_t i);
 
 /* --------------------------------------------------- node open / create */
 

@@ -243,6 +243,10 @@ static char *json_filename(const vd_opts *opts, const char *driver, const char *
 static vd_node *open_protocol(const vd_driver *drv, const char *filename, vd_opts *opts,
                               unsigned flags, vd_error **errp)
 {
+    if (drv->flags & VD_DRV_MODULE_MISSING) {
+        vd_module_missing_error(drv, errp); /* before its options are checked */
+        return NULL;
+    }
     vd_node *bs = node_new(drv, errp);
     if (!bs) {
         return NULL;

@@ -128,6 +128,29 @@ static void test_protocol_pick(void)
     unlink(path);
 }
 
+/* Driver modules (drivers.c): every listed driver answers vd_driver_get_info
+ * (a module's loads it, from the build tree); a module's driver is the same
+ * by name and by prefix, and is never a stub here, where the modules are. */
+static void test_modules(void)
+{
+    for (size_t i = 0; i < vd_driver_count(); i++) {
+        const char *name = vd_driver_name(i);
+        const vd_driver_info *in = vd_driver_get_info(name);
+        CHECK(in != NULL && !strcmp(in->name, name));
+        const vd_driver *d = vd_driver_find(name);
+        CHECK(d != NULL && !(d->flags & VD_DRV_MODULE_MISSING));
+    }
+    for (size_t m = 0; vd_driver_module_name(m); m++) {
+        const char *name = vd_driver_module_name(m);
+        const vd_driver *d = vd_driver_find(name);
+        CHECK(d != NULL && !strcmp(d->name, name) && d->kind == VD_DRV_PROTOCOL);
+        char fn[64];
+        snprintf(fn, sizeof(fn), "%s:x", d->protocols[0]);
+        CHECK(vd_driver_find_protocol(fn) == d);
+        CHECK(vd_driver_get_info(name) == vd_driver_get_info(name));
+    }
+}
+
 static void test_objects(void)
 {
     bool secret = false, x509 = false, psk = false;
@@ -227,6 +250,7 @@ int main(void)
     test_driver_info_matches_table();
     test_known_capabilities();
     test_protocol_pick();
+    test_modules();
     test_objects();
     test_range();
     if (failures) {

@@ -20,13 +20,9 @@
 void vio_error(const char *fmt, ...)
 {
     va_list ap;
-    /* keep stdout and stderr lines in the order they happened */
-    fflush(stdout);
-    fprintf(stderr, "%s: ", tool_progname());
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    tool_verror(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 /* ---------------------------------------------------------------- numbers */

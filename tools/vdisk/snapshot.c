@@ -95,19 +95,19 @@ int cmd_snapshot(int argc, char **argv)
     }
     case SNAP_CREATE:
         if (vd_snapshot_create(img, name) < 0) {
-            tool_error("Could not create snapshot '%s': %s", name, vd_get_error());
+            tool_error_lib("Could not create snapshot '%s'", name);
             ret = 1;
         }
         break;
     case SNAP_APPLY:
         if (vd_snapshot_apply(img, name) < 0) {
-            tool_error("Could not apply snapshot '%s': %s", name, vd_get_error());
+            tool_error_lib("Could not apply snapshot '%s'", name);
             ret = 1;
         }
         break;
     case SNAP_DELETE:
         if (vd_snapshot_delete(img, name) < 0) {
-            tool_error("Could not delete snapshot '%s': %s", name, vd_get_error());
+            tool_error_lib("Could not delete snapshot '%s'", name);
             ret = 1;
         }
         break;

@@ -1,0 +1,68 @@
+#!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
+# QEMU's error hints (error_append_hint: advice on the lines after the
+# message) and the messages they go with: under qemu-img's name vdisk prints
+# what qemu-img 7.2 prints, byte for byte, exit code included (iotests 049,
+# 061, 082).  Under its own name the hint lines come too, after vdisk's own
+# one-line wording where it has one.
+. "$(dirname "$0")/../lib.sh"
+need qemu-img
+mkdir bin
+ln -s "$VDISK" bin/qemu-img
+
+qemu-img create -q -f qcow2 h.qcow2 1M
+qemu-img create -q -f qcow2 -b h.qcow2 -F qcow2 o.qcow2 1M
+qemu-img create -q -f raw r.raw 1M
+same() {   # qemu-img arguments: the same output and exit code
+    local want got
+    want=$(qemu-img "$@" 2>&1; echo "exit $?")
+    got=$(bin/qemu-img "$@" 2>&1; echo "exit $?")
+    [ "$got" = "$want" ] || fail "qemu-img $*:
+vdisk: $got
+QEMU:  $want"
+}
+# sizes: cvtnum's two lines, option sizes with the suffix hint
+same create -f qcow2 x.qcow2 -- -1k
+same create -f qcow2 x.qcow2 1kilobyte
+same create -f qcow2 x.qcow2 99999999999999999999999
+same create -f qcow2 -o size=-1k x.qcow2
+same create -f qcow2 -o cluster_size=x x.qcow2 1M
+same measure --size 1x -O qcow2
+same resize r.raw abc
+same resize r.raw 99999999999999999999999
+same amend -o size=abc h.qcow2
+same amend -o lazy_refcounts=x h.qcow2
+same amend -o refcount_bits=x h.qcow2
+same amend -o refcount_bits=99999999999999999999999 h.qcow2
+# amend: create-only options, the backing file (refused, rebase advised)
+same amend -o cluster_size=4k h.qcow2
+same amend -o encryption=on h.qcow2
+same amend -o backing_file=foo h.qcow2
+same amend -o backing_file=h.qcow2 o.qcow2
+same amend -o backing_file=h.qcow2,backing_fmt=qcow2 o.qcow2
+same amend -o backing_fmt=raw o.qcow2
+# -o help of formats that cannot create or amend; qcow2's amend list
+same create -f bochs -o help
+same amend -f bochs -o help
+same amend -f raw -o help
+same amend -f qcow2 -o help
+[ ! -e x.qcow2 ] || fail "a failing create left x.qcow2"
+
+# amend -p: qemu-img prints 100 % once more after the driver's last report
+for t in q v; do
+    qemu-img create -q -f qcow2 -o compat=1.1 p$t.qcow2 64M
+    qemu-io -c "write -z 0 64k" -c "write -z 32M 64k" p$t.qcow2 >/dev/null
+done
+want=$(qemu-img amend -p -o compat=0.10 pq.qcow2 | od -c)
+got=$(bin/qemu-img amend -p -o compat=0.10 pv.qcow2 | od -c)
+[ "$got" = "$want" ] || fail "amend -p: vdisk $got QEMU $want"
+
+# Own name: the hint follows vdisk's message; amend of the backing file works.
+got=$("$VDISK" amend -o cluster_size=4k h.qcow2 2>&1) && fail "vdisk amended cluster_size"
+[ "$got" = "vdisk: Invalid parameter 'cluster_size'
+This option is only supported for image creation" ] || fail "vdisk amend cluster_size: $got"
+"$VDISK" amend -o backing_file=r.raw,backing_fmt=raw o.qcow2 || fail "vdisk amend backing"
+"$VDISK" info o.qcow2 | grep -q "^backing file: r.raw" || fail "backing file not changed"
+got=$("$VDISK" amend -f raw -o help) || fail "vdisk amend -f raw -o help"
+[ "$got" = "Amend options for 'raw':" ] || fail "vdisk amend -f raw -o help: $got"
+exit 0

@@ -836,15 +836,17 @@ int vd_opts_get_bool(const vd_opts *opts, const char *key, bool def, bool *out,
     return 0;
 }
 
-/* qemu_strtou64(base 0) without its wrap-around of negative numbers:
- * decimal, 0x hex or 0 octal.  0 or -EINVAL / -ERANGE. */
+/* qemu_strtou64(base 0): decimal, 0x hex or 0 octal; a negative number
+ * wraps around as strtoull's does ("-1" is 2^64 - 1, refused by the
+ * option's own range check with its own message, iotest 112).  0 or
+ * -EINVAL / -ERANGE. */
 static int number_parse(const char *s, uint64_t *out)
 {
     const char *p = s;
     while (isspace((unsigned char)*p)) {
         p++;
     }
-    if (*p == '-' || !*p) {
+    if (!*p) {
         return -EINVAL;
     }
     char *end;

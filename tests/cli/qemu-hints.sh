@@ -57,6 +57,43 @@ want=$(qemu-img amend -p -o compat=0.10 pq.qcow2 | od -c)
 got=$(bin/qemu-img amend -p -o compat=0.10 pv.qcow2 | od -c)
 [ "$got" = "$want" ] || fail "amend -p: vdisk $got QEMU $want"
 
+# check's lines for a reference past the end of the file (iotest 138) and
+# a refcount at its maximum (iotest 112), the same as qemu-img's
+poke() { printf "$2" | dd of="$1" bs=1 seek=$(($3)) conv=notrunc status=none; }
+for t in q v; do
+    qemu-img create -q -f qcow2 -o cluster_size=512 e$t.qcow2 512
+    qemu-io -c "write 0 512" e$t.qcow2 >/dev/null
+    poke e$t.qcow2 '\x00\x80\x00\x00\x00\x00\x00\x00' 2056
+    qemu-img create -q -f qcow2 -o refcount_bits=1 f$t.qcow2 64M
+    qemu-io -c "write 0 64k" f$t.qcow2 >/dev/null
+    poke f$t.qcow2 '\x80\x00\x00\x00\x00\x05\x00\x00' 0x40008
+done
+want=$(qemu-img check eq.qcow2 2>&1; echo "exit $?")
+got=$(bin/qemu-img check ev.qcow2 2>&1; echo "exit $?")
+[ "${got//ev.qcow2/X}" = "${want//eq.qcow2/X}" ] || fail "check past EOF: $got // $want"
+want=$(qemu-img check fq.qcow2 2>&1; echo "exit $?")
+got=$(bin/qemu-img check fv.qcow2 2>&1; echo "exit $?")
+[ "${got//fv.qcow2/X}" = "${want//fq.qcow2/X}" ] || fail "check overflow: $got // $want"
+
+# snapshot -c failures name the errno, as qemu-img does (iotests 080, 112);
+# vdisk names the problem
+qemu-img create -q -f qcow2 s.qcow2 1M
+poke s.qcow2 '\x00\x00\x00\x00\x01\x00\x00\x00' 64   # snapshots_offset
+poke s.qcow2 '\x00\x01\x00\x00' 60                      # nb_snapshots 65536
+same snapshot -c test s.qcow2
+got=$("$VDISK" snapshot -c test s.qcow2 2>&1) && fail "vdisk made a 65537th snapshot"
+case $got in "vdisk: Could not create snapshot 'test': Too many snapshots"*) ;;
+    *) fail "vdisk snapshot -c: $got" ;; esac
+
+# commit's make-empty failure: "Failed to empty NAME: strerror" (iotest 098)
+qemu-img create -q -f qcow2 cb.qcow2 64M
+qemu-img create -q -f qcow2 -b cb.qcow2 -F qcow2 ct.qcow2 64M
+qemu-io -c "write 0 64k" ct.qcow2 >/dev/null
+printf '[inject-error]\nevent = "refblock_alloc"\n' >bd.conf
+got=$(bin/qemu-img commit "blkdebug:bd.conf:ct.qcow2" 2>&1) && fail "commit over blkdebug passed"
+[ "$got" = "qemu-img: Failed to empty blkdebug:bd.conf:ct.qcow2: Input/output error" ] ||
+    fail "commit make-empty error: $got"
+
 # Own name: the hint follows vdisk's message; amend of the backing file works.
 got=$("$VDISK" amend -o cluster_size=4k h.qcow2 2>&1) && fail "vdisk amended cluster_size"
 [ "$got" = "vdisk: Invalid parameter 'cluster_size'

@@ -259,7 +259,7 @@ int cmd_commit(int argc, char **argv)
             goto out;
         }
         if (vd_make_empty(img) < 0 && vd_get_errno() != ENOTSUP) {
-            tool_error_lib("Could not empty '%s'", filename);
+            tool_error_last(); /* "Failed to empty NAME: ..." as qemu-img */
             goto out;
         }
         if (vd_flush(img) < 0) {

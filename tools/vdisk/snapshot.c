@@ -95,7 +95,13 @@ int cmd_snapshot(int argc, char **argv)
     }
     case SNAP_CREATE:
         if (vd_snapshot_create(img, name) < 0) {
-            tool_error_lib("Could not create snapshot '%s'", name);
+            if (tool_is_qemu_name()) {
+                /* qemu-img names only the errno (iotests 080, 112, 244) */
+                int e = vd_get_errno() ? vd_get_errno() : EIO;
+                tool_error("Could not create snapshot '%s': %d (%s)", name, -e, strerror(e));
+            } else {
+                tool_error_lib("Could not create snapshot '%s'", name);
+            }
             ret = 1;
         }
         break;

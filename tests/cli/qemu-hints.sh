@@ -94,6 +94,16 @@ got=$(bin/qemu-img commit "blkdebug:bd.conf:ct.qcow2" 2>&1) && fail "commit over
 [ "$got" = "qemu-img: Failed to empty blkdebug:bd.conf:ct.qcow2: Input/output error" ] ||
     fail "commit make-empty error: $got"
 
+# qemu-img's errors go out before its buffered stdout (iotest 074: the
+# size-mismatch warning comes after the read error)
+printf '[inject-error]\nevent = "read_aio"\nerrno = "5"\nonce = "off"\n' >rd.conf
+qemu-img create -q -f qcow2 m1.qcow2 2M
+qemu-img create -q -f qcow2 m2.qcow2 0
+qemu-io -c "write 0 512" m1.qcow2 >/dev/null
+want=$(qemu-img compare "blkdebug:rd.conf:m1.qcow2" m2.qcow2 2>&1; echo "exit $?")
+got=$(bin/qemu-img compare "blkdebug:rd.conf:m1.qcow2" m2.qcow2 2>&1; echo "exit $?")
+[ "$got" = "$want" ] || fail "compare error order: $got // $want"
+
 # Own name: the hint follows vdisk's message; amend of the backing file works.
 got=$("$VDISK" amend -o cluster_size=4k h.qcow2 2>&1) && fail "vdisk amended cluster_size"
 [ "$got" = "vdisk: Invalid parameter 'cluster_size'

@@ -112,8 +112,6 @@ static void vmsg(const char *kind, const char *lib, const char *hint, const char
     if (hint && *hint && (size_t)n < sizeof(buf) - 1) {
         snprintf(buf + n, sizeof(buf) - (size_t)n, "\n%s", hint);
     }
-    /* keep stdout and stderr lines in the order they happened */
-    fflush(stdout);
     n = (int)strlen(buf);
     fprintf(stderr, n > 0 && buf[n - 1] == '\n' ? "%s" : "%s\n", buf);
 }

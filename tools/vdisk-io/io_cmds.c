@@ -652,6 +652,7 @@ static int truncate_f(int argc, char **argv)
     }
     if (vd_truncate(vio.img, (uint64_t)offset, true, (vd_prealloc)prealloc) < 0) {
         int ret = lib_err();
+        fflush(stdout);
         tool_error_last();
         return ret;
     }

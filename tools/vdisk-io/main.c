@@ -76,6 +76,7 @@ static char *make_overlay(const char *name, const char **fmt, const vd_opts *ext
     vd_opts_free(o);
     free(abs);
     if (r < 0) {
+        fflush(stdout);
         tool_error_lib("Could not create temporary overlay '%s'", tmpl);
         unlink(tmpl);
         free(tmpl);
@@ -358,6 +359,7 @@ static int open_f(int argc, char **argv)
             break;
         case 'o':
             if (vd_opts_parse(args.opts, optarg, NULL) < 0) {
+                fflush(stdout);
                 tool_error_last();
                 goto out;
             }
@@ -437,6 +439,7 @@ static int reopen_f(int argc, char **argv)
             break;
         case 'o':
             if (vd_opts_parse(opts, optarg, NULL) < 0) {
+                fflush(stdout);
                 tool_error_last();
                 goto out;
             }

@@ -20,6 +20,9 @@
 void vio_error(const char *fmt, ...)
 {
     va_list ap;
+    /* keep stdout and stderr lines in the order they happened (qemu-img's
+     * errors do not: its buffered stdout comes out later, iotest 074) */
+    fflush(stdout);
     va_start(ap, fmt);
     tool_verror(fmt, ap);
     va_end(ap);

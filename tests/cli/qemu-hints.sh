@@ -104,6 +104,24 @@ want=$(qemu-img compare "blkdebug:rd.conf:m1.qcow2" m2.qcow2 2>&1; echo "exit $?
 got=$(bin/qemu-img compare "blkdebug:rd.conf:m1.qcow2" m2.qcow2 2>&1; echo "exit $?")
 [ "$got" = "$want" ] || fail "compare error order: $got // $want"
 
+# an NBD error reply: QEMU's words, what the server said on a hint line
+# (iotests 140, 143)
+if command -v qemu-nbd >/dev/null; then
+    truncate -s 1M nbd.raw
+    qemu-nbd -k "$PWD/n.sock" -f raw -x a -t nbd.raw &
+    nbd_pid=$!
+    wait_for test -S n.sock
+    want=$(qemu-io -f raw -c quit "nbd+unix:///zz?socket=$PWD/n.sock" 2>&1) || true
+    got=$("$VDISK_IO" -f raw -c quit "nbd+unix:///zz?socket=$PWD/n.sock" 2>&1) || true
+    kill "$nbd_pid"
+    wait "$nbd_pid" 2>/dev/null || true
+    [ "$(printf '%s\n' "$got" | sed -n '$p')" = "$(printf '%s\n' "$want" | sed -n '$p')" ] &&
+        [ "$(printf '%s\n' "$got" | wc -l)" = 2 ] ||
+        fail "NBD error reply: vdisk '$got' QEMU '$want'"
+    case $got in *": Requested export not available"$'\n'*) ;;
+        *) fail "NBD error reply message: $got" ;; esac
+fi
+
 # Own name: the hint follows vdisk's message; amend of the backing file works.
 got=$("$VDISK" amend -o cluster_size=4k h.qcow2 2>&1) && fail "vdisk amended cluster_size"
 [ "$got" = "vdisk: Invalid parameter 'cluster_size'

@@ -40,6 +40,13 @@ const char *vd_version(void);
 const char *vd_get_error(void);
 /* errno of the last failure in this thread (0 when none). */
 int vd_get_errno(void);
+/*
+ * Hint that goes with the last failure in this thread ("" when none): advice
+ * to show on the lines after the message, as QEMU's error_append_hint does
+ * ("You can use 'qemu-img rebase' instead.").  Each of its lines ends with
+ * a newline, except maybe the last; it is printed as it is.
+ */
+const char *vd_get_error_hint(void);
 
 /*
  * Warnings: conditions that do not fail an operation but that the user

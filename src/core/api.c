@@ -865,7 +865,15 @@ int vd_make_empty(vd_image *img)
         return not_supported(img, "emptying an image");
     }
     int r = img->node->drv->make_empty(img->node, &err);
-    return r < 0 ? fail_errp(err, r) : 0;
+    if (r < 0) {
+        /* QEMU's words: the node and the errno (iotest 098) */
+        int e = err ? err->err : -r;
+        vd_error_free(err);
+        vd_set_public_error(e, "Failed to empty %s: %s", img->node->filename, strerror(e));
+        errno = vd_get_errno();
+        return -1;
+    }
+    return 0;
 }
 
 int vd_snapshot_list(vd_image *img, vd_snapshot_info **list, size_t *count)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * Errors: vd_error carries -errno plus a message inside the library; the
- * public API keeps the last one per thread (vd_get_error / vd_get_errno).
+ * public API keeps the last one per thread (vd_get_error / vd_get_errno /
+ * vd_get_error_hint).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 static _Thread_local int public_errno;
 static _Thread_local char public_msg[1024];
+static _Thread_local char public_hint[1024];
 
 const char *vd_get_error(void)
 {
@@ -19,6 +21,11 @@ const char *vd_get_error(void)
 int vd_get_errno(void)
 {
     return public_errno;
+}
+
+const char *vd_get_error_hint(void)
+{
+    return public_hint;
 }
 
 static int abs_err(int err)
@@ -83,6 +90,19 @@ void vd_error_prepend(vd_error **errp, const char *fmt, ...)
     snprintf((*errp)->msg + n, sizeof((*errp)->msg) - n, "%s", old);
 }
 
+void vd_error_append_hint(vd_error **errp, const char *fmt, ...)
+{
+    if (!errp || !*errp) {
+        return;
+    }
+    char *hint = (*errp)->hint;
+    size_t n = strnlen(hint, sizeof((*errp)->hint) - 1);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(hint + n, sizeof((*errp)->hint) - n, fmt, ap);
+    va_end(ap);
+}
+
 void vd_error_free(vd_error *err)
 {
     free(err);
@@ -91,6 +111,7 @@ void vd_error_free(vd_error *err)
 void vd_set_public_error(int err, const char *fmt, ...)
 {
     public_errno = abs_err(err);
+    public_hint[0] = 0;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(public_msg, sizeof(public_msg), fmt, ap);
@@ -106,6 +127,8 @@ void vd_error_publish(vd_error *err)
     public_errno = err->err;
     memcpy(public_msg, err->msg, sizeof(public_msg));
     public_msg[sizeof(public_msg) - 1] = 0;
+    memcpy(public_hint, err->hint, sizeof(public_hint));
+    public_hint[sizeof(public_hint) - 1] = 0;
     free(err);
 }
 

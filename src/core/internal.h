@@ -40,6 +40,7 @@
 typedef struct vd_error {
     int err; /* positive errno */
     char msg[1024];
+    char hint[1024]; /* lines shown after msg (vd_get_error_hint), "" when none */
 } vd_error;
 
 /* Set *errp (when errp and *errp is NULL) to a formatted message; err is a
@@ -59,6 +60,10 @@ int vd_error_set(vd_error **errp, int err, const char *fmt, ...) VD_PRINTF(3, 4)
 int vd_error_setg_errno(vd_error **errp, int err, const char *fmt, ...) VD_PRINTF(3, 4);
 /* Prefix an existing message: "prefix: old message". */
 void vd_error_prepend(vd_error **errp, const char *fmt, ...) VD_PRINTF(2, 3);
+/* Append to the hint of an existing error (QEMU's error_append_hint): text
+ * the tools print as it is on the lines after the message, so each line
+ * ends with "\n".  Does nothing when errp or *errp is NULL. */
+void vd_error_append_hint(vd_error **errp, const char *fmt, ...) VD_PRINTF(2, 3);
 void vd_error_free(vd_error *err);
 /* Store err as this thread's public error (takes ownership) and free it. */
 void vd_error_publish(vd_error *err);

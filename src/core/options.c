@@ -918,6 +918,27 @@ static int size_parse(const char *str, uint64_t *out)
     return 0;
 }
 
+/* QEMU's words for a value of the wrong type (util/qemu-option.c), the
+ * size's hint included: scripts and the iotests match them. */
+static int bool_error(vd_error **errp, const char *key)
+{
+    return vd_error_set(errp, EINVAL, "Parameter '%s' expects 'on' or 'off'", key);
+}
+
+static int number_error(vd_error **errp, const char *key)
+{
+    return vd_error_set(errp, EINVAL, "Parameter '%s' expects a number", key);
+}
+
+static int size_error(vd_error **errp, const char *key)
+{
+    int r = vd_error_set(errp, EINVAL, "Parameter '%s' expects a non-negative number below 2^64",
+                         key);
+    vd_error_append_hint(errp, "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, "
+                               "tera-, peta-\nand exabytes, respectively.\n");
+    return r;
+}
+
 int vd_parse_size(const char *str, uint64_t *out)
 {
     uint64_t v;
@@ -949,22 +970,23 @@ int vd_opts_get_bool(const vd_opts *opts, const char *key, bool def, bool *out,
     }
     int b = vd_parse_bool(v);
     if (b < 0) {
-        /* QEMU's words (iotests 051, 133, 137) */
-        return vd_error_set(errp, EINVAL, "Parameter '%s' expects 'on' or 'off'", key);
+        return bool_error(errp, key);
     }
     *out = b;
     return 0;
 }
 
-/* qemu_strtou64(base 0) without its wrap-around of negative numbers:
- * decimal, 0x hex or 0 octal.  0 or -EINVAL / -ERANGE. */
+/* qemu_strtou64(base 0): decimal, 0x hex or 0 octal; a negative number
+ * wraps around as strtoull's does ("-1" is 2^64 - 1, refused by the
+ * option's own range check with its own message, iotest 112).  0 or
+ * -EINVAL / -ERANGE. */
 static int number_parse(const char *s, uint64_t *out)
 {
     const char *p = s;
     while (isspace((unsigned char)*p)) {
         p++;
     }
-    if (*p == '-' || !*p) {
+    if (!*p) {
         return -EINVAL;
     }
     char *end;
@@ -990,12 +1012,10 @@ int vd_opts_get_u64(const vd_opts *opts, const char *key, uint64_t def, uint64_t
     }
     int r = number_parse(v, out);
     if (r == -ERANGE) {
-        return vd_error_set(errp, ERANGE, "Value '%s' is out of range for parameter '%s'", v,
-                            key);
+        return vd_error_set(errp, ERANGE, "Value '%s' is too large for parameter '%s'", v, key);
     }
     if (r < 0) {
-        return vd_error_set(errp, EINVAL, "Parameter '%s' expects a non-negative number, not '%s'",
-                            key, v);
+        return number_error(errp, key);
     }
     return 0;
 }
@@ -1014,10 +1034,7 @@ int vd_opts_get_size(const vd_opts *opts, const char *key, uint64_t def, uint64_
                             key);
     }
     if (r < 0) {
-        return vd_error_set(errp, EINVAL,
-                            "Parameter '%s' expects a size (a number with an optional "
-                            "k, M, G, T, P or E suffix), not '%s'",
-                            key, v);
+        return size_error(errp, key);
     }
     return 0;
 }
@@ -1124,19 +1141,17 @@ static int validate_value(const vd_opt_desc *d, const char *value, vd_error **er
     switch (d->type) {
     case VD_OPT_BOOL:
         if (vd_parse_bool(value) < 0) {
-            return vd_error_set(errp, EINVAL, "Parameter '%s' expects 'on' or 'off'", d->name);
+            return bool_error(errp, d->name);
         }
         break;
     case VD_OPT_NUMBER:
         r = number_parse(value, &u);
         if (r == -ERANGE) {
-            return vd_error_set(errp, ERANGE, "Value '%s' is out of range for parameter '%s'",
-                                value, d->name);
+            return vd_error_set(errp, ERANGE, "Value '%s' is too large for parameter '%s'", value,
+                                d->name);
         }
         if (r < 0) {
-            return vd_error_set(errp, EINVAL,
-                                "Parameter '%s' expects a non-negative number, not '%s'",
-                                d->name, value);
+            return number_error(errp, d->name);
         }
         break;
     case VD_OPT_SIZE:
@@ -1146,10 +1161,7 @@ static int validate_value(const vd_opt_desc *d, const char *value, vd_error **er
                                 value, d->name);
         }
         if (r < 0) {
-            return vd_error_set(errp, EINVAL,
-                                "Parameter '%s' expects a size (a number with an optional "
-                                "k, M, G, T, P or E suffix), not '%s'",
-                                d->name, value);
+            return size_error(errp, d->name);
         }
         break;
     case VD_OPT_STRING:

@@ -811,11 +811,13 @@ static int vhdx_parse_log(vd_node *bs, vd_error **errp)
         return 0;
     }
     if (bs->read_only) {
-        return vd_error_set(errp, EPERM,
-                            "VHDX image file '%s' opened read-only, but contains a log that "
-                            "needs to be replayed\nTo replay the log, run:\nqemu-img check "
-                            "-r all '%s'",
-                            bs->filename, bs->filename);
+        int r = vd_error_set(errp, EPERM,
+                             "VHDX image file '%s' opened read-only, but contains a log that "
+                             "needs to be replayed",
+                             bs->filename);
+        vd_error_append_hint(errp, "To replay the log, run:\nqemu-img check -r all '%s'\n",
+                             bs->filename);
+        return r;
     }
     const char *where;
     ret = vhdx_log_replay(bs, &seq, &where);

@@ -7,6 +7,7 @@
  */
 #include "client.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,7 +105,23 @@ static int cli_read_rep(vd_nbd_conn *conn, uint32_t opt, uint32_t *type, uint8_t
     return 0;
 }
 
-/* A message for an error reply, quoting what the server said. */
+/* An option's name as QEMU's messages give it: "go", "list meta context". */
+static void opt_words(uint32_t opt, char *buf, size_t size)
+{
+    const char *name = vd_nbd_opt_name(opt);
+    if (strncmp(name, "NBD_OPT_", 8) != 0) {
+        snprintf(buf, size, "<unknown>");
+        return;
+    }
+    size_t i = 0;
+    for (name += 8; *name && i + 1 < size; name++) {
+        buf[i++] = *name == '_' ? ' ' : (char)tolower((unsigned char)*name);
+    }
+    buf[i] = 0;
+}
+
+/* An error reply in QEMU's words (nbd/client.c), what the server said as
+ * a hint line after them ("server reported: ...", iotests 140, 143, 233). */
 static int cli_rep_error(uint32_t opt, uint32_t type, const uint8_t *data, uint32_t len,
                          vd_error **errp)
 {
@@ -112,14 +129,46 @@ static int cli_rep_error(uint32_t opt, uint32_t type, const uint8_t *data, uint3
               : type == NBD_REP_ERR_TLS_REQD || type == NBD_REP_ERR_POLICY ? EACCES
               : type == NBD_REP_ERR_UNSUP                                  ? ENOTSUP
                                                                            : EINVAL;
-    const char *what = type == NBD_REP_ERR_UNKNOWN    ? "Requested export not available"
-                       : type == NBD_REP_ERR_TLS_REQD ? "Server requires TLS"
-                                                      : vd_nbd_rep_name(type);
-    if (len && vd_nbd_valid_string((const char *)data, len)) {
-        return vd_error_set(errp, err, "%s: server reported: %.*s", what,
-                            (int)VD_MIN(len, 512u), (const char *)data);
+    char w[64];
+    opt_words(opt, w, sizeof(w));
+    int r;
+    switch (type) {
+    case NBD_REP_ERR_UNSUP:
+        r = vd_error_set(errp, err, "%s (reply to %s)", vd_nbd_rep_name(type),
+                         vd_nbd_opt_name(opt));
+        break;
+    case NBD_REP_ERR_POLICY:
+        r = vd_error_set(errp, err, "Denied by server for option %u (%s)", opt, w);
+        break;
+    case NBD_REP_ERR_INVALID:
+        r = vd_error_set(errp, err, "Invalid parameters for option %u (%s)", opt, w);
+        break;
+    case NBD_REP_ERR_PLATFORM:
+        r = vd_error_set(errp, err, "Server lacks support for option %u (%s)", opt, w);
+        break;
+    case NBD_REP_ERR_TLS_REQD:
+        r = vd_error_set(errp, err, "TLS negotiation required before option %u (%s)", opt, w);
+        vd_error_append_hint(errp, "Did you forget a valid tls-creds?\n");
+        break;
+    case NBD_REP_ERR_UNKNOWN:
+        r = vd_error_set(errp, err, "Requested export not available");
+        break;
+    case NBD_REP_ERR_SHUTDOWN:
+        r = vd_error_set(errp, err, "Server shutting down before option %u (%s)", opt, w);
+        break;
+    case NBD_REP_ERR_BLOCK_SIZE_REQD:
+        r = vd_error_set(errp, err, "Server requires INFO_BLOCK_SIZE for option %u (%s)", opt,
+                         w);
+        break;
+    default:
+        r = vd_error_set(errp, err, "Unknown error code when asking for option %u (%s)", opt, w);
+        break;
     }
-    return vd_error_set(errp, err, "%s (reply to %s)", what, vd_nbd_opt_name(opt));
+    if (len && vd_nbd_valid_string((const char *)data, len)) {
+        vd_error_append_hint(errp, "server reported: %.*s\n", (int)VD_MIN(len, 512u),
+                             (const char *)data);
+    }
+    return r;
 }
 
 /* Send an option with no data and expect ACK.  1 ACK, 0 unsupported. */

@@ -499,11 +499,11 @@ static void test_getters(void)
     CHECK(vd_opts_get_u64(o, "hex", 0, &u, &err) == 0 && u == 16);
     CHECK(vd_opts_get_u64(o, "absent", 7, &u, &err) == 0 && u == 7);
     CHECK(err == NULL);
-    CHECK(vd_opts_get_u64(o, "neg", 0, &u, &err) == -EINVAL);
-    vd_error_free(err);
-    err = NULL;
+    /* a negative number wraps as qemu_strtou64's (iotest 112: refcount_bits=-1) */
+    CHECK(vd_opts_get_u64(o, "neg", 0, &u, &err) == 0 && u == UINT64_MAX);
+    CHECK(err == NULL);
     CHECK(vd_opts_get_u64(o, "huge", 0, &u, &err) == -ERANGE);
-    CHECK(err && strstr(err->msg, "out of range"));
+    CHECK(err && strstr(err->msg, "is too large for parameter"));
     vd_error_free(err);
     err = NULL;
     CHECK(vd_opts_get_u64(o, "junk", 0, &u, &err) == -EINVAL);

@@ -98,11 +98,13 @@ static void test_known_capabilities(void)
     CHECK(q2->can_compress && q2->has_bitmaps && q2->has_snapshots && q2->can_amend);
     CHECK(qcow->can_compress && !qcow->has_bitmaps);
     CHECK(!strcmp(file->kind, "protocol") && !strcmp(raw->kind, "format"));
-    /* qemu-img amend -f qcow2 -o help, minus the LUKS keyslot options */
-    static const char *const amendable[] = {"backing_file", "backing_fmt", "compat",
-                                            "data_file",    "data_file_raw", "lazy_refcounts",
-                                            "refcount_bits", "size", NULL};
-    CHECK(count_opts(q2->amend_opts) == 8);
+    /* qemu-img amend -f qcow2 -o help */
+    static const char *const amendable[] = {
+        "backing_file",      "backing_fmt",       "compat",          "data_file",
+        "data_file_raw",     "lazy_refcounts",    "refcount_bits",   "size",
+        "encrypt.state",     "encrypt.keyslot",   "encrypt.old-secret", "encrypt.new-secret",
+        "encrypt.iter-time", NULL};
+    CHECK(count_opts(q2->amend_opts) == 13);
     for (size_t i = 0; amendable[i]; i++) {
         CHECK(has_opt(q2->amend_opts, amendable[i]));
     }

@@ -77,9 +77,16 @@ const char *tool_progname(void)
     return progname;
 }
 
-static void vmsg(const char *kind, const char *lib, const char *fmt, va_list ap)
+/*
+ * The one printer of the tools' errors and warnings: "progname: KIND
+ * MESSAGE[: LIB]" on one line, then hint (the library's advice, QEMU's
+ * error_append_hint text) as it is on the lines after, as QEMU's
+ * error_report_err prints them.
+ */
+static void vmsg(const char *kind, const char *lib, const char *hint, const char *fmt,
+                 va_list ap)
 {
-    /* Build the whole line first so concurrent writers don't interleave. */
+    /* Build the whole text first so concurrent writers don't interleave. */
     char buf[4096];
     int n = snprintf(buf, sizeof(buf), "%s: %s", progname, kind ? kind : "");
     if (n < 0 || (size_t)n >= sizeof(buf)) {
@@ -93,38 +100,68 @@ static void vmsg(const char *kind, const char *lib, const char *fmt, va_list ap)
         }
     }
     if (lib && *lib && (size_t)n < sizeof(buf) - 1) {
-        snprintf(buf + n, sizeof(buf) - (size_t)n, ": %s", lib);
+        /* an empty fmt: the library's message alone */
+        m = snprintf(buf + n, sizeof(buf) - (size_t)n, m > 0 ? ": %s" : "%s", lib);
+        if (m > 0) {
+            n += m;
+            if ((size_t)n >= sizeof(buf)) {
+                n = (int)sizeof(buf) - 1;
+            }
+        }
     }
-    fprintf(stderr, "%s\n", buf);
+    if (hint && *hint && (size_t)n < sizeof(buf) - 1) {
+        snprintf(buf + n, sizeof(buf) - (size_t)n, "\n%s", hint);
+    }
+    n = (int)strlen(buf);
+    fprintf(stderr, n > 0 && buf[n - 1] == '\n' ? "%s" : "%s\n", buf);
 }
 
 void tool_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vmsg(NULL, NULL, fmt, ap);
+    vmsg(NULL, NULL, NULL, fmt, ap);
     va_end(ap);
+}
+
+void tool_verror(const char *fmt, va_list ap)
+{
+    vmsg(NULL, NULL, NULL, fmt, ap);
+}
+
+static void lib_message(char *lib, size_t size)
+{
+    snprintf(lib, size, "%s", vd_get_error());
+    if (!lib[0] && vd_get_errno()) {
+        snprintf(lib, size, "%s", strerror(vd_get_errno()));
+    }
+    if (!lib[0]) {
+        snprintf(lib, size, "unknown error");
+    }
 }
 
 void tool_error_lib(const char *fmt, ...)
 {
     /* Copy the library message first: formatting must not clobber it. */
-    char lib[1024];
-    snprintf(lib, sizeof(lib), "%s", vd_get_error());
-    if (!lib[0] && vd_get_errno()) {
-        snprintf(lib, sizeof(lib), "%s", strerror(vd_get_errno()));
-    }
+    char lib[1024], hint[1024];
+    lib_message(lib, sizeof(lib));
+    snprintf(hint, sizeof(hint), "%s", vd_get_error_hint());
     va_list ap;
     va_start(ap, fmt);
-    vmsg(NULL, lib[0] ? lib : "unknown error", fmt, ap);
+    vmsg(NULL, lib, hint, fmt, ap);
     va_end(ap);
+}
+
+void tool_error_last(void)
+{
+    tool_error_lib("%s", "");
 }
 
 void tool_warn(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vmsg("warning: ", NULL, fmt, ap);
+    vmsg("warning: ", NULL, NULL, fmt, ap);
     va_end(ap);
 }
 
@@ -167,6 +204,10 @@ bool tool_object_add(char *spec)
 
 bool tool_parse_size(const char *what, const char *str, uint64_t *out)
 {
+    if (tool_is_qemu_name()) {
+        /* qemu-img's cvtnum, two lines (iotest 049) */
+        return tool_parse_size_range(what, str ? str : "", 0, INT64_MAX, out);
+    }
     /* qemu-img's cvtnum wording, on one line */
     if (!str || !*str || vd_parse_size(str, out) < 0) {
         if (str && *str && vd_get_errno() == ERANGE) {
@@ -204,6 +245,21 @@ bool tool_parse_size_range(const char *what, const char *str, uint64_t min, uint
     }
     *out = v;
     return true;
+}
+
+void tool_size_param_error(const char *prefix, const char *key, const char *value)
+{
+    if (tool_is_qemu_name()) {
+        /* QEMU's message and its hint lines (iotest 049) */
+        tool_error("%s%sParameter '%s' expects a non-negative number below 2^64\n"
+                   "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"
+                   "and exabytes, respectively.",
+                   prefix ? prefix : "", prefix ? ": " : "", key);
+    } else {
+        tool_error("%s%sParameter '%s' expects a non-negative number below 2^64 (optional "
+                   "suffix k, M, G, T, P or E), not '%s'",
+                   prefix ? prefix : "", prefix ? ": " : "", key, value);
+    }
 }
 
 const char *tool_human_size(uint64_t bytes)
@@ -301,9 +357,6 @@ vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
     name = tool_shown_name(name, shown_buf, sizeof(shown_buf));
     vd_image *img = vd_open(open_name, fmt, opts, flags);
     if (!img) {
-        const char *msg = vd_get_error();
-        char lib[1024];
-        snprintf(lib, sizeof(lib), "%s", *msg ? msg : strerror(vd_get_errno() ? vd_get_errno() : EIO));
         /* QEMU's exact lead, which scripts and the iotests match: qemu-io
          * says "can't open device NAME: ", qemu-img "Could not open 'NAME': "
          * before the block layer's own message (which for a missing file
@@ -315,12 +368,12 @@ vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
             /* qemu-io names no device for --image-opts or "open -o"
              * without a file name (iotest 226) */
             if (!filename || image_opts) {
-                tool_error("can't open: %s", lib);
+                tool_error_lib("can't open");
             } else {
-                tool_error("can't open device %s: %s", name, lib);
+                tool_error_lib("can't open device %s", name);
             }
         } else {
-            tool_error("Could not open '%s': %s", name, lib);
+            tool_error_lib("Could not open '%s'", name);
         }
         vd_opts_free(opts);
         return NULL;
@@ -459,6 +512,14 @@ void tool_progress_update(double percent)
                 (percent == 100.0 && progress_last_print != 100.0))) {
         progress_print_locked();
     }
+    pthread_mutex_unlock(&progress_lock);
+}
+
+void tool_progress_print(double percent)
+{
+    pthread_mutex_lock(&progress_lock);
+    progress_current = percent < 0.0 ? 0.0 : percent > 100.0 ? 100.0 : percent;
+    progress_print_locked();
     pthread_mutex_unlock(&progress_lock);
 }
 

@@ -6,6 +6,7 @@
 #ifndef VD_TOOL_H
 #define VD_TOOL_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,8 +26,13 @@ bool tool_is_qemu_name(void);
 
 /* "progname: message" on stderr. */
 void tool_error(const char *fmt, ...) TOOL_PRINTF(1, 2);
-/* "progname: message: <library error>" on stderr. */
+/* tool_error with a va_list. */
+void tool_verror(const char *fmt, va_list ap) TOOL_PRINTF(1, 0);
+/* "progname: message: <library error>" on stderr, then the library error's
+ * hint (vd_get_error_hint) on the following lines, as QEMU prints them. */
 void tool_error_lib(const char *fmt, ...) TOOL_PRINTF(1, 2);
+/* "progname: <library error>" and its hint. */
+void tool_error_last(void);
 /* Warning line on stderr ("progname: warning: ..."). */
 void tool_warn(const char *fmt, ...) TOOL_PRINTF(1, 2);
 
@@ -41,6 +47,10 @@ bool tool_parse_size(const char *what, const char *str, uint64_t *out);
  */
 bool tool_parse_size_range(const char *what, const char *str, uint64_t min, uint64_t max,
                            uint64_t *out);
+
+/* "[prefix: ]Parameter 'key' expects a non-negative number below 2^64" for a
+ * size option's bad value: under QEMU's names with its two hint lines. */
+void tool_size_param_error(const char *prefix, const char *key, const char *value);
 
 /* qemu's size_to_str: "512 B", "1 GiB", "1.5 GiB" (3 significant digits).
  * Returns a static per-thread buffer. */
@@ -73,6 +83,9 @@ bool tool_is_zero(const void *buf, size_t len);
  * current value even when disabled. */
 void tool_progress_init(bool enabled);
 void tool_progress_update(double percent);
+/* Print percent now, even when the last line shows the same value (qemu's
+ * progress prints 0 and 100 every time it is given them). */
+void tool_progress_print(double percent);
 void tool_progress_end(void);
 /* vd_progress_fn adapter */
 void tool_progress_cb(void *opaque, double percent);

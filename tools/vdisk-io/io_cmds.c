@@ -652,7 +652,8 @@ static int truncate_f(int argc, char **argv)
     }
     if (vd_truncate(vio.img, (uint64_t)offset, true, (vd_prealloc)prealloc) < 0) {
         int ret = lib_err();
-        vio_error("%s", vd_get_error());
+        fflush(stdout);
+        tool_error_last();
         return ret;
     }
     return 0;

@@ -76,7 +76,8 @@ static char *make_overlay(const char *name, const char **fmt, const vd_opts *ext
     vd_opts_free(o);
     free(abs);
     if (r < 0) {
-        vio_error("Could not create temporary overlay '%s': %s", tmpl, vd_get_error());
+        fflush(stdout);
+        tool_error_lib("Could not create temporary overlay '%s'", tmpl);
         unlink(tmpl);
         free(tmpl);
         return NULL;
@@ -358,7 +359,8 @@ static int open_f(int argc, char **argv)
             break;
         case 'o':
             if (vd_opts_parse(args.opts, optarg, NULL) < 0) {
-                vio_error("%s", vd_get_error());
+                fflush(stdout);
+                tool_error_last();
                 goto out;
             }
             break;
@@ -436,7 +438,8 @@ static int reopen_f(int argc, char **argv)
             break;
         case 'o':
             if (vd_opts_parse(changes, optarg, NULL) < 0) {
-                vio_error("%s", vd_get_error());
+                fflush(stdout);
+                tool_error_last();
                 goto out;
             }
             break;

@@ -20,13 +20,12 @@
 void vio_error(const char *fmt, ...)
 {
     va_list ap;
-    /* keep stdout and stderr lines in the order they happened */
+    /* keep stdout and stderr lines in the order they happened (qemu-img's
+     * errors do not: its buffered stdout comes out later, iotest 074) */
     fflush(stdout);
-    fprintf(stderr, "%s: ", tool_progname());
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    tool_verror(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 /* ---------------------------------------------------------------- numbers */

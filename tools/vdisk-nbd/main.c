@@ -196,7 +196,7 @@ static vd_nbd_tls_creds *get_tls(const char *creds, const char *psk, bool server
     if (psk) {
         vd_nbd_tls_creds *c = vd_nbd_tls_creds_new_psk(psk, NULL, server);
         if (!c) {
-            tool_error("%s", vd_get_error());
+            tool_error_last();
         }
         return c;
     }
@@ -220,7 +220,7 @@ static vd_nbd_tls_creds *get_tls(const char *creds, const char *psk, bool server
         return NULL;
     }
     if (!c) {
-        tool_error("%s", vd_get_error());
+        tool_error_last();
     }
     return c;
 }
@@ -236,7 +236,7 @@ static int do_list(const char *host, const char *port, const char *sock, vd_nbd_
                             : host ? host
                                    : "localhost",
                             port, sock, tls, tls_hostname, &list, &n) < 0) {
-        tool_error("%s", vd_get_error());
+        tool_error_last();
         return EXIT_FAILURE;
     }
     static const char *const flag_names[] = {
@@ -661,7 +661,7 @@ int main(int argc, char **argv)
 
     vd_nbd_server *srv = vd_nbd_server_new();
     if (!srv) {
-        tool_error("%s", vd_get_error());
+        tool_error_last();
         vd_close(img);
         return EXIT_FAILURE;
     }
@@ -678,7 +678,7 @@ int main(int argc, char **argv)
     };
     if (vd_nbd_server_add_export(srv, &eo) < 0 ||
         (tls && vd_nbd_server_set_tls(srv, tls) < 0)) {
-        tool_error("%s", vd_get_error());
+        tool_error_last();
         vd_nbd_server_free(srv);
         vd_close(img);
         return EXIT_FAILURE;
@@ -710,7 +710,7 @@ int main(int argc, char **argv)
         vd_nbd_listen_tcp(bind_addr ? bind_addr : "0.0.0.0", port, &fds, &nfds);
     }
     if (!nfds) {
-        tool_error("%s", vd_get_error());
+        tool_error_last();
         vd_nbd_server_free(srv);
         vd_close(img);
         return EXIT_FAILURE;
@@ -763,7 +763,7 @@ int main(int argc, char **argv)
     setup_signals();
     int ret = vd_nbd_server_serve(srv, fds, nfds);
     if (ret < 0) {
-        tool_error("%s", vd_get_error());
+        tool_error_last();
     }
     g_server = NULL;
     for (size_t i = 0; i < nfds; i++) {

@@ -13,6 +13,37 @@ static int amend_help(const char *fmt)
     return img_print_amend_opts_help(fmt);
 }
 
+static bool str_differs(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a && strcmp(a, b));
+}
+
+/*
+ * vdisk's qcow2 amend rewrites the backing file reference; qemu-img 7.2
+ * refuses any backing_file/backing_fmt that is not exactly the image's own
+ * (both compared, so backing_file alone fails when the image names a
+ * format).  Under QEMU's name the tool refuses as qemu-img does, before
+ * anything is changed (qemu-img has already applied an upgrade, a refcount
+ * width or data file change given in the same -o by then).
+ */
+static bool qemu_refuses_backing(vd_image *img, const vd_opts *opts)
+{
+    const char *bf = vd_opts_get(opts, "backing_file");
+    const char *bfmt = vd_opts_get(opts, "backing_fmt");
+    const char *fmt = vd_image_format(img);
+    if (!tool_is_qemu_name() || (!bf && !bfmt) || !fmt || strcmp(fmt, "qcow2")) {
+        return false;
+    }
+    vd_info *info = NULL;
+    if (vd_get_info(img, &info) < 0) {
+        return false;
+    }
+    bool refuse = str_differs(bf, info->backing_filename) ||
+                  str_differs(bfmt, info->backing_format);
+    vd_info_free(info);
+    return refuse;
+}
+
 int cmd_amend(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -105,11 +136,20 @@ int cmd_amend(int argc, char **argv)
     }
 
     tool_progress_init(progress);
-    int r = vd_amend(img, opts, force, tool_progress_cb, NULL);
-    if (r == 0) {
+    bool refused = qemu_refuses_backing(img, opts);
+    int r = refused ? -1 : vd_amend(img, opts, force, tool_progress_cb, NULL);
+    if (tool_is_qemu_name()) {
+        /* qemu-img prints 100 % after the driver's own last report, which
+         * is 100 % too (iotest 061), whatever the result */
+        tool_progress_print(100.0);
+    } else if (r == 0) {
         tool_progress_update(100.0);
     }
     tool_progress_end();
+    if (refused) {
+        tool_error("Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.");
+        goto out;
+    }
     if (r < 0) {
         /* QEMU's words: the format's own refusal as it is; the prefix only
          * for a format that cannot amend at all (iotest 061) */
@@ -118,7 +158,7 @@ int cmd_amend(int argc, char **argv)
             tool_error("Format driver '%s' does not support option amendment",
                        vd_image_format(img));
         } else {
-            tool_error("%s", vd_get_error());
+            tool_error_last();
         }
         goto out;
     }

@@ -51,7 +51,7 @@ typedef struct bench_state {
 
 static void bench_fail(const char *what)
 {
-    tool_error("%s: %s", what, vd_get_error());
+    tool_error_lib("%s", what);
     exit(EXIT_FAILURE);
 }
 

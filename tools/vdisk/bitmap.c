@@ -177,7 +177,7 @@ int cmd_bitmap(int argc, char **argv)
             break;
         }
         if (r < 0) {
-            tool_error("Operation %s on bitmap %s failed: %s", op, bitmap, vd_get_error());
+            tool_error_lib("Operation %s on bitmap %s failed", op, bitmap);
             goto out;
         }
     }

@@ -194,7 +194,7 @@ int cmd_check(int argc, char **argv)
             tool_error("This image format does not support checks");
             ret = 63;
         } else {
-            tool_error("Check failed: %s", vd_get_error());
+            tool_error_lib("Check failed");
             ret = 1;
         }
         goto out;
@@ -211,7 +211,7 @@ int cmd_check(int argc, char **argv)
         }
         /* What remains after the repair is what the exit code reports. */
         if (vd_check_reported(img, 0, &res, report_line, NULL) < 0) {
-            tool_error("Check failed: %s", vd_get_error());
+            tool_error_lib("Check failed");
             ret = 1;
             goto out;
         }

@@ -184,7 +184,7 @@ int cmd_commit(int argc, char **argv)
 
     base_rw = vd_open(base_name, probed ? NULL : base_fmt, eo, VD_OPEN_RDWR | VD_OPEN_RESIZE);
     if (!base_rw) {
-        tool_error("Could not open base image '%s' for writing: %s", base_name, vd_get_error());
+        tool_error_lib("Could not open base image '%s' for writing", base_name);
         goto out;
     }
     reader = tool_open(filename, fmt, image_opts, eo, VD_OPEN_FORCE_SHARE, true);
@@ -199,9 +199,9 @@ int cmd_commit(int argc, char **argv)
         goto out;
     }
     if (base_len < size && vd_truncate(base_rw, (uint64_t)size, false, VD_PREALLOC_OFF) < 0) {
-        tool_error("Top image %s is larger than base image %s, and resize of base image "
-                   "failed: %s",
-                   filename, base_name, vd_get_error());
+        tool_error_lib("Top image %s is larger than base image %s, and resize of base image "
+                   "failed",
+                   filename, base_name);
         goto out;
     }
 
@@ -259,7 +259,7 @@ int cmd_commit(int argc, char **argv)
             goto out;
         }
         if (vd_make_empty(img) < 0 && vd_get_errno() != ENOTSUP) {
-            tool_error("Could not empty '%s': %s", filename, vd_get_error());
+            tool_error_last(); /* "Failed to empty NAME: ..." as qemu-img */
             goto out;
         }
         if (vd_flush(img) < 0) {

@@ -165,9 +165,7 @@ int cmd_create(int argc, char **argv)
         uint64_t num;
         const char *val = vd_opts_value(opts, i);
         if (d->type == VD_OPT_SIZE && vd_parse_size(val, &num) < 0) {
-            tool_error("%s: Parameter '%s' expects a non-negative number below 2^64 (optional "
-                       "suffix k, M, G, T, P or E)",
-                       filename, key);
+            tool_size_param_error(filename, key, val);
             goto out;
         }
     }
@@ -230,7 +228,7 @@ int cmd_create(int argc, char **argv)
         free(full);
         if (!b) {
             /* QEMU's words: the error, then a hint line (iotest 111) */
-            tool_error("%s: %s", filename, vd_get_error());
+            tool_error_lib("%s", filename);
             fputs("Could not open backing image.\n", stderr);
             goto out;
         }
@@ -273,7 +271,7 @@ int cmd_create(int argc, char **argv)
                        find_desc(table, "cluster_size") ? " (try using a larger cluster size)"
                                                         : "");
         } else {
-            tool_error("%s: %s", filename, vd_get_error());
+            tool_error_lib("%s", filename);
         }
         goto out;
     }

@@ -149,7 +149,7 @@ int cmd_dd(int argc, char **argv)
     /* the input is opened without sharing writes: creating over it fails
      * on its lock, as in QEMU */
     if (vd_create(out_name, out_fmt, create_opts) < 0) {
-        tool_error("%s: error while creating output image: %s", out_name, vd_get_error());
+        tool_error_lib("%s: error while creating output image", out_name);
         goto out;
     }
     out = tool_open(out_name, out_fmt, false, NULL, VD_OPEN_RDWR, false);
@@ -176,12 +176,12 @@ int cmd_dd(int argc, char **argv)
         while (block > 0) {
             size_t n = (size_t)(block < bufsize ? block : bufsize);
             if (vd_pread(in, buf, n, in_pos) < 0) {
-                tool_error("error while reading from input image file: %s", vd_get_error());
+                tool_error_lib("error while reading from input image file");
                 goto out;
             }
             in_pos += n;
             if (vd_pwrite(out, buf, n, out_pos, 0) < 0) {
-                tool_error("error while writing to output image file: %s", vd_get_error());
+                tool_error_lib("error while writing to output image file");
                 goto out;
             }
             out_pos += n;

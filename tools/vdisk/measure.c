@@ -145,7 +145,7 @@ int cmd_measure(int argc, char **argv)
         goto out;
     }
     if (options && vd_opts_parse(opts, options, NULL) < 0) {
-        tool_error("Invalid options for file format '%s': %s", out_fmt, vd_get_error());
+        tool_error_lib("Invalid options for file format '%s'", out_fmt);
         goto out;
     }
     /* the options a new image of out_fmt in a plain file could take */
@@ -175,7 +175,7 @@ int cmd_measure(int argc, char **argv)
     vd_image *src = snap ? snap : in;
     vd_measure_result mr = {0};
     if (vd_measure_get(out_fmt, opts, src, &mr) < 0) {
-        tool_error("%s", vd_get_error());
+        tool_error_last();
         goto out;
     }
     /* QEMU reports a bitmaps size when the output format stores them and

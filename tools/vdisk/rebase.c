@@ -343,13 +343,12 @@ int cmd_rebase(int argc, char **argv)
                            "file header",
                            out_baseimg);
             } else {
-                tool_error("Could not change the backing file to '%s': %s", out_baseimg,
-                           vd_get_error());
+                tool_error_lib("Could not change the backing file to '%s'", out_baseimg);
             }
             goto out;
         }
     } else if (vd_change_backing_file(img, NULL, NULL) < 0) {
-        tool_error("Could not remove the backing file of '%s': %s", filename, vd_get_error());
+        tool_error_lib("Could not remove the backing file of '%s'", filename);
         goto out;
     }
     if (vd_flush(img) < 0) {

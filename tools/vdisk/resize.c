@@ -84,9 +84,7 @@ int cmd_resize(int argc, char **argv)
         if (size_arg[0] && vd_get_errno() == ERANGE) {
             tool_error("Value '%s' is out of range for parameter 'size'", size_arg);
         } else {
-            tool_error("Parameter 'size' expects a non-negative number below 2^64 (optional "
-                       "suffix k, M, G, T, P or E), not '%s'",
-                       size_arg);
+            tool_size_param_error(NULL, "size", size_arg);
         }
         return 1;
     }
@@ -127,7 +125,7 @@ int cmd_resize(int argc, char **argv)
         goto out;
     }
     if (vd_truncate(img, (uint64_t)total, shrink, (vd_prealloc)prealloc) < 0) {
-        tool_error("%s", vd_get_error());
+        tool_error_last();
         goto out;
     }
     if (!quiet) {

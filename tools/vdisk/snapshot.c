@@ -95,19 +95,25 @@ int cmd_snapshot(int argc, char **argv)
     }
     case SNAP_CREATE:
         if (vd_snapshot_create(img, name) < 0) {
-            tool_error("Could not create snapshot '%s': %s", name, vd_get_error());
+            if (tool_is_qemu_name()) {
+                /* qemu-img names only the errno (iotests 080, 112, 244) */
+                int e = vd_get_errno() ? vd_get_errno() : EIO;
+                tool_error("Could not create snapshot '%s': %d (%s)", name, -e, strerror(e));
+            } else {
+                tool_error_lib("Could not create snapshot '%s'", name);
+            }
             ret = 1;
         }
         break;
     case SNAP_APPLY:
         if (vd_snapshot_apply(img, name) < 0) {
-            tool_error("Could not apply snapshot '%s': %s", name, vd_get_error());
+            tool_error_lib("Could not apply snapshot '%s'", name);
             ret = 1;
         }
         break;
     case SNAP_DELETE:
         if (vd_snapshot_delete(img, name) < 0) {
-            tool_error("Could not delete snapshot '%s': %s", name, vd_get_error());
+            tool_error_lib("Could not delete snapshot '%s'", name);
             ret = 1;
         }
         break;

@@ -528,8 +528,9 @@ int qcow2_amend(vd_node *bs, const vd_opts *opts, bool force, vd_progress_fn *pr
                                 "Can't amend encryption options - encryption not present");
         }
         if (in_list(create_only, k)) {
-            return vd_error_set(errp, EINVAL, "Invalid parameter '%s': this option is only "
-                                "supported for image creation", k);
+            int r = vd_error_set(errp, EINVAL, "Invalid parameter '%s'", k);
+            vd_error_append_hint(errp, "This option is only supported for image creation\n");
+            return r;
         }
         return vd_error_set(errp, EINVAL, "Invalid parameter '%s'", k);
     }

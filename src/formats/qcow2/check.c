@@ -68,7 +68,11 @@ static int inc_refs_n(check_ctx *c, uint64_t offset, uint64_t size, uint64_t n)
     uint64_t end;
     if (vd_add_overflow(offset, size, &end) ||
         (end > (uint64_t)c->file_len && end - (uint64_t)c->file_len >= s->cluster_size)) {
-        /* counting reference for region exceeding the end of the file */
+        for (uint64_t k = 0; k < n; k++) {
+            vd_check_line("ERROR: counting reference for region exceeding the end of the file by "
+                          "one cluster or more: offset 0x%llx size 0x%llx",
+                          (unsigned long long)offset, (unsigned long long)size);
+        }
         c->res->corruptions += n;
         return 0;
     }
@@ -82,7 +86,14 @@ static int inc_refs_n(check_ctx *c, uint64_t offset, uint64_t size, uint64_t n)
         uint64_t v = qcow2_rc_get(s, c->rc, i);
         uint64_t room = s->refcount_max - v;
         if (n > room) {
-            c->res->corruptions += n - room; /* refcount overflow */
+            for (uint64_t k = 0; k < n - room; k++) {
+                vd_check_line("ERROR: overflow cluster offset=0x%llx",
+                              (unsigned long long)(i << s->cluster_bits));
+                vd_check_line("Use qemu-img amend to increase the refcount entry width or "
+                              "qemu-img convert to create a clean copy if the image cannot be "
+                              "opened for writing");
+            }
+            c->res->corruptions += n - room;
         }
         qcow2_rc_set(s, c->rc, i, v + VD_MIN(n, room));
     }

@@ -87,8 +87,8 @@ static const vd_opt_desc qcow2_create_opts[] = {
     {NULL, 0, NULL, NULL},
 };
 
-/* What qcow2_amend accepts (amend.c), as `amend -o help` lists it.  QEMU
- * also amends LUKS keyslots (encrypt.*), which vdisk does not. */
+/* What qcow2_amend accepts (amend.c; encrypt.*: LUKS key slots, crypto.c),
+ * as `amend -o help` lists it. */
 static const vd_opt_desc qcow2_amend_opts[] = {
     {"size", VD_OPT_SIZE, "Virtual disk size", NULL},
     {"compat", VD_OPT_STRING, "Compatibility level (v2 [0.10] or v3 [1.1])", NULL},
@@ -98,6 +98,13 @@ static const vd_opt_desc qcow2_amend_opts[] = {
     {"data_file_raw", VD_OPT_BOOL, "The external data file must stay valid as a raw image", NULL},
     {"lazy_refcounts", VD_OPT_BOOL, "Postpone refcount updates", NULL},
     {"refcount_bits", VD_OPT_NUMBER, "Width of a reference count entry in bits", NULL},
+    {"encrypt.state", VD_OPT_STRING, "Select new state of affected keyslots (active/inactive)",
+     NULL},
+    {"encrypt.keyslot", VD_OPT_NUMBER, "Select a single keyslot to modify explicitly", NULL},
+    {"encrypt.old-secret", VD_OPT_STRING, "Select all keyslots that match this password", NULL},
+    {"encrypt.new-secret", VD_OPT_STRING,
+     "New secret to set in the matching keyslots. Empty string to erase", NULL},
+    {"encrypt.iter-time", VD_OPT_NUMBER, "Time to spend in PBKDF in milliseconds", NULL},
     {NULL, 0, NULL, NULL},
 };
 

@@ -363,7 +363,7 @@ vd_image *tool_open(const char *filename, const char *fmt, bool image_opts,
          * says "Could not open 'NAME': ..." a second time). */
         size_t plen = strlen(progname);
         if (tool_open_plain_errors) {
-            tool_error("%s", lib);
+            tool_error_last();
         } else if (plen >= 3 && strcmp(progname + plen - 3, "-io") == 0) {
             /* qemu-io names no device for --image-opts or "open -o"
              * without a file name (iotest 226) */

@@ -134,10 +134,11 @@ int vd_file_lock_check(const vd_file_lock *l, unsigned perm, unsigned shared,
         if (perm & bit) {
             int ret = test_byte(l, VD_LOCK_SHARED_BASE + (int)i);
             if (ret == -EAGAIN || ret == -EACCES) {
-                return vd_error_set(errp, EAGAIN,
-                                    "Failed to get \"%s\" lock on '%s': is another "
-                                    "process using the image?",
-                                    vd_perm_name(bit), filename);
+                /* QEMU's message and hint (iotests 153, 182) */
+                vd_error_set(errp, EAGAIN, "Failed to get \"%s\" lock", vd_perm_name(bit));
+                vd_error_append_hint(errp, "Is another process using the image [%s]?\n",
+                                     filename);
+                return -EAGAIN;
             } else if (ret < 0) {
                 return vd_error_setg_errno(errp, ret, "Failed to get \"%s\" lock on '%s'",
                                            vd_perm_name(bit), filename);
@@ -149,10 +150,11 @@ int vd_file_lock_check(const vd_file_lock *l, unsigned perm, unsigned shared,
         if (!(shared & bit)) {
             int ret = test_byte(l, VD_LOCK_PERM_BASE + (int)i);
             if (ret == -EAGAIN || ret == -EACCES) {
-                return vd_error_set(errp, EAGAIN,
-                                    "Failed to get shared \"%s\" lock on '%s': is another "
-                                    "process using the image?",
-                                    vd_perm_name(bit), filename);
+                vd_error_set(errp, EAGAIN, "Failed to get shared \"%s\" lock",
+                             vd_perm_name(bit));
+                vd_error_append_hint(errp, "Is another process using the image [%s]?\n",
+                                     filename);
+                return -EAGAIN;
             } else if (ret < 0) {
                 return vd_error_setg_errno(errp, ret,
                                            "Failed to get shared \"%s\" lock on '%s'",

@@ -57,6 +57,10 @@ expect_fail 'Failed to get "write" lock' qemu-io -f qcow2 -c 'write 0 512' q.qco
 expect_fail 'Failed to get shared "write" lock' "$VDISK_IO" -r -f qcow2 -c 'read 0 512' q.qcow2
 expect_fail 'Failed to get shared "write" lock' "$VDISK" info q.qcow2
 expect_fail 'Failed to get shared "write" lock' qemu-img info q.qcow2
+# the whole refusal as QEMU's tools print it: the message, then the hint
+# naming the image on its own line (iotests 153, 182)
+same_output "write lock refusal" qemu-io -f qcow2 -c 'write 0 512' q.qcow2
+same_output "shared lock refusal" qemu-img info q.qcow2
 works "$VDISK_IO" -r -U -f qcow2 -c 'read -P 7 0 64k' q.qcow2
 works "$VDISK" info -U q.qcow2
 out=$("$VDISK_IO" -f qcow2 -c 'write 0 512' q.qcow2 2>&1) || true

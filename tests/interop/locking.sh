@@ -89,9 +89,9 @@ expect_fail 'Failed to get shared "write" lock' qemu-img info q.qcow2
 works vtry q.qcow2 share fmt
 works qemu-io -r -U -f qcow2 -c 'read 0 512' q.qcow2
 works qemu-img info -U q.qcow2
-# the message names the file
+# the refusal names the file (in QEMU's hint line)
 out=$(vtry q.qcow2 rw fmt 2>&1) || true
-case "$out" in *"'q.qcow2'"*) ;; *) fail "message does not name the file: $out" ;; esac
+case "$out" in *"[q.qcow2]"*) ;; *) fail "message does not name the file: $out" ;; esac
 stop_all
 
 # --- vdisk holds an image the way a qcow2 writer does: QEMU must refuse

@@ -7,8 +7,12 @@ need qemu-img qemu-io
 
 "$VDISK" create -q -f qcow2 l.qcow2 16M
 
-wait_locked() { # wait until qemu-img info (without -U) sees the lock
-    while qemu-img info l.qcow2 >/dev/null 2>&1; do
+wait_locked() { # wait until the holder's locks on the image show in /proc/locks
+    # (polling with qemu-img info would take locks itself and could make a
+    # holder that is still starting fail to get its write lock)
+    local ino
+    ino=$(stat -c %i l.qcow2)
+    until grep -q ":$ino " /proc/locks; do
         kill -0 $holder 2>/dev/null || fail "the holder exited before locking the image"
         sleep 0.05
     done

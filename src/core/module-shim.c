@@ -9,7 +9,6 @@
 #include <stdarg.h>
 #include <string.h>
 
-#include "../protocols/gluster.h"
 #include "module.h"
 
 #ifndef VD_MODULE_DRIVER
@@ -162,9 +161,4 @@ int vd_secret_lookup(const char *id, uint8_t **data, size_t *len, vd_error **err
 int vd_secret_lookup_utf8(const char *id, uint8_t **data, size_t *len, vd_error **errp)
 {
     return host->secret_lookup_utf8(id, data, len, errp);
-}
-
-int vd_gluster_parse_uri(const char *filename, vd_opts *opts)
-{
-    return host->gluster_parse_uri(filename, opts);
 }

@@ -19,7 +19,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../protocols/gluster.h"
 #include "module-paths.h"
 #include "module.h"
 
@@ -80,7 +79,6 @@ static const vd_module_host host = {
     .opts_parse_json_filename = vd_opts_parse_json_filename,
     .secret_lookup = vd_secret_lookup,
     .secret_lookup_utf8 = vd_secret_lookup_utf8,
-    .gluster_parse_uri = vd_gluster_parse_uri,
 };
 
 /* ------------------------------------------------------------ directories */

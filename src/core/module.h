@@ -60,8 +60,6 @@ typedef struct vd_module_host {
     /* secrets (--object secret) */
     int (*secret_lookup)(const char *id, uint8_t **data, size_t *len, vd_error **errp);
     int (*secret_lookup_utf8)(const char *id, uint8_t **data, size_t *len, vd_error **errp);
-    /* gluster-uri.c (in the core: the fuzzer and the URI tests use it) */
-    int (*gluster_parse_uri)(const char *filename, vd_opts *opts);
 } vd_module_host;
 
 /* A module's entry: the driver it brings, or NULL when host does not match

@@ -683,6 +683,17 @@ void vd_set_repair_report(vd_check_report_fn fn, void *opaque)
     pthread_mutex_unlock(&repair_lock);
 }
 
+/* Hand a finished line to the repair-report handler; held while calling,
+ * so that a handler being replaced is never called after. */
+static void repair_report(const char *line)
+{
+    pthread_mutex_lock(&repair_lock);
+    if (repair_fn) {
+        repair_fn(repair_opaque, line);
+    }
+    pthread_mutex_unlock(&repair_lock);
+}
+
 void vd_report_line(const char *fmt, ...)
 {
     char line[512];
@@ -690,11 +701,7 @@ void vd_report_line(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    pthread_mutex_lock(&repair_lock);
-    if (repair_fn) {
-        repair_fn(repair_opaque, line);
-    }
-    pthread_mutex_unlock(&repair_lock);
+    repair_report(line);
 }
 
 bool vd_check_auto_begin(void)
@@ -723,12 +730,7 @@ void vd_check_line(const char *fmt, ...)
         check_report_fn(check_report_opaque, line);
         return;
     }
-    /* held while calling: a handler being replaced is never called after */
-    pthread_mutex_lock(&repair_lock);
-    if (repair_fn) {
-        repair_fn(repair_opaque, line);
-    }
-    pthread_mutex_unlock(&repair_lock);
+    repair_report(line);
 }
 
 int vd_check_reported(vd_image *img, unsigned fix, vd_check_result *res, vd_check_report_fn fn,

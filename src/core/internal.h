@@ -225,7 +225,6 @@ void vd_opts_remove_prefix(vd_opts *opts, const char *prefix);
 int vd_opts_validate(const vd_opts *opts, const vd_opt_desc *const *tables,
                      const char *const *child_prefixes, const char *what,
                      vd_error **errp);
-/* Parse a json:{...} filename (with the "json:" prefix) into flat opts. */
 /*
  * QEMU's json: filename of a node that no plain name describes: the options
  * (flattened keys nested again, numbered members as arrays) with "driver"
@@ -234,6 +233,11 @@ int vd_opts_validate(const vd_opts *opts, const vd_opt_desc *const *tables,
  */
 char *vd_opts_json_filename(const vd_opts *opts, const char *driver, const char *child_key,
                             const char *child_json);
+/* Whether KEY, or its tail after a '.', is one of the generic options the
+ * core passes from a node down to its children (read-only, discard,
+ * force-share, cache.*): such keys do not describe the node (node.c). */
+bool vd_opt_is_inherited(const char *key);
+/* Parse a json:{...} filename (with the "json:" prefix) into flat opts. */
 int vd_opts_parse_json_filename(vd_opts *opts, const char *filename, vd_error **errp);
 /* Same as vd_opts_parse but with an error message. */
 int vd_opts_parse_err(vd_opts *opts, const char *str, const char *implied_key,

@@ -211,6 +211,19 @@ static void inherit_opts(vd_opts *child, const vd_opts *parent)
     }
 }
 
+bool vd_opt_is_inherited(const char *key)
+{
+    size_t kl = strlen(key);
+    for (size_t j = 0; inherited_opts[j]; j++) {
+        size_t gl = strlen(inherited_opts[j]);
+        if (kl >= gl && !strcmp(key + kl - gl, inherited_opts[j]) &&
+            (kl == gl || key[kl - gl - 1] == '.')) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /*
  * QEMU's json: filename for a node no plain name describes (a filter or
  * quorum opened from options alone, a format above such a node), without
@@ -225,13 +238,7 @@ static char *json_filename(const vd_opts *opts, const char *driver, const char *
     }
     for (size_t i = 0; opts && i < vd_opts_count(opts); i++) {
         const char *k = vd_opts_key(opts, i);
-        bool generic = false;
-        for (size_t j = 0; inherited_opts[j] && !generic; j++) {
-            size_t kl = strlen(k), gl = strlen(inherited_opts[j]);
-            generic = kl >= gl && !strcmp(k + kl - gl, inherited_opts[j]) &&
-                      (kl == gl || k[kl - gl - 1] == '.');
-        }
-        if (!generic) {
+        if (!vd_opt_is_inherited(k)) {
             vd_opts_set(o, k, vd_opts_value(opts, i));
         }
     }

@@ -465,9 +465,7 @@ static void blkdebug_free_rules(bd_state *s)
  */
 static void blkdebug_plain_name(vd_node *bs, const char *config)
 {
-    static const char *const plain[] = {"driver", "config", "x-image", "filename",
-                                        "discard", "force-share", "read-only",
-                                        "cache.direct", "cache.no-flush", NULL};
+    static const char *const plain[] = {"driver", "config", "x-image", "filename", NULL};
     const char *child = bs->file->exact_filename ? bs->file->exact_filename
                                                  : bs->file->filename;
     if (strcmp(bs->filename, "blkdebug") != 0 || !child || !strncmp(child, "json:", 5) ||
@@ -476,7 +474,7 @@ static void blkdebug_plain_name(vd_node *bs, const char *config)
     }
     for (size_t i = 0; i < vd_opts_count(bs->options); i++) {
         const char *k = vd_opts_key(bs->options, i);
-        bool ok = !strncmp(k, "image.", 6);
+        bool ok = !strncmp(k, "image.", 6) || vd_opt_is_inherited(k);
         for (size_t j = 0; plain[j] && !ok; j++) {
             ok = !strcmp(k, plain[j]);
         }

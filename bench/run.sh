@@ -18,7 +18,8 @@
 # bench/results/latest.png draws the ratios and targets (bench/plot.py,
 # python3-matplotlib from `scripts/deps.sh bench`; skipped without it).
 # Usage: bench/run.sh [BUILD]   (env: RUNS=3, SIZE=2G, DENSITIES="10 35",
-#                                ALL=1, RESULTS=dir)
+#                                ALL=1, RESULTS=dir; LOGS=dir rebuilds
+#                                the tables from that earlier run's logs)
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 set -u -o pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,10 +29,17 @@ runs=${RUNS:-3}
 size=${SIZE:-2G}
 densities=${DENSITIES:-10 35}
 results=${RESULTS:-$here/results}
-log=$(mktemp -d /tmp/vdisk-bench.XXXXXX)
 failed=0
-load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+if [ -n "${LOGS:-}" ]; then
+    # only rebuild the tables from an earlier run's logs
+    log=$LOGS
+    . "$log/meta" || exit 1
+else
+    log=$(mktemp -d /tmp/vdisk-bench.XXXXXX)
+    load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+    started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    printf 'started=%q\nload_start=%q\n' "$started" "$load_start" >"$log/meta"
+fi
 
 run() { # LOGNAME SCRIPT ARGS...
     local name=$1; shift
@@ -42,15 +50,19 @@ run() { # LOGNAME SCRIPT ARGS...
     fi
 }
 
-run convert-matrix "$here/convert-matrix.sh" -r "$runs" -s "$size" -d "$densities" "$build"
-[ -f "$here/nbd-read.sh" ] && run nbd-read "$here/nbd-read.sh" "$build"
-if [ -n "${ALL:-}" ]; then
-    for b in "$here"/*.sh; do
-        case $(basename "$b") in lib.sh | run.sh | convert-matrix.sh | nbd-read.sh) continue ;; esac
-        run "$(basename "$b" .sh)" "$b" "$build"
-    done
-fi
-load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+run_all() {
+    run convert-matrix "$here/convert-matrix.sh" -r "$runs" -s "$size" -d "$densities" "$build"
+    [ -f "$here/nbd-read.sh" ] && run nbd-read "$here/nbd-read.sh" "$build"
+    if [ -n "${ALL:-}" ]; then
+        for b in "$here"/*.sh; do
+            case $(basename "$b") in lib.sh | run.sh | convert-matrix.sh | nbd-read.sh) continue ;; esac
+            run "$(basename "$b" .sh)" "$b" "$build"
+        done
+    fi
+    load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+    printf 'load_end=%q\n' "$load_end" >>"$log/meta"
+}
+[ -n "${LOGS:-}" ] || run_all
 
 mkdir -p "$results"
 csv=$results/latest.csv
@@ -64,7 +76,7 @@ txt=$results/latest.txt
             if [ -n "${tg:-}" ] && [ "$tg" != - ] && [ "$r" != - ]; then
                 meets=$(awk -v r="$r" -v t="$tg" 'BEGIN { print (r <= t) ? "yes" : "no" }')
             fi
-            printf '"%s",%s,%s,%s,%s,%s,%s\n' "$name" "$v" "$q" "$r" "${tg:--}" "$meets" "$st"
+            printf '"%s",%s,%s,%s,%s,%s,"%s"\n' "$name" "$v" "$q" "$r" "${tg:--}" "$meets" "$st"
         done
     done
 } >"$csv"
@@ -73,9 +85,15 @@ txt=$results/latest.txt
     echo "the machine is shared, so single figures are noisy; ratios are of medians of $runs runs)"
     echo "ratio = vdisk / reference (times, sizes: below 1 is better)"
     printf '%-58s %11s %11s %7s %7s %5s  %s\n' benchmark vdisk reference ratio target meets status
-    tail -n +3 "$csv" | while IFS=, read -r name v q r tg m st; do
-        printf '%-58s %11s %11s %7s %7s %5s  %s\n' "${name//\"/}" "$v" "$q" "$r" "$tg" "$m" "$st"
-    done
+    # the CSV module, not IFS=, : names hold commas ("..., cpu time")
+    /usr/bin/python3 - "$csv" <<'EOF'
+import csv, sys
+with open(sys.argv[1]) as f:
+    f.readline()
+    for r in csv.DictReader(f):
+        print('%-58s %11s %11s %7s %7s %5s  %s' % (r['benchmark'], r['vdisk'], r['reference'],
+              r['ratio'], r['target'], r['meets_target'], r['status']))
+EOF
     for f in "$log"/*.log; do
         grep -q '^RESULT|' "$f" && continue
         echo "$(basename "$f" .log) (no RESULT lines; its last lines):"

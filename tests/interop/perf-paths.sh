@@ -23,9 +23,10 @@
 #     an odd-sized image whose partial last cluster ends such a run: read
 #     back by qemu-img, the same clusters compressed as by qemu-img, the
 #     size within 2 % of qemu-img's;
-#  6. convert's default worker count (with strace): as many threads as
-#     cores (2 to 8) between local files, -m as given, 8 when a source is
-#     on NBD (latency to hide).
+#  6. convert's default worker count (with strace): a plain copy between
+#     local files runs in the main thread (no thread started); with -c or
+#     direct I/O as many threads as cores (2 to 8); -m as given; 8 when a
+#     source is on NBD (latency to hide).
 . "$(dirname "$0")/../lib.sh"
 need qemu-img qemu-io
 SEED=${VDISK_TEST_SEED:-$RANDOM}
@@ -224,21 +225,30 @@ if command -v strace >/dev/null; then
         # LeakSanitizer cannot run under ptrace: no leak check here
         ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 \
             strace -f -qq -e trace=clone,clone3 -o st.out "$@" >/dev/null 2>&1 || fail "under strace: $*"
-        grep -cE '^[0-9]+ +clone3?\(' st.out
+        grep -cE '^[0-9]+ +clone3?\(' st.out || true # grep -c exits 1 on 0
     }
     ncpu=$(nproc) # the cores this process may use, as convert counts them
     want=$((ncpu < 2 ? 2 : (ncpu > 8 ? 8 : ncpu)))
     rm -f w.raw
     t=$(threads "$VDISK" convert -f raw -O raw c.raw w.raw)
-    [ "$t" -eq "$want" ] || fail "local convert started $t threads, expected $want"
+    [ "$t" -eq 0 ] || fail "local convert started $t threads, expected none"
     same_content c.raw w.raw
+    rm -f w.raw
+    t=$(threads "$VDISK" convert -t none -f raw -O raw c.raw w.raw)
+    [ "$t" -eq "$want" ] || fail "local convert -t none started $t threads, expected $want"
+    same_content c.raw w.raw
+    rm -f w.qcow2
+    t=$(threads "$VDISK" convert -c -f raw -O qcow2 c.raw w.qcow2)
+    # -c: the workers, plus the library's compression threads, if any
+    [ "$t" -ge "$want" ] || fail "local convert -c started $t threads, expected at least $want"
+    qemu-img compare -q -f raw -F qcow2 c.raw w.qcow2 || fail "convert -c: content differs"
     rm -f w.raw
     t=$(threads "$VDISK" convert -m 5 -f raw -O raw c.raw w.raw)
     [ "$t" -eq 5 ] || fail "convert -m 5 started $t threads"
     if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
         rm -f w.raw
-        t=$(threads taskset -c 0 "$VDISK" convert -f raw -O raw c.raw w.raw)
-        [ "$t" -eq 2 ] || fail "convert on one allowed core started $t threads, expected 2"
+        t=$(threads taskset -c 0 "$VDISK" convert -T none -f raw -O raw c.raw w.raw)
+        [ "$t" -eq 2 ] || fail "convert -T none on one allowed core started $t threads, expected 2"
     fi
     if command -v qemu-nbd >/dev/null; then
         qemu-nbd -k "$PWD/w.sock" -f raw -r -t c.raw &

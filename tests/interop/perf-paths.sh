@@ -27,6 +27,9 @@
 #     local files runs in the main thread (no thread started); with -c or
 #     direct I/O as many threads as cores (2 to 8); -m as given; 8 when a
 #     source is on NBD (latency to hide).
+#  7. memory: converting a 1 TiB qcow2 whose 600 written clusters touch
+#     600 L2 tables (37.5 MiB of them) to qcow2 and to raw stays under
+#     64 MiB of RSS (issue 17); not under the sanitizers.
 . "$(dirname "$0")/../lib.sh"
 need qemu-img qemu-io
 SEED=${VDISK_TEST_SEED:-$RANDOM}
@@ -262,5 +265,27 @@ if command -v strace >/dev/null; then
         kill $nbd_pid; wait $nbd_pid 2>/dev/null || true
         trap - EXIT
     fi
+fi
+
+# ---- 7. memory bound of a convert of a big sparse qcow2
+if [ -z "${VDISK_SANITIZED:-}" ] && [ -x /usr/bin/time ]; then
+    "$VDISK" create -q -f qcow2 tb.qcow2 1T
+    /usr/bin/python3 -c "
+import random
+r = random.Random($SEED)
+for i in range(600):
+    print('write -q -P %d %d 4k' % (i % 250 + 1, r.randrange(0, (1 << 40) // 65536) * 65536))
+" >tb.cmds
+    "$VDISK_IO" -f qcow2 tb.qcow2 <tb.cmds >/dev/null || fail "writing tb.qcow2"
+    for f in qcow2 raw; do
+        rm -f tb.out
+        /usr/bin/time -o tb.rss -f %M "$VDISK" convert -f qcow2 -O $f tb.qcow2 tb.out ||
+            fail "convert of the 1 TiB image to $f"
+        rss=$(tail -1 tb.rss)
+        echo "convert 1 TiB qcow2 -> $f: $rss KiB RSS"
+        [ "$rss" -le 65536 ] || fail "convert 1 TiB qcow2 -> $f took $rss KiB of RSS (> 64 MiB)"
+        qemu-img compare -q -f qcow2 -F $f tb.qcow2 tb.out || fail "convert 1 TiB -> $f: content"
+    done
+    rm -f tb.out tb.qcow2
 fi
 echo ok

@@ -419,19 +419,23 @@ const vio_cmd vio_cmd_reopen = {
 
 static int reopen_f(int argc, char **argv)
 {
-    vd_opts *changes = vd_opts_new(), *opts = NULL, *old = NULL, *base = NULL;
+    /* changes: the user's -o; cache: what -c's mode sets (merged later) */
+    vd_opts *changes = vd_opts_new(), *cache = vd_opts_new();
+    vd_opts *opts = NULL, *old = NULL, *base = NULL;
     unsigned flags = vio.open_flags;
     bool writethrough = vio.writethrough, has_rw = false, has_cache = false;
     int c, ret = -EINVAL;
 
-    if (!changes) {
+    if (!changes || !cache) {
+        vd_opts_free(changes);
+        vd_opts_free(cache);
         return -ENOMEM;
     }
     while ((c = getopt(argc, argv, "c:o:rw")) != -1) {
         switch (c) {
         case 'c':
             /* a new cache mode replaces the old one's keys */
-            if (!parse_cache(optarg, changes, &writethrough)) {
+            if (!parse_cache(optarg, cache, &writethrough)) {
                 goto out;
             }
             has_cache = true;
@@ -468,21 +472,12 @@ static int reopen_f(int argc, char **argv)
     }
     if (has_cache && (vd_opts_get(changes, "cache.direct") ||
                       vd_opts_get(changes, "cache.no-flush"))) {
-        /* parse_cache set them itself: only the user's -o may not */
-        vd_opts *user = vd_opts_new();
-        bool both = false;
-        for (int i = 1; user && i < argc; i++) {
-            if (!strcmp(argv[i], "-o") && i + 1 < argc &&
-                vd_opts_parse(user, argv[i + 1], NULL) == 0) {
-                both = both || vd_opts_get(user, "cache.direct") ||
-                       vd_opts_get(user, "cache.no-flush");
-            }
-        }
-        vd_opts_free(user);
-        if (both) {
-            vio_error("Cannot set both -c and the cache options");
-            goto out;
-        }
+        vio_error("Cannot set both -c and the cache options");
+        goto out;
+    }
+    if (vd_opts_merge(changes, cache) < 0) {
+        ret = -ENOMEM;
+        goto out;
     }
     const char *ro = vd_opts_get(changes, "read-only");
     if (ro) {
@@ -553,6 +548,7 @@ static int reopen_f(int argc, char **argv)
     }
 out:
     vd_opts_free(changes);
+    vd_opts_free(cache);
     vd_opts_free(opts);
     vd_opts_free(old);
     vd_opts_free(base);

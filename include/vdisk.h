@@ -399,6 +399,11 @@ int vd_check_reported(vd_image *img, unsigned fix, vd_check_result *res, vd_chec
  * without a handler the lines are dropped.  fn may be called from any thread
  * that opens an image; fn NULL removes the handler. */
 void vd_set_repair_report(vd_check_report_fn fn, void *opaque);
+/* The image tool that advice in messages names ("To replay the log, run:
+ * vdisk check -r all 'X'", "Use vdisk amend to ..."): "vdisk" unless set.
+ * The tools set "qemu-img" when started under QEMU's names, whose words
+ * these are.  At most 31 bytes are kept; set it before opening images. */
+void vd_set_image_tool_name(const char *name);
 
 /* ----------------------------------------------------------------- measure */
 

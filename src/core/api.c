@@ -683,6 +683,18 @@ void vd_set_repair_report(vd_check_report_fn fn, void *opaque)
     pthread_mutex_unlock(&repair_lock);
 }
 
+static char image_tool_name[32] = "vdisk";
+
+void vd_set_image_tool_name(const char *name)
+{
+    snprintf(image_tool_name, sizeof(image_tool_name), "%s", name ? name : "vdisk");
+}
+
+const char *vd_image_tool_name(void)
+{
+    return image_tool_name;
+}
+
 /* Hand a finished line to the repair-report handler; held while calling,
  * so that a handler being replaced is never called after. */
 static void repair_report(const char *line)

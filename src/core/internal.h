@@ -54,6 +54,8 @@ bool vd_check_auto_begin(void);
 /* A line QEMU prints bare on stderr outside any check (qcow2's "Marking
  * image as corrupt: ..."), to vd_set_repair_report's handler. */
 void vd_report_line(const char *fmt, ...) VD_PRINTF(1, 2);
+/* vd_set_image_tool_name's name ("vdisk" unless set) */
+const char *vd_image_tool_name(void);
 void vd_check_auto_end(bool was);
 int vd_error_set(vd_error **errp, int err, const char *fmt, ...) VD_PRINTF(3, 4);
 /* As vd_error_set, appending ": strerror(err)". */

@@ -815,8 +815,8 @@ static int vhdx_parse_log(vd_node *bs, vd_error **errp)
                              "VHDX image file '%s' opened read-only, but contains a log that "
                              "needs to be replayed",
                              bs->filename);
-        vd_error_append_hint(errp, "To replay the log, run:\nqemu-img check -r all '%s'\n",
-                             bs->filename);
+        vd_error_append_hint(errp, "To replay the log, run:\n%s check -r all '%s'\n",
+                             vd_image_tool_name(), bs->filename);
         return r;
     }
     const char *where;

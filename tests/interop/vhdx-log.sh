@@ -35,16 +35,18 @@ kill_at() {
     return 0
 }
 
+# vdisk under qemu-img's name speaks (and advises) as qemu-img
+mkdir -p qnames && ln -sf "$VDISK" qnames/qemu-img
 # same_replay F: read-only verdict and message, check -r all, content
 same_replay() {
     local f=$1 rc qrc a b
-    rc=0; a=$(bounded "$VDISK" info "$f" 2>&1 >/dev/null) || rc=$?
+    rc=0; a=$(bounded qnames/qemu-img info "$f" 2>&1 >/dev/null) || rc=$?
     qrc=0; b=$(qemu-img info "$f" 2>&1 >/dev/null) || qrc=$?
     [ "$rc" -lt 124 ] || fail "vdisk info $f: exit $rc"
     [ "$rc" = "$qrc" ] || fail "info $f: exit $rc, qemu-img $qrc: $a / $b"
     if [ "$rc" -ne 0 ]; then
         case "$b" in *"needs to be replayed"*)
-            [ "${a#vdisk: }" = "${b#qemu-img: }" ] || fail "message for $f: $a -- qemu-img: $b" ;;
+            [ "$a" = "$b" ] || fail "message for $f: $a -- qemu-img: $b" ;;
         esac
     fi
     cp "$f" v-"$f"; cp "$f" q-"$f"
@@ -80,6 +82,12 @@ printf '[inject-error]\nevent = "bat_update"\niotype = "write"\nerrno = "5"\nonc
 "$VDISK_IO" -c "write -P 9 5M 64k" blkdebug:bd.conf:vk.vhdx >/dev/null 2>&1 &&
     fail "the injected error did not fail the write"
 expect_fail "needs to be replayed" qemu-img info vk.vhdx
+# the advice names the tool the user runs: vdisk, or qemu-img's words
+# under its name
+expect_fail "vdisk check -r all 'vk.vhdx'" "$VDISK" info vk.vhdx
+q=$(qemu-img info vk.vhdx 2>&1) && fail "qemu-img info of a pending log worked"
+v=$(qnames/qemu-img info vk.vhdx 2>&1) && fail "vdisk as qemu-img: info of a pending log worked"
+[ "$q" = "$v" ] || fail "under qemu-img's name: '$v', qemu-img: '$q'"
 qemu-img check -r all vk.vhdx >/dev/null || fail "QEMU cannot replay vdisk's log"
 qemu-io -r -f vhdx -c "read -P 9 5M 64k" -c "read -P 3 0 1M" vk.vhdx >/dev/null ||
     fail "QEMU does not read vdisk's replayed write"

@@ -63,6 +63,8 @@ void tool_name_from_argv0(const char *argv0)
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (strcmp(progname, names[i][0]) == 0 && strcmp(base, names[i][1]) == 0) {
             progname = names[i][1];
+            /* the library's advice names QEMU's image tool too */
+            vd_set_image_tool_name("qemu-img");
         }
     }
 }

@@ -89,9 +89,10 @@ static int inc_refs_n(check_ctx *c, uint64_t offset, uint64_t size, uint64_t n)
             for (uint64_t k = 0; k < n - room; k++) {
                 vd_check_line("ERROR: overflow cluster offset=0x%llx",
                               (unsigned long long)(i << s->cluster_bits));
-                vd_check_line("Use qemu-img amend to increase the refcount entry width or "
-                              "qemu-img convert to create a clean copy if the image cannot be "
-                              "opened for writing");
+                vd_check_line("Use %s amend to increase the refcount entry width or "
+                              "%s convert to create a clean copy if the image cannot be "
+                              "opened for writing",
+                              vd_image_tool_name(), vd_image_tool_name());
             }
             c->res->corruptions += n - room;
         }

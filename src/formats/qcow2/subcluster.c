@@ -358,6 +358,19 @@ static int sc_write_cluster(qcow2_state *s, uint64_t offset, uint64_t len, const
         return ret;
     }
     memcpy(buf + oic, data, len);
+    /* the L2 table first (allocated or copied for writing), then the data
+     * cluster: QEMU's order, so a request over two clusters places them
+     * side by side after the new table, as QEMU does */
+    {
+        uint64_t *slice;
+        uint32_t idx;
+        ret = qcow2_get_l2_for_write(s, cstart, &slice, &idx);
+        if (ret < 0) {
+            free(buf);
+            return ret;
+        }
+        vd_cache_put(s->l2_cache, (void **)&slice);
+    }
     uint64_t host;
     bool ext = qcow2_has_data_file(s);
     if (ext) {

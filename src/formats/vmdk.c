@@ -688,14 +688,19 @@ static int vmdk_open_cowd(vd_node *bs, vmdk_extent *e, vd_error **errp)
     }
     /* magic, version, flags, disk_sectors, granularity, l1dir_offset, l1dir_size */
     uint64_t capacity = vd_ld_le32(h + 12);
-    ret = vmdk_sparse_geometry(bs, e, capacity, vd_ld_le32(h + 16), 4096, errp);
+    uint32_t granularity = vd_ld_le32(h + 16);
+    uint32_t gd_entries = vd_ld_le32(h + 24);
+    /* QEMU takes the directory's size from l1dir_size and bounds it so */
+    if (granularity <= 0x200000 && gd_entries > 32u * 1024 * 1024) {
+        return vd_error_set(errp, EFBIG, "L1 size too big");
+    }
+    ret = vmdk_sparse_geometry(bs, e, capacity, granularity, 4096, errp);
     if (ret < 0) {
         return ret;
     }
-    uint32_t gd_entries = vd_ld_le32(h + 24);
     if (gd_entries < e->gd_entries) {
-        /* QEMU trusts l1dir_size; fewer entries than the capacity needs
-         * leave the rest unallocated, which we honour too */
+        /* fewer entries than the capacity needs: reads past the last
+         * one fail, as in QEMU (vmdk_lookup); more are never looked at */
         e->gd_entries = gd_entries;
     }
     e->gd_offset = (uint64_t)vd_ld_le32(h + 20) * VMDK_SECTOR;
@@ -1131,7 +1136,11 @@ static int vmdk_open(vd_node *bs, vd_opts *opts, vd_error **errp)
                     s->desc_space = dsz * VMDK_SECTOR;
                 }
             }
-            s->create_type = vd_strdup(e->compressed ? "streamOptimized" : "monolithicSparse");
+            if (e->kind != VMDK_EXT_COWD) {
+                /* QEMU names no create type for a bare COWD extent */
+                s->create_type =
+                    vd_strdup(e->compressed ? "streamOptimized" : "monolithicSparse");
+            }
         }
         ret = 0;
     } else {
@@ -1299,7 +1308,7 @@ static int vmdk_lookup(vmdk_extent *e, uint64_t off, vmdk_map *m)
     m->gt_sector = 0;
     m->where = VMDK_UNALLOC;
     if (g / e->gt_entries >= e->gd_entries) {
-        return e->kind == VMDK_EXT_COWD ? 0 : -EIO;
+        return -EIO;
     }
     uint32_t gde = e->gd[m->gd_index];
     if (gde == 0) {
